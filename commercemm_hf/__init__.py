@@ -1,0 +1,81 @@
+"""commercemm-hf: CommerceMM (Yu et al., KDD 2022) as a Hugging Face transformers model package.
+
+Importing the package registers CommerceMM with transformers' Auto classes, so `AutoModel.from_pretrained(folder)`
+and `AutoProcessor.from_pretrained(folder)` work without `trust_remote_code`; saved folders also carry the code
+(`auto_map`) so they load with `trust_remote_code=True` where the package is not installed.
+
+Example:
+    >>> import commercemm_hf
+    >>> from transformers import AutoConfig
+    >>> AutoConfig.for_model("commercemm").model_type
+    'commercemm'
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    AutoModelForPreTraining,
+    AutoModelForZeroShotImageClassification,
+    AutoProcessor,
+)
+
+from .modeling import (
+    CommerceMMConfig,
+    CommerceMMForPreTraining,
+    CommerceMMForPreTrainingOutput,
+    CommerceMMForProductCategorization,
+    CommerceMMForRetrieval,
+    CommerceMMFusionConfig,
+    CommerceMMModel,
+    CommerceMMOutput,
+    CommerceMMPreTrainedModel,
+    CommerceMMTextConfig,
+    CommerceMMVisionConfig,
+)
+from .processing import CommerceMMImageProcessor, CommerceMMProcessor, train_commercemm_tokenizer
+
+
+__version__ = "0.1.0"
+
+
+def _register_auto_classes() -> None:
+    """Register with transformers' Auto classes and mark classes so `save_pretrained` writes `auto_map` + code."""
+    AutoConfig.register(CommerceMMConfig.model_type, CommerceMMConfig, exist_ok=True)
+    for sub_config in (CommerceMMTextConfig, CommerceMMVisionConfig, CommerceMMFusionConfig):
+        AutoConfig.register(sub_config.model_type, sub_config, exist_ok=True)
+    AutoModel.register(CommerceMMConfig, CommerceMMModel, exist_ok=True)
+    AutoModelForZeroShotImageClassification.register(CommerceMMConfig, CommerceMMModel, exist_ok=True)
+    AutoModelForPreTraining.register(CommerceMMConfig, CommerceMMForPreTraining, exist_ok=True)
+    CommerceMMConfig.register_for_auto_class()
+    CommerceMMModel.register_for_auto_class("AutoModel")
+    CommerceMMForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+    AutoModelForImageClassification.register(CommerceMMConfig, CommerceMMForProductCategorization, exist_ok=True)
+    AutoModelForSequenceClassification.register(CommerceMMConfig, CommerceMMForProductCategorization, exist_ok=True)
+    CommerceMMForProductCategorization.register_for_auto_class("AutoModelForSequenceClassification")
+    AutoImageProcessor.register(CommerceMMConfig, slow_image_processor_class=CommerceMMImageProcessor, exist_ok=True)
+    AutoProcessor.register(CommerceMMConfig, CommerceMMProcessor, exist_ok=True)
+    CommerceMMImageProcessor.register_for_auto_class("AutoImageProcessor")
+    CommerceMMProcessor.register_for_auto_class("AutoProcessor")
+
+
+_register_auto_classes()
+
+__all__ = [
+    "CommerceMMConfig",
+    "CommerceMMForPreTraining",
+    "CommerceMMForPreTrainingOutput",
+    "CommerceMMForProductCategorization",
+    "CommerceMMForRetrieval",
+    "CommerceMMFusionConfig",
+    "CommerceMMImageProcessor",
+    "CommerceMMModel",
+    "CommerceMMOutput",
+    "CommerceMMPreTrainedModel",
+    "CommerceMMProcessor",
+    "CommerceMMTextConfig",
+    "CommerceMMVisionConfig",
+    "train_commercemm_tokenizer",
+]

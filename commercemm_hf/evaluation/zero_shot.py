@@ -1,0 +1,98 @@
+"""Zero-shot retrieval evaluation of a `CommerceMMModel` on Omni rows and image-text rows.
+
+Each Omni source type retrieves the catalog's products with the embedding it has (DESIGN.md section 2): a query by
+its text embedding, another view by its image embedding, a tagged post by its multimodal embedding; products are
+represented by their multimodal embedding unless `product_kind` says otherwise. Metrics break ties pessimistically
+(see `retrieval_metrics`).
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch.nn import functional as F
+
+from .retrieval import retrieval_metrics
+
+
+SOURCE_EMBEDDING = {"query": "text", "view": "image", "post": "multimodal"}
+
+
+@torch.no_grad()
+def embed(model, processor, images: Sequence | None = None, texts: Sequence[str] | None = None, kind: str = "multimodal",
+          batch_size: int = 32, text_depth: int | None = None, image_depth: int | None = None,
+          fusion_depth: int | None = None) -> torch.Tensor:
+    """L2-normalised `(n, projection_dim)` embeddings of `kind` ("text", "image" or "multimodal") for n items."""
+    count = len(texts) if kind == "text" else len(images)
+    if kind == "multimodal" and len(texts) != count:
+        raise ValueError(f"Multimodal embeddings need one text per image: {count} images, {len(texts)} texts.")
+    device = next(model.parameters()).device
+    chunks = []
+    for start in range(0, count, batch_size):
+        part = slice(start, start + batch_size)
+        inputs = processor(
+            images=list(images[part]) if kind != "text" else None,
+            text=list(texts[part]) if kind != "image" else None,
+            padding=True, truncation=True, return_tensors="pt",
+        )
+        inputs = {key: value.to(device) for key, value in inputs.items() if key != "token_type_ids"}
+        if kind == "text":
+            features = model.get_text_features(**inputs, text_depth=text_depth)
+        elif kind == "image":
+            features = model.get_image_features(**inputs, image_depth=image_depth)
+        else:
+            features = model.get_multimodal_features(
+                **inputs, text_depth=text_depth, image_depth=image_depth, fusion_depth=fusion_depth
+            )
+        chunks.append(F.normalize(features.pooler_output.float(), dim=-1).cpu())
+    return torch.cat(chunks) if chunks else torch.zeros(0, model.config.projection_dim)
+
+
+def _named(metrics: dict, prefix: str) -> dict[str, float]:
+    return {f"{prefix}_{name}": float(value) for name, value in metrics.items()}
+
+
+@torch.no_grad()
+def omni_retrieval_metrics(model, processor, omni_dataset, batch_size: int = 32, product_kind: str = "multimodal",
+                           ks=(1, 5, 10), **depths) -> dict[str, float]:
+    """Recall@k / MRR / nDCG@10 of each source type (`query_to_product_recall@1`, ...) against every distinct
+    product of `omni_dataset` (rows with `source_type`, `source_text`, `source_image`, `product_id`, `image`, `text`)."""
+    was_training = model.training
+    model.eval()
+    product_ids = omni_dataset["product_id"]
+    first_row = {}
+    for row, product_id in enumerate(product_ids):
+        first_row.setdefault(product_id, row)
+    catalog = omni_dataset.select(list(first_row.values()))
+    position = {product_id: index for index, product_id in enumerate(first_row)}
+    product_embeds = embed(model, processor, catalog["image"], catalog["text"], product_kind, batch_size, **depths)
+    metrics = {}
+    source_types = omni_dataset["source_type"]
+    for source_type, kind in SOURCE_EMBEDDING.items():
+        rows = [i for i, value in enumerate(source_types) if value == source_type]
+        if not rows:
+            continue
+        sources = omni_dataset.select(rows)
+        source_embeds = embed(model, processor, sources["source_image"] if kind != "text" else None,
+                              sources["source_text"] if kind != "image" else None, kind, batch_size, **depths)
+        gold = torch.tensor([position[product_id] for product_id in sources["product_id"]])
+        metrics.update(_named(retrieval_metrics(source_embeds @ product_embeds.t(), gold, ks=ks), f"{source_type}_to_product"))
+    model.train(was_training)
+    return metrics
+
+
+@torch.no_grad()
+def image_text_retrieval_metrics(model, processor, dataset, batch_size: int = 32, ks=(1, 5, 10),
+                                 **depths) -> dict[str, float]:
+    """Image->text and text->image retrieval among the rows of an image-text dataset (`image`, `text`)."""
+    was_training = model.training
+    model.eval()
+    image_embeds = embed(model, processor, dataset["image"], None, "image", batch_size, **depths)
+    text_embeds = embed(model, processor, None, dataset["text"], "text", batch_size, **depths)
+    gold = torch.arange(len(dataset))
+    metrics = _named(retrieval_metrics(image_embeds @ text_embeds.t(), gold, ks=ks), "image_to_text")
+    metrics.update(_named(retrieval_metrics(text_embeds @ image_embeds.t(), gold, ks=ks), "text_to_image"))
+    model.train(was_training)
+    return metrics
+
+
+__all__ = ["embed", "image_text_retrieval_metrics", "omni_retrieval_metrics"]

@@ -1,0 +1,31 @@
+"""Hub-ready folders: weights (safetensors), config with `auto_map`, processor files and the remote code.
+
+`save_hub_folder` writes what `AutoModel` / `AutoProcessor` / `pipeline(..., trust_remote_code=True)` need to load a
+CommerceMM model where `commercemm_hf` is not installed; `commercemm publish` (see `cli.py`) adds the model card and
+uploads the folder.
+"""
+
+import os
+from pathlib import Path
+
+from transformers import PreTrainedModel, ProcessorMixin
+
+
+def save_hub_folder(model: PreTrainedModel, processor: ProcessorMixin, folder: str | os.PathLike) -> Path:
+    """Save `model` and `processor` into `folder` so it loads with the Auto classes, with or without the package.
+
+    Example:
+        >>> # save_hub_folder(model, processor, "outputs/commercemm-tiny")
+        >>> # AutoModel.from_pretrained("outputs/commercemm-tiny", trust_remote_code=True)
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    stray = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl"))
+    if stray:
+        raise RuntimeError(f"{folder} holds pickle-format files {stray}: CommerceMM folders carry safetensors only.")
+    return folder
+
+
+__all__ = ["save_hub_folder"]

@@ -1,0 +1,372 @@
+"""CommerceMM configuration.
+
+CommerceMM (Yu et al., "CommerceMM: Large-Scale Commerce MultiModal Representation Learning with Omni Retrieval",
+KDD 2022) is one model made of three transformer stacks: an image encoder (ViT), a text encoder (BERT / XLM-R style)
+and a multimodal fusion encoder over both. This file holds the three stack configs and the composite
+`CommerceMMConfig`, which also carries every pretraining knob (mask ratios, ITM negatives, MIM targets, Omni pairs,
+loss weights, modality-randomization depth choices) so that a checkpoint says how it was trained.
+
+This file travels as Hugging Face remote code: it imports only transformers and the standard library.
+"""
+
+import math
+from typing import ClassVar
+
+from huggingface_hub.dataclasses import strict
+from transformers.configuration_utils import PreTrainedConfig
+
+
+#: The 14 pretraining tasks, by the names used for their losses and `loss_weights`.
+IMAGE_TEXT_TASKS = ("mlm", "mim_kl", "mim_fr", "itc", "itm")
+EMBEDDING_KINDS = ("text", "image", "multimodal")
+OMNI_TASKS = tuple(f"omni_{source}_to_{target}" for source in EMBEDDING_KINDS for target in EMBEDDING_KINDS)
+PRETRAINING_TASKS = IMAGE_TEXT_TASKS + OMNI_TASKS
+OMNI_SOURCE_TYPES = ("query", "view", "post")
+
+
+@strict
+class CommerceMMStackConfig(PreTrainedConfig):
+    """Fields shared by the three transformer stacks (text, vision, fusion); not used on its own."""
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float | int = 0.0
+    attention_probs_dropout_prob: float | int = 0.0
+    layer_norm_eps: float = 1e-12
+    # Pre-LN (ViT/CLIP) normalises before each sub-layer; post-LN (BERT) after the residual sum.
+    pre_layer_norm: bool = True
+    initializer_range: float = 0.02
+
+    def validate_architecture(self):
+        """Checked when the config is built: every shape problem is named here, not deep inside a forward."""
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{type(self).__name__}.{name} must be a positive integer, got {value!r}.")
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"{type(self).__name__}: hidden_size ({self.hidden_size}) is not divisible by "
+                f"num_attention_heads ({self.num_attention_heads})."
+            )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{type(self).__name__}.{name} must be in [0, 1), got {getattr(self, name)}.")
+
+
+@strict
+class CommerceMMTextConfig(CommerceMMStackConfig):
+    """The text encoder: BERT / RoBERTa / XLM-R style (token + position (+ type) embeddings, post-LN blocks).
+
+    `position_embedding_type="absolute"` counts positions from 0 (BERT); `"padding_offset"` counts them from
+    `pad_token_id + 1` and gives padding the `pad_token_id` position (RoBERTa / XLM-R), so imported weights line up.
+
+    Example:
+        >>> from commercemm_hf import CommerceMMTextConfig
+        >>> CommerceMMTextConfig(hidden_size=64, num_attention_heads=2, num_hidden_layers=2).hidden_size
+        64
+    """
+
+    model_type = "commercemm_text_model"
+    base_config_key = "text_config"
+
+    vocab_size: int = 30522
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    position_embedding_type: str = "absolute"
+    pad_token_id: int | None = 0
+    pre_layer_norm: bool = False
+    hidden_dropout_prob: float | int = 0.1
+    attention_probs_dropout_prob: float | int = 0.1
+
+    def validate_architecture(self):
+        super().validate_architecture()
+        if self.position_embedding_type not in ("absolute", "padding_offset"):
+            raise ValueError(
+                "CommerceMMTextConfig.position_embedding_type must be 'absolute' or 'padding_offset', "
+                f"got {self.position_embedding_type!r}."
+            )
+        if self.vocab_size < 1 or self.max_position_embeddings < 1:
+            raise ValueError("CommerceMMTextConfig.vocab_size and max_position_embeddings must be positive.")
+        if self.position_embedding_type == "padding_offset" and self.max_position_embeddings <= (self.pad_token_id or 0) + 1:
+            raise ValueError("CommerceMMTextConfig: max_position_embeddings must exceed pad_token_id + 1.")
+
+    @property
+    def max_text_length(self) -> int:
+        """The longest token sequence the position embeddings can hold."""
+        if self.position_embedding_type == "padding_offset":
+            return self.max_position_embeddings - (self.pad_token_id or 0) - 1
+        return self.max_position_embeddings
+
+
+@strict
+class CommerceMMVisionConfig(CommerceMMStackConfig):
+    """The image encoder: a ViT (patch embedding, [CLS], learned positions, pre-LN blocks, final LayerNorm).
+
+    `patch_embedding_bias` and `pre_layernorm` cover both families we import: ViT (bias, no pre-LN) and CLIP vision
+    (no bias, a LayerNorm right after the embeddings).
+
+    Example:
+        >>> from commercemm_hf import CommerceMMVisionConfig
+        >>> CommerceMMVisionConfig(image_size=64, patch_size=16).num_patches
+        16
+    """
+
+    model_type = "commercemm_vision_model"
+    base_config_key = "vision_config"
+
+    image_size: int = 224
+    patch_size: int = 16
+    num_channels: int = 3
+    patch_embedding_bias: bool = True
+    pre_layernorm: bool = False
+
+    def validate_architecture(self):
+        super().validate_architecture()
+        if self.patch_size < 1 or self.image_size < self.patch_size or self.image_size % self.patch_size != 0:
+            raise ValueError(
+                f"CommerceMMVisionConfig: image_size ({self.image_size}) must be a positive multiple of "
+                f"patch_size ({self.patch_size})."
+            )
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+@strict
+class CommerceMMFusionConfig(CommerceMMStackConfig):
+    """The multimodal fusion encoder: full self-attention over `[CLS_mm] + proj(image tokens) + proj(text tokens)`.
+
+    Example:
+        >>> from commercemm_hf import CommerceMMFusionConfig
+        >>> CommerceMMFusionConfig(num_hidden_layers=6).num_hidden_layers
+        6
+    """
+
+    model_type = "commercemm_fusion_model"
+    base_config_key = "multimodal_config"
+
+    num_hidden_layers: int = 6
+
+
+# Presets: `tiny` for tests and the CPU demo, `small` matches all-MiniLM-L6-v2's text tower so its weights import,
+# `base` is the paper's scale (ViT-B/16 image tower, XLM-R-base text tower, 6-layer fusion).
+_TINY_STACK = dict(hidden_size=128, num_attention_heads=4, intermediate_size=512, num_hidden_layers=4)
+PRESETS = {
+    "tiny": dict(
+        text_config=dict(
+            _TINY_STACK, vocab_size=8000, max_position_embeddings=64, hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        ),
+        vision_config=dict(_TINY_STACK, image_size=64, patch_size=8),
+        multimodal_config=dict(_TINY_STACK, num_hidden_layers=2),
+        projection_dim=128,
+        text_depth_choices=[2, 4],
+        image_depth_choices=[2, 4],
+        fusion_depth_choices=[1, 2],
+        mim_num_prototypes=256,
+    ),
+    "small": dict(
+        text_config=dict(
+            hidden_size=384, num_attention_heads=12, intermediate_size=1536, num_hidden_layers=6,
+            vocab_size=30522, max_position_embeddings=512, type_vocab_size=2,
+        ),
+        vision_config=dict(hidden_size=384, num_attention_heads=6, intermediate_size=1536, num_hidden_layers=12),
+        multimodal_config=dict(hidden_size=384, num_attention_heads=6, intermediate_size=1536, num_hidden_layers=4),
+        projection_dim=256,
+        text_depth_choices=[3, 6],
+        image_depth_choices=[6, 12],
+        fusion_depth_choices=[2, 4],
+    ),
+    "base": dict(
+        text_config=dict(
+            hidden_size=768, num_attention_heads=12, intermediate_size=3072, num_hidden_layers=12,
+            vocab_size=250002, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+            position_embedding_type="padding_offset", layer_norm_eps=1e-5,
+        ),
+        vision_config=dict(hidden_size=768, num_attention_heads=12, intermediate_size=3072, num_hidden_layers=12),
+        multimodal_config=dict(hidden_size=768, num_attention_heads=12, intermediate_size=3072, num_hidden_layers=6),
+        projection_dim=512,
+        text_depth_choices=[6, 12],
+        image_depth_choices=[6, 12],
+        fusion_depth_choices=[3, 6],
+    ),
+}
+
+
+@strict
+class CommerceMMConfig(PreTrainedConfig):
+    r"""Configuration of a CommerceMM model: the three stacks, the shared embedding space and the pretraining knobs.
+
+    Args:
+        text_config / vision_config / multimodal_config: the three stacks (dicts or config objects).
+        projection_dim: size of the shared space of the text, image and multimodal embeddings.
+        logit_scale_init_value: initial log temperature of contrastive logits, ln(1/0.07) as in CLIP.
+        max_logit_scale: the log temperature is clamped to at most this (ln 100).
+        text_depth / image_depth / fusion_depth: active depths used when a call names none (`None` = full depth).
+        mlm_probability, mlm_mask_token_ratio, mlm_random_token_ratio: MLM masking (15%, 80/10/10).
+        mim_mask_ratio: share of image patches replaced by the mask embedding for MIM-kl / MIM-fr (high: 0.5).
+        mim_kl_teacher: `None` for the self-distillation teacher (stop-gradient unmasked image [CLS] through a
+            prototype head with centering and sharpening), or the path / Hub id of a frozen transformers
+            image-classification model whose class distribution is the target.
+        mim_num_prototypes, mim_teacher_temperature, mim_student_temperature, mim_center_momentum: MIM-kl head.
+        mim_fr_target: `"image_cls"` (regress the unmasked image-encoder [CLS] feature) or `"teacher"` (the
+            configured teacher's pooled feature).
+        itm_hard_negatives: sample ITM negatives in proportion to ITC similarity (ALBEF) rather than uniformly.
+        omni_pairs: which of the 9 `omni_{source}_to_{target}` losses run.
+        loss_weights: weight of each of the 14 losses by task name (missing names weigh 1.0).
+        modality_randomization: sample active depths per training step from the `*_depth_choices`.
+        full_depth_probability: chance that a step runs every stack at full depth when randomizing.
+        retrieval_source / retrieval_target: embedding kinds ("text", "image", "multimodal") that
+            `CommerceMMForRetrieval` matches, e.g. text -> multimodal for query -> product.
+
+    Example:
+        >>> from commercemm_hf import CommerceMMConfig
+        >>> config = CommerceMMConfig.from_preset("tiny")
+        >>> (config.text_config.num_hidden_layers, config.vision_config.num_hidden_layers, config.projection_dim)
+        (4, 4, 128)
+    """
+
+    model_type = "commercemm"
+    sub_configs_defaults: ClassVar[dict] = {
+        "text_config": CommerceMMTextConfig,
+        "vision_config": CommerceMMVisionConfig,
+        "multimodal_config": CommerceMMFusionConfig,
+    }
+
+    # The fusion stack's config is `multimodal_config`, not `fusion_config`: transformers 5 reserves
+    # `config.fusion_config` for its kernel-fusion options and reads it in every `from_pretrained`.
+    text_config: dict | CommerceMMTextConfig | None = None
+    vision_config: dict | CommerceMMVisionConfig | None = None
+    multimodal_config: dict | CommerceMMFusionConfig | None = None
+    projection_dim: int = 512
+    logit_scale_init_value: float | int = math.log(1 / 0.07)
+    max_logit_scale: float | int = math.log(100.0)
+    initializer_range: float = 0.02
+    # the MLM decoder shares the text encoder's word embeddings (BERT)
+    tie_word_embeddings: bool = True
+    text_depth: int | None = None
+    image_depth: int | None = None
+    fusion_depth: int | None = None
+    # --- pretraining: image-text tasks
+    mlm_probability: float | int = 0.15
+    mlm_mask_token_ratio: float | int = 0.8
+    mlm_random_token_ratio: float | int = 0.1
+    mim_mask_ratio: float | int = 0.5
+    mim_kl_teacher: str | None = None
+    mim_num_prototypes: int = 1024
+    mim_teacher_temperature: float | int = 0.04
+    mim_student_temperature: float | int = 0.1
+    mim_center_momentum: float | int = 0.9
+    mim_fr_target: str = "image_cls"
+    itm_hard_negatives: bool = True
+    # --- pretraining: Omni-Retrieval and loss weights
+    omni_pairs: list[str] | None = None
+    loss_weights: dict[str, float | int] | None = None
+    # --- modality randomization
+    modality_randomization: bool = True
+    text_depth_choices: list[int] | None = None
+    image_depth_choices: list[int] | None = None
+    fusion_depth_choices: list[int] | None = None
+    full_depth_probability: float | int = 0.5
+    # --- retrieval fine-tuning (CommerceMMForRetrieval): which embeddings the source and the target use
+    retrieval_source: str = "text"
+    retrieval_target: str = "multimodal"
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.omni_pairs is None:
+            self.omni_pairs = list(OMNI_TASKS)
+        if self.loss_weights is None:
+            self.loss_weights = {task: 1.0 for task in PRETRAINING_TASKS}
+        for name, stack in (("text", self.text_config), ("image", self.vision_config), ("fusion", self.multimodal_config)):
+            if getattr(self, f"{name}_depth_choices") is None:
+                setattr(self, f"{name}_depth_choices", [stack.num_hidden_layers])
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "CommerceMMConfig":
+        """Build one of the named presets (`"tiny"`, `"small"`, `"base"`), with top-level fields overridden.
+
+        Sub-config overrides are dicts merged into the preset's, e.g.
+        `CommerceMMConfig.from_preset("tiny", text_config={"vocab_size": 2000})`.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"Unknown CommerceMM preset {name!r}; choose one of {sorted(PRESETS)}.")
+        values = {key: (dict(value) if isinstance(value, dict) else value) for key, value in PRESETS[name].items()}
+        for key, value in overrides.items():
+            if key in cls.sub_configs_defaults and isinstance(value, dict):
+                values[key] = {**values.get(key, {}), **value}
+            else:
+                values[key] = value
+        return cls(**values)
+
+    def stack_config(self, stack: str) -> CommerceMMStackConfig:
+        """The config of `"text"`, `"image"` or `"fusion"`."""
+        return {"text": self.text_config, "image": self.vision_config, "fusion": self.multimodal_config}[stack]
+
+    def validate_architecture(self):
+        if not isinstance(self.projection_dim, int) or self.projection_dim < 1:
+            raise ValueError(f"CommerceMMConfig.projection_dim must be a positive integer, got {self.projection_dim!r}.")
+        if self.logit_scale_init_value > self.max_logit_scale:
+            raise ValueError("CommerceMMConfig.logit_scale_init_value must not exceed max_logit_scale.")
+        for stack in ("text", "image", "fusion"):
+            layers = self.stack_config(stack).num_hidden_layers
+            depth = getattr(self, f"{stack}_depth")
+            if depth is not None and not 1 <= depth <= layers:
+                raise ValueError(f"CommerceMMConfig.{stack}_depth={depth} is outside 1..{layers} ({stack} layers).")
+            choices = getattr(self, f"{stack}_depth_choices")
+            if choices is not None:
+                if not choices or any(not isinstance(c, int) or not 1 <= c <= layers for c in choices):
+                    raise ValueError(
+                        f"CommerceMMConfig.{stack}_depth_choices={choices} must be a non-empty list of depths in "
+                        f"1..{layers} (the {stack} stack has {layers} layers)."
+                    )
+        for name in ("mlm_probability", "mim_mask_ratio"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"CommerceMMConfig.{name} must be in (0, 1), got {getattr(self, name)}.")
+        if self.mlm_mask_token_ratio < 0 or self.mlm_random_token_ratio < 0 or (
+            self.mlm_mask_token_ratio + self.mlm_random_token_ratio > 1.0
+        ):
+            raise ValueError("CommerceMMConfig: mlm_mask_token_ratio + mlm_random_token_ratio must lie in [0, 1].")
+        if not 0.0 <= self.full_depth_probability <= 1.0:
+            raise ValueError("CommerceMMConfig.full_depth_probability must be in [0, 1].")
+        if self.mim_fr_target not in ("image_cls", "teacher"):
+            raise ValueError(f"CommerceMMConfig.mim_fr_target must be 'image_cls' or 'teacher', got {self.mim_fr_target!r}.")
+        if self.mim_fr_target == "teacher" and not self.mim_kl_teacher:
+            raise ValueError("CommerceMMConfig: mim_fr_target='teacher' needs mim_kl_teacher to name a teacher model.")
+        if self.mim_num_prototypes < 2:
+            raise ValueError("CommerceMMConfig.mim_num_prototypes must be at least 2.")
+        for name in ("retrieval_source", "retrieval_target"):
+            if getattr(self, name) not in EMBEDDING_KINDS:
+                raise ValueError(f"CommerceMMConfig.{name} must be one of {EMBEDDING_KINDS}, got {getattr(self, name)!r}.")
+        if self.omni_pairs is not None:
+            unknown = sorted(set(self.omni_pairs) - set(OMNI_TASKS))
+            if unknown:
+                raise ValueError(f"CommerceMMConfig.omni_pairs has unknown entries {unknown}; known: {list(OMNI_TASKS)}.")
+        if self.loss_weights is not None:
+            unknown = sorted(set(self.loss_weights) - set(PRETRAINING_TASKS))
+            if unknown:
+                raise ValueError(
+                    f"CommerceMMConfig.loss_weights has unknown tasks {unknown}; known: {list(PRETRAINING_TASKS)}."
+                )
+            negative = sorted(task for task, weight in self.loss_weights.items() if weight < 0)
+            if negative:
+                raise ValueError(f"CommerceMMConfig.loss_weights must be >= 0; negative for {negative}.")
+
+
+__all__ = [
+    "CommerceMMConfig",
+    "CommerceMMFusionConfig",
+    "CommerceMMStackConfig",
+    "CommerceMMTextConfig",
+    "CommerceMMVisionConfig",
+    "EMBEDDING_KINDS",
+    "IMAGE_TEXT_TASKS",
+    "OMNI_SOURCE_TYPES",
+    "OMNI_TASKS",
+    "PRETRAINING_TASKS",
+    "PRESETS",
+]

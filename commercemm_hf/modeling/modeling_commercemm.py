@@ -1,0 +1,859 @@
+"""CommerceMM model: image encoder, text encoder, multimodal fusion encoder and the shared embedding space.
+
+The three stacks share one transformer layer (`CommerceMMEncoderLayer`, pre- or post-LN by config), one attention
+module that goes through transformers' attention interface (SDPA by default, eager selectable), and one encoder
+loop that can stop after the first *k* layers (modality randomization: one set of weights, several depths).
+
+Embeddings follow transformers 5's CLIP convention: `get_text_features`, `get_image_features` and
+`get_multimodal_features` return a `BaseModelOutputWithPooling` whose `pooler_output` is the projected
+`(batch, projection_dim)` embedding, e.g. `model.get_text_features(**inputs).pooler_output`.
+
+This file travels as Hugging Face remote code: it imports only torch, transformers and single-dot siblings.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from safetensors import SafetensorError
+from torch import nn
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_commercemm import (
+    CommerceMMConfig,
+    CommerceMMFusionConfig,
+    CommerceMMStackConfig,
+    CommerceMMTextConfig,
+    CommerceMMVisionConfig,
+)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CommerceMMOutput(ModelOutput):
+    """Output of `CommerceMMModel.forward`.
+
+    Args:
+        logits_per_image: `(image_batch, text_batch)` scaled cosine similarities (when both inputs are given).
+        logits_per_text: its transpose.
+        text_embeds / image_embeds / multimodal_embeds: L2-normalised `(batch, projection_dim)` embeddings of what
+            was computed (`multimodal_embeds` needs paired images and texts).
+        text_model_output / vision_model_output / multimodal_model_output: each stack's per-token hidden states
+            (`last_hidden_state`, optional `hidden_states` / `attentions`) and unprojected [CLS] (`pooler_output`).
+    """
+
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    multimodal_embeds: torch.FloatTensor | None = None
+    text_model_output: BaseModelOutputWithPooling | None = None
+    vision_model_output: BaseModelOutputWithPooling | None = None
+    multimodal_model_output: BaseModelOutputWithPooling | None = None
+
+    def to_tuple(self):
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The shared transformer layer
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+):
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+class CommerceMMAttention(nn.Module):
+    """Multi-head self-attention through transformers' attention interface.
+
+    `self.config` is the model's top-level config, whose `_attn_implementation` (sdpa by default, or eager, ...)
+    `from_pretrained(..., attn_implementation=...)` and `set_attn_implementation` set; the sizes come from the stack.
+    """
+
+    def __init__(self, config: CommerceMMConfig, stack_config: CommerceMMStackConfig):
+        super().__init__()
+        self.config = config
+        hidden_size = stack_config.hidden_size
+        self.head_dim = hidden_size // stack_config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.dropout = stack_config.attention_probs_dropout_prob
+        self.is_causal = False
+        self.q_proj = nn.Linear(hidden_size, hidden_size)
+        self.k_proj = nn.Linear(hidden_size, hidden_size)
+        self.v_proj = nn.Linear(hidden_size, hidden_size)
+        self.o_proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            scaling=self.scaling,
+            dropout=self.dropout if self.training else 0.0,
+            **kwargs,
+        )
+        attn_output = self.o_proj(attn_output.reshape(*input_shape, -1).contiguous())
+        return attn_output, attn_weights
+
+
+class CommerceMMMLP(nn.Module):
+    def __init__(self, config: CommerceMMStackConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation_fn = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.activation_fn(self.fc1(hidden_states)))
+
+
+class CommerceMMEncoderLayer(GradientCheckpointingLayer):
+    """One transformer block, pre-LN (ViT, fusion) or post-LN (BERT) as `config.pre_layer_norm` says."""
+
+    def __init__(self, config: CommerceMMConfig, stack_config: CommerceMMStackConfig):
+        super().__init__()
+        self.pre_layer_norm = stack_config.pre_layer_norm
+        self.self_attn = CommerceMMAttention(config, stack_config)
+        self.attention_norm = nn.LayerNorm(stack_config.hidden_size, eps=stack_config.layer_norm_eps)
+        self.mlp = CommerceMMMLP(stack_config)
+        self.mlp_norm = nn.LayerNorm(stack_config.hidden_size, eps=stack_config.layer_norm_eps)
+        self.dropout = nn.Dropout(stack_config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        if self.pre_layer_norm:
+            attn_output, attn_weights = self.self_attn(self.attention_norm(hidden_states), attention_mask, **kwargs)
+            hidden_states = hidden_states + self.dropout(attn_output)
+            hidden_states = hidden_states + self.dropout(self.mlp(self.mlp_norm(hidden_states)))
+        else:
+            attn_output, attn_weights = self.self_attn(hidden_states, attention_mask, **kwargs)
+            hidden_states = self.attention_norm(hidden_states + self.dropout(attn_output))
+            hidden_states = self.mlp_norm(hidden_states + self.dropout(self.mlp(hidden_states)))
+        return hidden_states, attn_weights
+
+
+class CommerceMMEncoder(nn.Module):
+    """A stack of `CommerceMMEncoderLayer`s that can run only its first `depth` layers."""
+
+    def __init__(self, config: CommerceMMConfig, stack_config: CommerceMMStackConfig):
+        super().__init__()
+        self.stack_name = type(stack_config).__name__
+        self.layers = nn.ModuleList(
+            [CommerceMMEncoderLayer(config, stack_config) for _ in range(stack_config.num_hidden_layers)]
+        )
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        depth: int | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> BaseModelOutput:
+        depth = check_depth(depth, len(self.layers), self.stack_name)
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers[:depth]:
+            hidden_states, attn_weights = layer(hidden_states, attention_mask)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (attn_weights,)
+        return BaseModelOutput(
+            last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
+        )
+
+
+def check_depth(depth: int | None, num_layers: int, stack: str) -> int:
+    """The active depth to run: `None` means all layers; anything outside 1..num_layers is an error."""
+    if depth is None:
+        return num_layers
+    if isinstance(depth, torch.Tensor):
+        depth = int(depth)
+    if not isinstance(depth, int) or not 1 <= depth <= num_layers:
+        raise ValueError(f"{stack}: active depth must be an integer in 1..{num_layers}, got {depth!r}.")
+    return depth
+
+
+def additive_attention_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """`(batch, length)` 1/0 padding mask -> `(batch, 1, 1, length)` additive mask; `None` when nothing is padded,
+    which lets SDPA pick its fastest kernel."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    mask = attention_mask[:, None, None, :].to(dtype)
+    return (1.0 - mask) * torch.finfo(dtype).min
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The three stacks
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class CommerceMMTextEmbeddings(nn.Module):
+    """Token + position (+ token type) embeddings, LayerNorm and dropout, as in BERT / RoBERTa / XLM-R."""
+
+    def __init__(self, config: CommerceMMTextConfig):
+        super().__init__()
+        self.config = config
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = (
+            nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size > 0 else None
+        )
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def position_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        seq_length = input_ids.shape[1]
+        if seq_length > self.config.max_text_length:
+            raise ValueError(
+                f"Text of {seq_length} tokens is longer than the model's {self.config.max_text_length} positions; "
+                "truncate it (the CommerceMMProcessor does by default)."
+            )
+        if self.config.position_embedding_type == "padding_offset":
+            # RoBERTa / XLM-R: positions count from pad_token_id + 1 and padding sits at pad_token_id.
+            not_padding = input_ids.ne(self.config.pad_token_id).int()
+            return torch.cumsum(not_padding, dim=1) * not_padding + self.config.pad_token_id
+        return torch.arange(seq_length, device=input_ids.device).expand(input_ids.shape[0], -1)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if inputs_embeds is None:
+            if input_ids.max() >= self.config.vocab_size or input_ids.min() < 0:
+                raise ValueError(
+                    f"input_ids hold ids outside the text vocabulary of {self.config.vocab_size} tokens "
+                    f"(min {int(input_ids.min())}, max {int(input_ids.max())}): was the text tokenized with this "
+                    "model's tokenizer?"
+                )
+            inputs_embeds = self.word_embeddings(input_ids)
+        embeddings = inputs_embeds + self.position_embeddings(self.position_ids(input_ids, attention_mask))
+        if self.token_type_embeddings is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros_like(input_ids)
+            embeddings = embeddings + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.layer_norm(embeddings))
+
+
+class CommerceMMTextTransformer(nn.Module):
+    """The text encoder. Its embedding is the final [CLS] hidden state (`pooler_output`, before projection)."""
+
+    def __init__(self, config: CommerceMMConfig):
+        super().__init__()
+        self.config = config.text_config
+        self.embeddings = CommerceMMTextEmbeddings(config.text_config)
+        self.encoder = CommerceMMEncoder(config, config.text_config)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        depth: int | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> BaseModelOutputWithPooling:
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}.")
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask shape {tuple(attention_mask.shape)} does not match input_ids {tuple(input_ids.shape)}."
+            )
+        hidden_states = self.embeddings(input_ids, attention_mask, token_type_ids, inputs_embeds)
+        encoder_outputs = self.encoder(
+            hidden_states,
+            additive_attention_mask(attention_mask, hidden_states.dtype),
+            depth=depth,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        last_hidden_state = encoder_outputs.last_hidden_state
+        return BaseModelOutputWithPooling(
+            last_hidden_state=last_hidden_state,
+            pooler_output=last_hidden_state[:, 0],
+            hidden_states=encoder_outputs.hidden_states,
+            attentions=encoder_outputs.attentions,
+        )
+
+
+class CommerceMMVisionEmbeddings(nn.Module):
+    """Patch embedding, [CLS] and learned positions; masked patches (MIM) are replaced by a learned mask embedding."""
+
+    def __init__(self, config: CommerceMMVisionConfig):
+        super().__init__()
+        self.config = config
+        self.cls_token = nn.Parameter(torch.zeros(config.hidden_size))
+        self.mask_token = nn.Parameter(torch.zeros(config.hidden_size))
+        self.patch_embedding = nn.Conv2d(
+            config.num_channels,
+            config.hidden_size,
+            kernel_size=config.patch_size,
+            stride=config.patch_size,
+            bias=config.patch_embedding_bias,
+        )
+        self.position_embedding = nn.Embedding(config.num_patches + 1, config.hidden_size)
+
+    def interpolated_positions(self, height: int, width: int) -> torch.Tensor:
+        """Position embeddings resized (bicubic) to a `height` x `width` pixel input."""
+        positions = self.position_embedding.weight
+        grid = self.config.image_size // self.config.patch_size
+        new_grid = (height // self.config.patch_size, width // self.config.patch_size)
+        patch_positions = positions[1:].reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
+        patch_positions = nn.functional.interpolate(
+            patch_positions.float(), size=new_grid, mode="bicubic", align_corners=False
+        ).to(positions.dtype)
+        patch_positions = patch_positions.permute(0, 2, 3, 1).reshape(-1, positions.shape[-1])
+        return torch.cat([positions[:1], patch_positions], dim=0)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        bool_masked_pos: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+    ) -> torch.Tensor:
+        if pixel_values.dim() != 4 or pixel_values.shape[1] != self.config.num_channels:
+            raise ValueError(
+                f"pixel_values must be (batch, {self.config.num_channels}, height, width), "
+                f"got shape {tuple(pixel_values.shape)}."
+            )
+        batch_size, _, height, width = pixel_values.shape
+        size = self.config.image_size
+        if not interpolate_pos_encoding and (height != size or width != size):
+            raise ValueError(
+                f"Image of {height}x{width} pixels does not match the model's {size}x{size}: resize it with the "
+                "CommerceMMProcessor, or pass interpolate_pos_encoding=True."
+            )
+        if height % self.config.patch_size or width % self.config.patch_size:
+            raise ValueError(f"Image sides ({height}x{width}) must be multiples of the patch size {self.config.patch_size}.")
+        patch_embeds = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))
+        patch_embeds = patch_embeds.flatten(2).transpose(1, 2)
+        if bool_masked_pos is not None:
+            if bool_masked_pos.shape != patch_embeds.shape[:2]:
+                raise ValueError(
+                    f"bool_masked_pos must be (batch, num_patches) = {tuple(patch_embeds.shape[:2])}, "
+                    f"got {tuple(bool_masked_pos.shape)}."
+                )
+            mask = bool_masked_pos.unsqueeze(-1).to(patch_embeds.dtype)
+            patch_embeds = patch_embeds * (1.0 - mask) + self.mask_token.to(patch_embeds.dtype) * mask
+        cls_embeds = self.cls_token.to(patch_embeds.dtype).expand(batch_size, 1, -1)
+        embeddings = torch.cat([cls_embeds, patch_embeds], dim=1)
+        if height == size and width == size:
+            return embeddings + self.position_embedding.weight
+        return embeddings + self.interpolated_positions(height, width)
+
+
+class CommerceMMVisionTransformer(nn.Module):
+    """The image encoder (ViT). Its embedding is the final [CLS] hidden state (`pooler_output`, before projection).
+
+    `last_hidden_state` is after the final LayerNorm, for every token; `hidden_states` (if asked) are the per-layer
+    states before it, as in transformers' ViT and CLIP vision models.
+    """
+
+    def __init__(self, config: CommerceMMConfig):
+        super().__init__()
+        vision_config = config.vision_config
+        self.config = vision_config
+        self.embeddings = CommerceMMVisionEmbeddings(vision_config)
+        self.pre_layernorm = (
+            nn.LayerNorm(vision_config.hidden_size, eps=vision_config.layer_norm_eps)
+            if vision_config.pre_layernorm
+            else None
+        )
+        self.encoder = CommerceMMEncoder(config, vision_config)
+        self.post_layernorm = nn.LayerNorm(vision_config.hidden_size, eps=vision_config.layer_norm_eps)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        bool_masked_pos: torch.Tensor | None = None,
+        depth: int | None = None,
+        interpolate_pos_encoding: bool = False,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> BaseModelOutputWithPooling:
+        hidden_states = self.embeddings(pixel_values, bool_masked_pos, interpolate_pos_encoding)
+        if self.pre_layernorm is not None:
+            hidden_states = self.pre_layernorm(hidden_states)
+        encoder_outputs = self.encoder(
+            hidden_states, None, depth=depth, output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        last_hidden_state = self.post_layernorm(encoder_outputs.last_hidden_state)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=last_hidden_state,
+            pooler_output=last_hidden_state[:, 0],
+            hidden_states=encoder_outputs.hidden_states,
+            attentions=encoder_outputs.attentions,
+        )
+
+
+class CommerceMMFusionTransformer(nn.Module):
+    """The multimodal fusion encoder: full self-attention over `[CLS_mm] + proj(image tokens) + proj(text tokens)`,
+    with a modality-type embedding per part (0 = [CLS_mm], 1 = image, 2 = text) and the text padding mask."""
+
+    def __init__(self, config: CommerceMMConfig):
+        super().__init__()
+        multimodal_config = config.multimodal_config
+        self.config = multimodal_config
+        self.cls_token = nn.Parameter(torch.zeros(multimodal_config.hidden_size))
+        self.image_to_fusion = nn.Linear(config.vision_config.hidden_size, multimodal_config.hidden_size)
+        self.text_to_fusion = nn.Linear(config.text_config.hidden_size, multimodal_config.hidden_size)
+        self.modality_type_embeddings = nn.Embedding(3, multimodal_config.hidden_size)
+        self.encoder = CommerceMMEncoder(config, multimodal_config)
+        self.post_layernorm = nn.LayerNorm(multimodal_config.hidden_size, eps=multimodal_config.layer_norm_eps)
+
+    def forward(
+        self,
+        image_hidden_states: torch.Tensor,
+        text_hidden_states: torch.Tensor,
+        text_attention_mask: torch.Tensor | None = None,
+        depth: int | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> BaseModelOutputWithPooling:
+        if image_hidden_states.shape[0] != text_hidden_states.shape[0]:
+            raise ValueError(
+                "The fusion encoder takes image-text pairs: got "
+                f"{image_hidden_states.shape[0]} images and {text_hidden_states.shape[0]} texts."
+            )
+        batch_size, num_image_tokens = image_hidden_states.shape[:2]
+        type_embeddings = self.modality_type_embeddings.weight
+        cls_embeds = (self.cls_token + type_embeddings[0]).expand(batch_size, 1, -1)
+        image_embeds = self.image_to_fusion(image_hidden_states) + type_embeddings[1]
+        text_embeds = self.text_to_fusion(text_hidden_states) + type_embeddings[2]
+        hidden_states = torch.cat([cls_embeds, image_embeds, text_embeds], dim=1)
+
+        attention_mask = None
+        if text_attention_mask is not None:
+            always_attended = text_attention_mask.new_ones(batch_size, 1 + num_image_tokens)
+            attention_mask = torch.cat([always_attended, text_attention_mask], dim=1)
+        encoder_outputs = self.encoder(
+            hidden_states,
+            additive_attention_mask(attention_mask, hidden_states.dtype),
+            depth=depth,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        last_hidden_state = self.post_layernorm(encoder_outputs.last_hidden_state)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=last_hidden_state,
+            pooler_output=last_hidden_state[:, 0],
+            hidden_states=encoder_outputs.hidden_states,
+            attentions=encoder_outputs.attentions,
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# PreTrainedModel classes
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class CommerceMMPreTrainedModel(PreTrainedModel):
+    config: CommerceMMConfig
+    config_class = CommerceMMConfig
+    base_model_prefix = "commercemm"
+    input_modalities = ("image", "text")
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["CommerceMMEncoderLayer", "CommerceMMTextEmbeddings", "CommerceMMVisionEmbeddings"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def __init__(self, config: CommerceMMConfig, *inputs, **kwargs):
+        super().__init__(config, *inputs, **kwargs)
+        # The stacks are plain modules reading the top-level config's attention implementation; keep the sub-configs
+        # in step so the saved config says the same.
+        self.config._attn_implementation = self.config._attn_implementation
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, restricted to safetensors weights (a pickled `.bin` is never loaded),
+        with corrupt or truncated weight files reported as such."""
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("CommerceMM loads safetensors weights only; use_safetensors=False is not supported.")
+        kwargs["use_safetensors"] = True
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except SafetensorError as error:
+            raise OSError(
+                f"The safetensors weights of {str(pretrained_model_name_or_path)!r} are corrupt or truncated "
+                f"(an interrupted download or copy?): {error}"
+            ) from error
+
+    def extra_auto_map(self) -> dict[str, type]:
+        """Auto classes besides the one `register_for_auto_class` records, and the class each should load; written
+        into `auto_map` on save so a folder loaded with `trust_remote_code=True` serves each of them (transformers
+        keeps one Auto class per class)."""
+        return {}
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        if self._auto_class is not None:
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            for auto_class, model_class in self.extra_auto_map().items():
+                auto_map[auto_class] = f"{model_class.__module__.split('.')[-1]}.{model_class.__name__}"
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def set_attn_implementation(self, attn_implementation: str | dict, **kwargs):
+        """Switch attention (e.g. `"eager"` to get attention weights, `"sdpa"`) for all three stacks at once."""
+        if isinstance(attn_implementation, str):
+            for key in self.config.sub_configs:
+                getattr(self.config, key)._attn_implementation_internal = attn_implementation
+        super().set_attn_implementation(attn_implementation, **kwargs)
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, std=std)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, CommerceMMVisionEmbeddings):
+            init.trunc_normal_(module.cls_token, std=std)
+            init.zeros_(module.mask_token)
+        elif isinstance(module, CommerceMMFusionTransformer):
+            init.trunc_normal_(module.cls_token, std=std)
+        elif isinstance(module, CommerceMMModel):
+            init.constant_(module.logit_scale, self.config.logit_scale_init_value)
+
+
+class CommerceMMModel(CommerceMMPreTrainedModel):
+    r"""CommerceMM: an image encoder, a text encoder and a multimodal fusion encoder with one shared embedding space.
+
+    Give it images, texts or both (`pixel_values`, `input_ids`/`attention_mask` from `CommerceMMProcessor`). Every
+    call can run fewer layers of each stack (`text_depth`, `image_depth`, `fusion_depth`; modality randomization);
+    the config's `text_depth`/`image_depth`/`fusion_depth` are the defaults, full depth when `None`.
+
+    Example:
+        >>> import torch
+        >>> from commercemm_hf import CommerceMMConfig, CommerceMMModel
+        >>> model = CommerceMMModel(CommerceMMConfig.from_preset("tiny")).eval()
+        >>> input_ids = torch.tensor([[2, 50, 51, 3]])
+        >>> pixel_values = torch.randn(1, 3, 64, 64)
+        >>> text_embeds = model.get_text_features(input_ids=input_ids).pooler_output  # (1, 128)
+        >>> outputs = model(input_ids=input_ids, pixel_values=pixel_values, text_depth=2)
+        >>> outputs.logits_per_image.shape, outputs.multimodal_embeds.shape
+        (torch.Size([1, 1]), torch.Size([1, 128]))
+    """
+
+    def __init__(self, config: CommerceMMConfig):
+        super().__init__(config)
+        self.text_model = CommerceMMTextTransformer(config)
+        self.vision_model = CommerceMMVisionTransformer(config)
+        self.fusion_model = CommerceMMFusionTransformer(config)
+        self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
+        self.image_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
+        self.multimodal_projection = nn.Linear(config.multimodal_config.hidden_size, config.projection_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+        self.post_init()
+
+    def extra_auto_map(self) -> dict[str, type]:
+        # CLIP-style logits_per_image: transformers' zero-shot-image-classification pipeline runs on this model
+        return {"AutoModelForZeroShotImageClassification": CommerceMMModel}
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.text_model.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding):
+        self.text_model.embeddings.word_embeddings = value
+
+    def truncate(
+        self, text_depth: int | None = None, image_depth: int | None = None, fusion_depth: int | None = None
+    ) -> "CommerceMMModel":
+        """A new, smaller model holding only the first layers of each stack (`None` keeps a stack whole).
+
+        It gives the same outputs as this model run at those depths, and saves and loads on its own; use it to ship
+        a depth chosen for a latency budget.
+
+        Example:
+            >>> import torch
+            >>> from commercemm_hf import CommerceMMConfig, CommerceMMModel
+            >>> model = CommerceMMModel(CommerceMMConfig.from_preset("tiny")).eval()
+            >>> small = model.truncate(text_depth=2, image_depth=2, fusion_depth=1)
+            >>> ids = torch.tensor([[2, 9, 3]])
+            >>> torch.allclose(small.get_text_features(input_ids=ids).pooler_output,
+            ...                model.get_text_features(input_ids=ids, text_depth=2).pooler_output, atol=1e-6)
+            True
+        """
+        depths = {}
+        for stack, depth in (("text", text_depth), ("image", image_depth), ("fusion", fusion_depth)):
+            layers = self.config.stack_config(stack).num_hidden_layers
+            depths[stack] = check_depth(depth, layers, f"truncate({stack}_depth)")
+        config = self.config.__class__.from_dict(self.config.to_dict())
+        for stack, depth in depths.items():
+            config.stack_config(stack).num_hidden_layers = depth
+            choices = [c for c in getattr(config, f"{stack}_depth_choices") if c <= depth] or [depth]
+            setattr(config, f"{stack}_depth_choices", choices)
+            default = getattr(config, f"{stack}_depth")
+            setattr(config, f"{stack}_depth", None if default is None or default >= depth else default)
+        config.validate()
+        smaller = type(self)(config).to(self.dtype)
+        smaller.load_state_dict(
+            {key: value for key, value in self.state_dict().items() if key in smaller.state_dict()}, strict=True
+        )
+        return smaller.train(self.training)
+
+    def _depth(self, stack: str, depth: int | None) -> int | None:
+        return depth if depth is not None else getattr(self.config, f"{stack}_depth")
+
+    def encode_text(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        text_depth: int | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+    ) -> BaseModelOutputWithPooling:
+        """The text encoder's outputs, unprojected (`pooler_output` is the final [CLS] state)."""
+        return self.text_model(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            depth=self._depth("text", text_depth),
+            output_hidden_states=bool(output_hidden_states),
+            output_attentions=bool(output_attentions),
+        )
+
+    def encode_image(
+        self,
+        pixel_values: torch.Tensor,
+        bool_masked_pos: torch.Tensor | None = None,
+        image_depth: int | None = None,
+        interpolate_pos_encoding: bool = False,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+    ) -> BaseModelOutputWithPooling:
+        """The image encoder's outputs, unprojected (`pooler_output` is the final [CLS] state)."""
+        return self.vision_model(
+            pixel_values,
+            bool_masked_pos=bool_masked_pos,
+            depth=self._depth("image", image_depth),
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_hidden_states=bool(output_hidden_states),
+            output_attentions=bool(output_attentions),
+        )
+
+    def fuse(
+        self,
+        image_outputs: BaseModelOutputWithPooling,
+        text_outputs: BaseModelOutputWithPooling,
+        text_attention_mask: torch.Tensor | None = None,
+        fusion_depth: int | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+    ) -> BaseModelOutputWithPooling:
+        """Run the fusion encoder on encoder outputs already computed (pretraining reuses them across tasks)."""
+        return self.fusion_model(
+            image_outputs.last_hidden_state,
+            text_outputs.last_hidden_state,
+            text_attention_mask,
+            depth=self._depth("fusion", fusion_depth),
+            output_hidden_states=bool(output_hidden_states),
+            output_attentions=bool(output_attentions),
+        )
+
+    @staticmethod
+    def _projected(outputs: BaseModelOutputWithPooling, projection: nn.Linear) -> BaseModelOutputWithPooling:
+        outputs.pooler_output = projection(outputs.pooler_output)
+        return outputs
+
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        text_depth: int | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        """Text embeddings: `.pooler_output` is the projected `(batch, projection_dim)` embedding (not normalised).
+
+        Example:
+            >>> import torch
+            >>> from commercemm_hf import CommerceMMConfig, CommerceMMModel
+            >>> model = CommerceMMModel(CommerceMMConfig.from_preset("tiny"))
+            >>> model.get_text_features(input_ids=torch.tensor([[2, 7, 3]])).pooler_output.shape
+            torch.Size([1, 128])
+        """
+        outputs = self.encode_text(
+            input_ids, attention_mask, token_type_ids, text_depth, output_hidden_states, output_attentions
+        )
+        return self._projected(outputs, self.text_projection)
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        image_depth: int | None = None,
+        interpolate_pos_encoding: bool = False,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        """Image embeddings: `.pooler_output` is the projected `(batch, projection_dim)` embedding (not normalised).
+
+        Example:
+            >>> import torch
+            >>> from commercemm_hf import CommerceMMConfig, CommerceMMModel
+            >>> model = CommerceMMModel(CommerceMMConfig.from_preset("tiny"))
+            >>> model.get_image_features(pixel_values=torch.randn(2, 3, 64, 64)).pooler_output.shape
+            torch.Size([2, 128])
+        """
+        outputs = self.encode_image(
+            pixel_values, None, image_depth, interpolate_pos_encoding, output_hidden_states, output_attentions
+        )
+        return self._projected(outputs, self.image_projection)
+
+    def get_multimodal_features(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        text_depth: int | None = None,
+        image_depth: int | None = None,
+        fusion_depth: int | None = None,
+        interpolate_pos_encoding: bool = False,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        """Fused embeddings of image-text pairs: `.pooler_output` is the projected `[CLS_mm]`, `(batch, projection_dim)`.
+
+        Example:
+            >>> import torch
+            >>> from commercemm_hf import CommerceMMConfig, CommerceMMModel
+            >>> model = CommerceMMModel(CommerceMMConfig.from_preset("tiny"))
+            >>> out = model.get_multimodal_features(input_ids=torch.tensor([[2, 7, 3]]), pixel_values=torch.randn(1, 3, 64, 64))
+            >>> out.pooler_output.shape
+            torch.Size([1, 128])
+        """
+        text_outputs = self.encode_text(input_ids, attention_mask, token_type_ids, text_depth)
+        image_outputs = self.encode_image(pixel_values, None, image_depth, interpolate_pos_encoding)
+        outputs = self.fuse(
+            image_outputs, text_outputs, attention_mask, fusion_depth, output_hidden_states, output_attentions
+        )
+        return self._projected(outputs, self.multimodal_projection)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        text_depth: int | None = None,
+        image_depth: int | None = None,
+        fusion_depth: int | None = None,
+        compute_multimodal: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CommerceMMOutput | tuple:
+        r"""Embed images, texts or both.
+
+        With both, `logits_per_image` / `logits_per_text` are CLIP-style scaled cosine similarities between every
+        image and every text (so transformers' `zero-shot-image-classification` pipeline works), and when the two
+        batches are pairs (same size) the fused `multimodal_embeds` are computed too. `compute_multimodal=False`
+        skips the fusion; `True` demands it (an error for unpaired batches).
+        """
+        if input_ids is None and pixel_values is None:
+            raise ValueError("CommerceMMModel needs pixel_values, input_ids, or both; got neither.")
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        text_outputs = image_outputs = fused_outputs = None
+        text_embeds = image_embeds = multimodal_embeds = None
+        logits_per_image = logits_per_text = None
+        if input_ids is not None:
+            text_outputs = self.encode_text(
+                input_ids, attention_mask, token_type_ids, text_depth, output_hidden_states, output_attentions
+            )
+            text_embeds = nn.functional.normalize(self.text_projection(text_outputs.pooler_output), dim=-1)
+        if pixel_values is not None:
+            image_outputs = self.encode_image(
+                pixel_values, None, image_depth, interpolate_pos_encoding, output_hidden_states, output_attentions
+            )
+            image_embeds = nn.functional.normalize(self.image_projection(image_outputs.pooler_output), dim=-1)
+        if text_embeds is not None and image_embeds is not None:
+            logits_per_text = text_embeds @ image_embeds.t() * self.logit_scale.clamp(max=self.config.max_logit_scale).exp()
+            logits_per_image = logits_per_text.t()
+            paired = input_ids.shape[0] == pixel_values.shape[0]
+            if compute_multimodal and not paired:
+                raise ValueError(
+                    f"compute_multimodal=True needs image-text pairs, got {pixel_values.shape[0]} images and "
+                    f"{input_ids.shape[0]} texts."
+                )
+            if paired and compute_multimodal is not False:
+                fused_outputs = self.fuse(
+                    image_outputs, text_outputs, attention_mask, fusion_depth, output_hidden_states, output_attentions
+                )
+                multimodal_embeds = nn.functional.normalize(
+                    self.multimodal_projection(fused_outputs.pooler_output), dim=-1
+                )
+        elif compute_multimodal:
+            raise ValueError("compute_multimodal=True needs both pixel_values and input_ids.")
+
+        output = CommerceMMOutput(
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_text,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
+            multimodal_embeds=multimodal_embeds,
+            text_model_output=text_outputs,
+            vision_model_output=image_outputs,
+            multimodal_model_output=fused_outputs,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = ["CommerceMMModel", "CommerceMMOutput", "CommerceMMPreTrainedModel"]

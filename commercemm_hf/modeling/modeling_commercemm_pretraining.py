@@ -1,0 +1,490 @@
+"""CommerceMM pretraining: the 5 image-text losses and the 9 Omni-Retrieval losses.
+
+`CommerceMMForPreTraining.forward` takes an image-text batch (MLM, MIM-kl, MIM-fr, ITC, ITM), an Omni batch (the 9
+`omni_{source}_to_{target}` InfoNCE losses), or both, and returns every loss by name with the weighted total. Each
+pass runs every encoder once on a stacked batch and reuses its outputs across the tasks of that pass:
+
+* image-text pass: the text encoder runs on [clean text; masked text], the image encoder on [clean image; masked
+  image], and the fusion encoder on [ITM positives; ITM text negatives; ITM image negatives; masked pairs] at once.
+* Omni pass: the text encoder runs on every text (source queries/captions and product texts), the image encoder on
+  every image (source views/posts and product images), the fusion encoder on every image+text item.
+
+Our reading of the paper where it is silent is in DESIGN.md section 2 and in `CommerceMMConfig`'s fields.
+Contrastive candidates are gathered across processes with gradients when `torch.distributed` is initialised.
+
+This file travels as Hugging Face remote code: torch, transformers and single-dot siblings only.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn import functional as F
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.utils import ModelOutput
+
+from .configuration_commercemm import EMBEDDING_KINDS, OMNI_TASKS, PRETRAINING_TASKS, CommerceMMConfig
+from .modeling_commercemm import CommerceMMModel, CommerceMMPreTrainedModel
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Distributed helpers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_with_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Concatenate `tensor` (batch first) from every process, keeping gradients to the local part when it has any;
+    batches may differ in size. Returns the gathered tensor and the offset of this process's rows. A no-op without
+    `torch.distributed`."""
+    rank, world_size = _world()
+    if world_size == 1:
+        return tensor, 0
+    size = torch.tensor([tensor.shape[0]], device=tensor.device)
+    sizes = [torch.zeros_like(size) for _ in range(world_size)]
+    dist.all_gather(sizes, size)
+    sizes = [int(s) for s in sizes]
+    padded = F.pad(tensor, [0, 0] * (tensor.dim() - 1) + [0, max(sizes) - tensor.shape[0]])
+    if tensor.requires_grad:
+        from torch.distributed.nn.functional import all_gather  # autograd-aware all_gather
+
+        gathered = all_gather(padded)
+    else:
+        gathered = [torch.empty_like(padded) for _ in range(world_size)]
+        dist.all_gather(gathered, padded)
+    return torch.cat([part[:n] for part, n in zip(gathered, sizes)]), sum(sizes[:rank])
+
+
+def contrastive_loss(
+    queries: torch.Tensor,
+    candidates: torch.Tensor,
+    logit_scale: torch.Tensor,
+    query_ids: torch.Tensor | None = None,
+    candidate_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """InfoNCE of L2-normalised `queries` (n, d) against `candidates` (m, d) gathered from every process; query i's
+    positive is its own row of the local candidates. With ids, other candidates carrying the query's id (the same
+    product seen twice in a batch) are not treated as negatives."""
+    all_candidates, offset = gather_with_grad(candidates)
+    logits = queries @ all_candidates.t() * logit_scale
+    targets = torch.arange(queries.shape[0], device=queries.device) + offset
+    if query_ids is not None and candidate_ids is not None:
+        all_ids, _ = gather_with_grad(candidate_ids)
+        same_item = query_ids.unsqueeze(1) == all_ids.unsqueeze(0)
+        same_item[torch.arange(queries.shape[0], device=queries.device), targets] = False
+        logits = logits.masked_fill(same_item, torch.finfo(logits.dtype).min)
+    return F.cross_entropy(logits, targets)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Heads and output
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class CommerceMMMLMHead(nn.Module):
+    """BERT-style transform + decoder tied to the word embeddings; run only at masked positions."""
+
+    def __init__(self, config: CommerceMMConfig):
+        super().__init__()
+        text_config = config.text_config
+        self.dense = nn.Linear(config.multimodal_config.hidden_size, text_config.hidden_size)
+        self.activation = ACT2FN[text_config.hidden_act]
+        self.layer_norm = nn.LayerNorm(text_config.hidden_size, eps=text_config.layer_norm_eps)
+        self.decoder = nn.Linear(text_config.hidden_size, text_config.vocab_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.layer_norm(self.activation(self.dense(hidden_states))))
+
+
+class CommerceMMPrototypeHead(nn.Module):
+    """Maps a feature to logits over `mim_num_prototypes` shared, L2-normalised prototypes (cosine logits)."""
+
+    def __init__(self, input_size: int, config: CommerceMMConfig):
+        super().__init__()
+        self.projection = nn.Sequential(
+            nn.Linear(input_size, config.projection_dim), nn.GELU(), nn.Linear(config.projection_dim, config.projection_dim)
+        )
+
+    def forward(self, features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projection(features), dim=-1) @ F.normalize(prototypes, dim=-1).t()
+
+
+@dataclass
+class CommerceMMForPreTrainingOutput(ModelOutput):
+    """Output of `CommerceMMForPreTraining`: the weighted total `loss`, each of the 14 losses by task name
+    (`None` when its pass did not run), and diagnostics.
+
+    Args:
+        mim_kl_target_entropy: mean entropy (nats) of the MIM-kl teacher distributions; far below
+            ln(mim_num_prototypes) but above 0 means sharp but not collapsed targets.
+        itm_accuracy: accuracy of the ITM head on the positives and hard negatives of the batch.
+    """
+
+    loss: torch.FloatTensor | None = None
+    mlm_loss: torch.FloatTensor | None = None
+    mim_kl_loss: torch.FloatTensor | None = None
+    mim_fr_loss: torch.FloatTensor | None = None
+    itc_loss: torch.FloatTensor | None = None
+    itm_loss: torch.FloatTensor | None = None
+    omni_text_to_text_loss: torch.FloatTensor | None = None
+    omni_text_to_image_loss: torch.FloatTensor | None = None
+    omni_text_to_multimodal_loss: torch.FloatTensor | None = None
+    omni_image_to_text_loss: torch.FloatTensor | None = None
+    omni_image_to_image_loss: torch.FloatTensor | None = None
+    omni_image_to_multimodal_loss: torch.FloatTensor | None = None
+    omni_multimodal_to_text_loss: torch.FloatTensor | None = None
+    omni_multimodal_to_image_loss: torch.FloatTensor | None = None
+    omni_multimodal_to_multimodal_loss: torch.FloatTensor | None = None
+    mim_kl_target_entropy: torch.FloatTensor | None = None
+    itm_accuracy: torch.FloatTensor | None = None
+
+    @property
+    def losses(self) -> dict[str, torch.Tensor]:
+        """The losses that were computed, by task name (`"mlm"`, ..., `"omni_post..."`)."""
+        return {task: self[f"{task}_loss"] for task in PRETRAINING_TASKS if self.get(f"{task}_loss") is not None}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The pretraining model
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
+    r"""CommerceMM with the heads of its 14 pretraining tasks.
+
+    Image-text batch (from `CommerceMMPretrainingCollator`): `input_ids`, `attention_mask`, `pixel_values`,
+    `mlm_input_ids`, `mlm_labels` (-100 where not masked), `bool_masked_pos` (batch, num_patches).
+    Omni batch (from `CommerceMMOmniCollator`): `product_input_ids`, `product_attention_mask`,
+    `product_pixel_values`, `product_index` (int id per product, to tell duplicates apart), and the sources:
+    `source_input_ids` / `source_attention_mask` for the sources that have text, at batch rows `source_text_rows`,
+    `source_pixel_values` for those that have an image, at rows `source_image_rows`.
+
+    Example:
+        >>> import torch
+        >>> from commercemm_hf import CommerceMMConfig, CommerceMMForPreTraining
+        >>> model = CommerceMMForPreTraining(CommerceMMConfig.from_preset("tiny"))
+        >>> ids = torch.randint(5, 100, (2, 8)); labels = torch.full_like(ids, -100); labels[:, 3] = ids[:, 3]
+        >>> out = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=torch.randn(2, 3, 64, 64),
+        ...             mlm_input_ids=ids, mlm_labels=labels, bool_masked_pos=torch.rand(2, 64) < 0.5)
+        >>> sorted(out.losses)
+        ['itc', 'itm', 'mim_fr', 'mim_kl', 'mlm']
+    """
+
+    _tied_weights_keys = {"mlm_head.decoder.weight": "commercemm.text_model.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: CommerceMMConfig):
+        super().__init__(config)
+        self.commercemm = CommerceMMModel(config)
+        fusion_size = config.multimodal_config.hidden_size
+        self.mlm_head = CommerceMMMLMHead(config)
+        self.itm_head = nn.Linear(fusion_size, 2)
+        self.mim_prototypes = nn.Parameter(torch.randn(config.mim_num_prototypes, config.projection_dim) * 0.02)
+        self.mim_kl_head = CommerceMMPrototypeHead(fusion_size, config)
+        # The self-teacher's head is a fixed random projection (never trained: its targets carry no gradient);
+        # the prototypes it scores against are shared with, and trained through, the student head.
+        self.mim_teacher_head = CommerceMMPrototypeHead(config.vision_config.hidden_size, config)
+        self.mim_teacher_head.requires_grad_(False)
+        self.mim_fr_head = nn.Linear(fusion_size, config.vision_config.hidden_size)
+        # DINO-style centre of the teacher logits: subtracting it keeps one prototype from winning every image.
+        self.register_buffer("mim_center", torch.zeros(config.mim_num_prototypes))
+        self._external_teacher = None
+        self.post_init()
+
+    def extra_auto_map(self) -> dict[str, type]:
+        return {"AutoModel": CommerceMMModel}
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.mlm_head.decoder
+
+    def set_output_embeddings(self, value: nn.Linear):
+        self.mlm_head.decoder = value
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, CommerceMMForPreTraining):
+            init.normal_(module.mim_prototypes, std=1.0)
+            init.zeros_(module.mim_center)
+
+    # ------------------------------------------------------------------------------------------------ teachers
+
+    def external_teacher(self):
+        """The frozen image classifier named by `config.mim_kl_teacher` (loaded once), or None."""
+        if self.config.mim_kl_teacher and self._external_teacher is None:
+            from transformers import AutoModelForImageClassification
+
+            teacher = AutoModelForImageClassification.from_pretrained(self.config.mim_kl_teacher).eval()
+            teacher.requires_grad_(False)
+            if teacher.config.num_labels != self.config.mim_num_prototypes:
+                raise ValueError(
+                    f"The MIM-kl teacher {self.config.mim_kl_teacher!r} predicts {teacher.config.num_labels} classes but "
+                    f"config.mim_num_prototypes is {self.config.mim_num_prototypes}; set them equal."
+                )
+            self._external_teacher = (teacher,)  # a tuple keeps it out of this model's modules and state dict
+        return self._external_teacher[0] if self._external_teacher else None
+
+    @torch.no_grad()
+    def _mim_targets(self, pixel_values, clean_image_cls):
+        """Teacher logits (centred, before sharpening) and the MIM-fr target feature for the unmasked images."""
+        teacher = self.external_teacher()
+        if teacher is None:
+            logits = self.mim_teacher_head(clean_image_cls, self.mim_prototypes)
+            return logits, clean_image_cls
+        teacher = teacher.to(pixel_values.device)
+        size = getattr(teacher.config, "image_size", pixel_values.shape[-1])
+        # pixel_values arrive normalised by CommerceMM's processor and are fed to the teacher as they are.
+        teacher_pixels = F.interpolate(pixel_values, size=(size, size), mode="bilinear", align_corners=False)
+        outputs = teacher(pixel_values=teacher_pixels.to(teacher.dtype), output_hidden_states=True)
+        feature = outputs.hidden_states[-1][:, 0].to(clean_image_cls.dtype)
+        return outputs.logits.to(clean_image_cls.dtype), feature
+
+    @torch.no_grad()
+    def _update_center(self, teacher_logits: torch.Tensor):
+        batch_center = teacher_logits.mean(dim=0)
+        rank, world_size = _world()
+        if world_size > 1:
+            dist.all_reduce(batch_center)
+            batch_center /= world_size
+        momentum = self.config.mim_center_momentum
+        self.mim_center.mul_(momentum).add_(batch_center, alpha=1 - momentum)
+
+    # ------------------------------------------------------------------------------------------------ passes
+
+    def _image_text_losses(self, input_ids, attention_mask, pixel_values, mlm_input_ids, mlm_labels, bool_masked_pos,
+                           pair_index, depths, generator):
+        model, config = self.commercemm, self.config
+        batch_size = input_ids.shape[0]
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        # one text-encoder call over [clean; masked] text and one image-encoder call over [clean; masked] images
+        text_outputs = model.encode_text(
+            torch.cat([input_ids, mlm_input_ids]), torch.cat([attention_mask, attention_mask]), text_depth=depths[0]
+        )
+        no_mask = torch.zeros_like(bool_masked_pos)
+        image_outputs = model.encode_image(
+            torch.cat([pixel_values, pixel_values]), torch.cat([no_mask, bool_masked_pos]), image_depth=depths[1]
+        )
+        clean_text, masked_text = text_outputs.last_hidden_state.split(batch_size)
+        clean_image, masked_image = image_outputs.last_hidden_state.split(batch_size)
+
+        scale = model.logit_scale.clamp(max=config.max_logit_scale).exp()
+        text_embeds = F.normalize(model.text_projection(clean_text[:, 0]), dim=-1)
+        image_embeds = F.normalize(model.image_projection(clean_image[:, 0]), dim=-1)
+        itc_loss = (
+            contrastive_loss(image_embeds, text_embeds, scale, pair_index, pair_index)
+            + contrastive_loss(text_embeds, image_embeds, scale, pair_index, pair_index)
+        ) / 2
+
+        # ITM negatives: for each image a text, for each text an image, sampled in proportion to ITC similarity
+        # (ALBEF) among the other pairs of the batch.
+        with torch.no_grad():
+            similarity = image_embeds @ text_embeds.t() * scale
+            forbidden = torch.eye(batch_size, dtype=torch.bool, device=similarity.device)
+            if pair_index is not None:
+                forbidden |= pair_index.unsqueeze(0) == pair_index.unsqueeze(1)
+            can_sample = ~forbidden.all(dim=1)
+            weights = similarity.softmax(dim=1) if config.itm_hard_negatives else torch.ones_like(similarity)
+            weights = weights.masked_fill(forbidden, 0.0)
+            weights[~can_sample] = 1.0  # rows with no candidate keep a dummy distribution and are dropped below
+            negative_text = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+            weights_t = (similarity.t().softmax(dim=1) if config.itm_hard_negatives else torch.ones_like(similarity))
+            weights_t = weights_t.masked_fill(forbidden.t(), 0.0)
+            weights_t[~can_sample] = 1.0
+            negative_image = torch.multinomial(weights_t, 1, generator=generator).squeeze(1)
+        keep = can_sample
+        fusion_images = torch.cat([clean_image, clean_image[keep], clean_image[negative_image[keep]], masked_image])
+        fusion_texts = torch.cat([clean_text, clean_text[negative_text[keep]], clean_text[keep], masked_text])
+        fusion_masks = torch.cat([attention_mask, attention_mask[negative_text[keep]], attention_mask[keep], attention_mask])
+        fused = model.fusion_model(fusion_images, fusion_texts, fusion_masks, depth=model._depth("fusion", depths[2]))
+        fused_tokens = fused.last_hidden_state
+        num_negatives = int(keep.sum())
+        itm_count = batch_size + 2 * num_negatives
+        itm_logits = self.itm_head(fused_tokens[:itm_count, 0])
+        itm_labels = torch.cat([
+            torch.ones(batch_size, dtype=torch.long, device=itm_logits.device),
+            torch.zeros(2 * num_negatives, dtype=torch.long, device=itm_logits.device),
+        ])
+        itm_loss = F.cross_entropy(itm_logits, itm_labels)
+        itm_accuracy = (itm_logits.argmax(-1) == itm_labels).float().mean()
+
+        masked_fused = fused_tokens[itm_count:]
+        # MLM on the text tokens of the masked pairs, only at masked positions
+        text_tokens = masked_fused[:, 1 + clean_image.shape[1]:]
+        masked_positions = mlm_labels.ne(-100)
+        if masked_positions.any():
+            mlm_logits = self.mlm_head(text_tokens[masked_positions])
+            mlm_loss = F.cross_entropy(mlm_logits.float(), mlm_labels[masked_positions])
+        else:
+            mlm_loss = text_tokens.sum() * 0.0
+
+        # MIM-kl / MIM-fr: from [CLS_mm] of the masked pairs, recover the whole unmasked image's teacher
+        # distribution over prototypes / its feature.
+        fused_cls = masked_fused[:, 0]
+        teacher_logits, teacher_feature = self._mim_targets(pixel_values, clean_image[:, 0].detach())
+        if self.external_teacher() is None:
+            teacher_probs = F.softmax((teacher_logits - self.mim_center) / config.mim_teacher_temperature, dim=-1)
+            if self.training:
+                self._update_center(teacher_logits)
+        else:
+            teacher_probs = F.softmax(teacher_logits, dim=-1)
+        student_log_probs = F.log_softmax(
+            self.mim_kl_head(fused_cls, self.mim_prototypes) / config.mim_student_temperature, dim=-1
+        )
+        mim_kl_loss = F.kl_div(student_log_probs, teacher_probs, reduction="batchmean")
+        target_entropy = -(teacher_probs * teacher_probs.clamp_min(1e-12).log()).sum(-1).mean()
+        if config.mim_fr_target == "image_cls":
+            teacher_feature = clean_image[:, 0].detach()
+        predicted = F.normalize(self.mim_fr_head(fused_cls), dim=-1)
+        if predicted.shape[-1] != teacher_feature.shape[-1]:
+            raise ValueError(
+                f"MIM-fr: the teacher feature has {teacher_feature.shape[-1]} dims but the head predicts "
+                f"{predicted.shape[-1]} (mim_fr_target='teacher' needs a teacher as wide as the image encoder)."
+            )
+        mim_fr_loss = (2 - 2 * (predicted * F.normalize(teacher_feature, dim=-1)).sum(-1)).mean()
+
+        losses = dict(mlm=mlm_loss, mim_kl=mim_kl_loss, mim_fr=mim_fr_loss, itc=itc_loss, itm=itm_loss)
+        return losses, dict(mim_kl_target_entropy=target_entropy, itm_accuracy=itm_accuracy)
+
+    def _omni_losses(self, product_input_ids, product_attention_mask, product_pixel_values, product_index,
+                     source_input_ids, source_attention_mask, source_text_rows, source_pixel_values,
+                     source_image_rows, depths):
+        model, config = self.commercemm, self.config
+        num_products = product_input_ids.shape[0]
+        device = product_input_ids.device
+        source_text_rows = source_text_rows if source_text_rows is not None else torch.zeros(0, dtype=torch.long, device=device)
+        source_image_rows = source_image_rows if source_image_rows is not None else torch.zeros(0, dtype=torch.long, device=device)
+        num_source_texts, num_source_images = len(source_text_rows), len(source_image_rows)
+
+        # one text-encoder call over [product texts; source texts]; one image-encoder call over [product; source]
+        texts = [product_input_ids] + ([source_input_ids] if num_source_texts else [])
+        masks = [product_attention_mask] + ([source_attention_mask] if num_source_texts else [])
+        if num_source_texts:
+            length = max(t.shape[1] for t in texts)
+            texts = [F.pad(t, (0, length - t.shape[1]), value=config.text_config.pad_token_id or 0) for t in texts]
+            masks = [F.pad(m, (0, length - m.shape[1]), value=0) for m in masks]
+        text_mask = torch.cat(masks)
+        text_outputs = model.encode_text(torch.cat(texts), text_mask, text_depth=depths[0])
+        images = [product_pixel_values] + ([source_pixel_values] if num_source_images else [])
+        image_outputs = model.encode_image(torch.cat(images), image_depth=depths[1])
+        text_tokens, image_tokens = text_outputs.last_hidden_state, image_outputs.last_hidden_state
+
+        # sources with both an image and a text (tagged posts) are fused together with the products
+        num_sources = int(torch.cat([source_text_rows, source_image_rows]).max()) + 1
+        text_slot = torch.full((num_sources,), -1, dtype=torch.long, device=device)
+        image_slot = torch.full((num_sources,), -1, dtype=torch.long, device=device)
+        text_slot[source_text_rows] = torch.arange(num_source_texts, device=device) + num_products
+        image_slot[source_image_rows] = torch.arange(num_source_images, device=device) + num_products
+        both = (text_slot >= 0) & (image_slot >= 0)
+        fused_text_index = torch.cat([torch.arange(num_products, device=device), text_slot[both]])
+        fused_image_index = torch.cat([torch.arange(num_products, device=device), image_slot[both]])
+        fused = model.fusion_model(
+            image_tokens[fused_image_index], text_tokens[fused_text_index], text_mask[fused_text_index],
+            depth=model._depth("fusion", depths[2]),
+        )
+        multimodal = F.normalize(model.multimodal_projection(fused.last_hidden_state[:, 0]), dim=-1)
+        text = F.normalize(model.text_projection(text_tokens[:, 0]), dim=-1)
+        image = F.normalize(model.image_projection(image_tokens[:, 0]), dim=-1)
+
+        product_embeds = {"text": text[:num_products], "image": image[:num_products], "multimodal": multimodal[:num_products]}
+        source_rows = {"text": source_text_rows, "image": source_image_rows, "multimodal": both.nonzero().squeeze(1)}
+        source_embeds = {
+            "text": text[num_products:], "image": image[num_products:], "multimodal": multimodal[num_products:]
+        }
+        scale = model.logit_scale.clamp(max=config.max_logit_scale).exp()
+        losses = {}
+        for source_kind in EMBEDDING_KINDS:
+            rows = source_rows[source_kind]
+            if len(rows) == 0:
+                continue
+            for target_kind in EMBEDDING_KINDS:
+                task = f"omni_{source_kind}_to_{target_kind}"
+                if task not in config.omni_pairs:
+                    continue
+                # each source's positive is its own product (batch row); other copies of it are not negatives
+                losses[task] = _source_to_product_loss(
+                    source_embeds[source_kind], product_embeds[target_kind], rows, product_index, scale
+                )
+        return losses
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        mlm_input_ids: torch.Tensor | None = None,
+        mlm_labels: torch.Tensor | None = None,
+        bool_masked_pos: torch.Tensor | None = None,
+        pair_index: torch.Tensor | None = None,
+        product_input_ids: torch.Tensor | None = None,
+        product_attention_mask: torch.Tensor | None = None,
+        product_pixel_values: torch.Tensor | None = None,
+        product_index: torch.Tensor | None = None,
+        source_input_ids: torch.Tensor | None = None,
+        source_attention_mask: torch.Tensor | None = None,
+        source_text_rows: torch.Tensor | None = None,
+        source_pixel_values: torch.Tensor | None = None,
+        source_image_rows: torch.Tensor | None = None,
+        text_depth: int | None = None,
+        image_depth: int | None = None,
+        fusion_depth: int | None = None,
+        generator: torch.Generator | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CommerceMMForPreTrainingOutput:
+        """Compute the losses of the given pass(es); `generator` drives ITM negative sampling (for exact resume)."""
+        has_image_text = input_ids is not None or pixel_values is not None
+        has_omni = product_input_ids is not None or product_pixel_values is not None
+        if not has_image_text and not has_omni:
+            raise ValueError("CommerceMMForPreTraining needs an image-text batch, an Omni batch, or both.")
+        depths = (text_depth, image_depth, fusion_depth)
+        losses, diagnostics = {}, {}
+        if has_image_text:
+            missing = [name for name, value in (("input_ids", input_ids), ("pixel_values", pixel_values),
+                       ("mlm_input_ids", mlm_input_ids), ("mlm_labels", mlm_labels),
+                       ("bool_masked_pos", bool_masked_pos)) if value is None]
+            if missing:
+                raise ValueError(f"The image-text pass needs {missing} (use CommerceMMPretrainingCollator).")
+            if input_ids.shape[0] != pixel_values.shape[0]:
+                raise ValueError(f"Image-text pairs expected: {pixel_values.shape[0]} images, {input_ids.shape[0]} texts.")
+            image_text, diagnostics = self._image_text_losses(
+                input_ids, attention_mask, pixel_values, mlm_input_ids, mlm_labels, bool_masked_pos, pair_index,
+                depths, generator,
+            )
+            losses.update(image_text)
+        if has_omni:
+            missing = [name for name, value in (("product_input_ids", product_input_ids),
+                       ("product_pixel_values", product_pixel_values), ("product_index", product_index)) if value is None]
+            if missing:
+                raise ValueError(f"The Omni pass needs {missing} (use CommerceMMOmniCollator).")
+            if source_input_ids is None and source_pixel_values is None:
+                raise ValueError("The Omni pass needs sources: source_input_ids and/or source_pixel_values.")
+            losses.update(self._omni_losses(
+                product_input_ids, product_attention_mask, product_pixel_values, product_index, source_input_ids,
+                source_attention_mask, source_text_rows, source_pixel_values, source_image_rows, depths,
+            ))
+        weights = self.config.loss_weights
+        total = sum(weights.get(task, 1.0) * value for task, value in losses.items())
+        return CommerceMMForPreTrainingOutput(
+            loss=total, **{f"{task}_loss": value for task, value in losses.items()}, **diagnostics
+        )
+
+
+def _source_to_product_loss(queries, products, rows, product_index, scale):
+    """InfoNCE from the sources at batch `rows` to every product in the batch (all processes)."""
+    # A source at batch row r retrieves product r; gather the positives first so that `contrastive_loss`'s
+    # "own row" convention holds, and append the remaining products as extra negatives.
+    positives = products[rows]
+    others = torch.ones(products.shape[0], dtype=torch.bool, device=products.device)
+    others[rows] = False
+    candidates = torch.cat([positives, products[others]])
+    candidate_ids = torch.cat([product_index[rows], product_index[others]])
+    return contrastive_loss(queries, candidates, scale, product_index[rows], candidate_ids)
+
+
+__all__ = ["CommerceMMForPreTraining", "CommerceMMForPreTrainingOutput", "contrastive_loss", "gather_with_grad"]

@@ -1,0 +1,167 @@
+"""CommerceMM fine-tuning heads: product categorization and retrieval.
+
+* `CommerceMMForProductCategorization`: multi-class or multi-label labels from an image, a text or both. The
+  classifier reads the shared embedding space: the multimodal embedding when both modalities are given, else the
+  embedding of the one present, so one head serves all three inputs.
+* `CommerceMMForRetrieval`: fine-tunes the embeddings with InfoNCE for one source -> target embedding pair
+  (query->product = text->multimodal, image->product = image->multimodal, product->product =
+  multimodal->multimodal, image->text, text->image). Its folder also loads as a plain `CommerceMMModel` through
+  `AutoModel`, ready for embedding and search.
+
+This file travels as Hugging Face remote code: torch, transformers and single-dot siblings only.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.utils import ModelOutput
+
+from .configuration_commercemm import EMBEDDING_KINDS, CommerceMMConfig
+from .modeling_commercemm import CommerceMMModel, CommerceMMPreTrainedModel
+
+
+#: Source -> target embedding kinds of the retrieval tasks the examples fine-tune.
+RETRIEVAL_TASKS = {
+    "query_to_product": ("text", "multimodal"),
+    "image_to_product": ("image", "multimodal"),
+    "product_to_product": ("multimodal", "multimodal"),
+    "image_to_text": ("image", "text"),
+    "text_to_image": ("text", "image"),
+}
+
+
+def embed_inputs(model: CommerceMMModel, kind: str | None = None, input_ids=None, attention_mask=None,
+                 pixel_values=None, **depths) -> tuple[torch.Tensor, str]:
+    """The projected embedding of whatever is given (`kind=None`: multimodal when both, else the one present), and
+    the kind it is. Asking for a kind the inputs cannot give is an error naming it."""
+    available = ("multimodal" if input_ids is not None and pixel_values is not None
+                 else "text" if input_ids is not None else "image" if pixel_values is not None else None)
+    if available is None:
+        raise ValueError("Give pixel_values, input_ids, or both: got neither.")
+    kind = kind or available
+    if kind not in EMBEDDING_KINDS:
+        raise ValueError(f"Unknown embedding kind {kind!r}; choose one of {EMBEDDING_KINDS}.")
+    depth = {key: depths.get(key) for key in ("text_depth", "image_depth", "fusion_depth")}
+    if kind == "text" and input_ids is not None:
+        return model.get_text_features(input_ids, attention_mask, text_depth=depth["text_depth"]).pooler_output, kind
+    if kind == "image" and pixel_values is not None:
+        return model.get_image_features(pixel_values, image_depth=depth["image_depth"]).pooler_output, kind
+    if kind == "multimodal" and available == "multimodal":
+        return model.get_multimodal_features(input_ids, pixel_values, attention_mask, **depth).pooler_output, kind
+    raise ValueError(f"A {kind} embedding needs {'an image and a text' if kind == 'multimodal' else 'a ' + kind}; "
+                     f"the inputs give {available} only.")
+
+
+class CommerceMMForProductCategorization(CommerceMMPreTrainedModel):
+    r"""Product categorization from an image, a text or both.
+
+    `config.problem_type` is `"single_label_classification"` (labels: class indices) or
+    `"multi_label_classification"` (labels: multi-hot floats); `config.id2label` names the classes.
+
+    Example:
+        >>> import torch
+        >>> from commercemm_hf import CommerceMMConfig, CommerceMMForProductCategorization
+        >>> config = CommerceMMConfig.from_preset("tiny", id2label={0: "mug", 1: "lamp"})
+        >>> model = CommerceMMForProductCategorization(config)
+        >>> out = model(input_ids=torch.tensor([[2, 9, 3]]), labels=torch.tensor([1]))
+        >>> out.logits.shape
+        torch.Size([1, 2])
+    """
+
+    def __init__(self, config: CommerceMMConfig):
+        super().__init__(config)
+        self.commercemm = CommerceMMModel(config)
+        self.classifier_norm = nn.LayerNorm(config.projection_dim)
+        self.classifier = nn.Linear(config.projection_dim, config.num_labels)
+        self.post_init()
+
+    def extra_auto_map(self) -> dict[str, type]:
+        return {"AutoModel": CommerceMMModel, "AutoModelForImageClassification": CommerceMMForProductCategorization}
+
+    def forward(self, input_ids=None, attention_mask=None, pixel_values=None, labels=None, text_depth=None,
+                image_depth=None, fusion_depth=None, return_dict=None, **kwargs) -> SequenceClassifierOutput:
+        embeds, _ = embed_inputs(self.commercemm, None, input_ids, attention_mask, pixel_values,
+                                 text_depth=text_depth, image_depth=image_depth, fusion_depth=fusion_depth)
+        logits = self.classifier(self.classifier_norm(embeds))
+        loss = None
+        if labels is not None:
+            if self.config.problem_type == "multi_label_classification":
+                if labels.shape != logits.shape:
+                    raise ValueError(f"Multi-label labels must be multi-hot {tuple(logits.shape)}, got {tuple(labels.shape)}.")
+                loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+            else:
+                if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
+                    raise ValueError(f"Labels must be class indices of shape ({logits.shape[0]},), got {tuple(labels.shape)}.")
+                if labels.min() < 0 or labels.max() >= self.config.num_labels:
+                    raise ValueError(f"Labels must lie in 0..{self.config.num_labels - 1}, got {labels.tolist()}.")
+                loss = F.cross_entropy(logits, labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+@dataclass
+class CommerceMMRetrievalOutput(ModelOutput):
+    """`loss` (InfoNCE, when targets are given), `logits` (sources x targets, scaled cosine similarities), and the
+    L2-normalised `source_embeds` / `target_embeds`."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    source_embeds: torch.FloatTensor | None = None
+    target_embeds: torch.FloatTensor | None = None
+
+
+class CommerceMMForRetrieval(CommerceMMPreTrainedModel):
+    r"""Retrieval fine-tuning: source items (`source_input_ids`, `source_attention_mask`, `source_pixel_values`)
+    retrieve target items (`input_ids`, `attention_mask`, `pixel_values`) by cosine similarity of the
+    `config.retrieval_source` / `config.retrieval_target` embeddings; row i's positive is target i
+    (`target_index`, if given, marks duplicate targets that are not each other's negatives).
+
+    Example:
+        >>> import torch
+        >>> from commercemm_hf import CommerceMMConfig, CommerceMMForRetrieval
+        >>> model = CommerceMMForRetrieval(CommerceMMConfig.from_preset("tiny", retrieval_source="text",
+        ...                                                                retrieval_target="image"))
+        >>> out = model(source_input_ids=torch.tensor([[2, 9, 3], [2, 8, 3]]), pixel_values=torch.randn(2, 3, 64, 64))
+        >>> out.logits.shape, out.loss is not None
+        (torch.Size([2, 2]), True)
+    """
+
+    def __init__(self, config: CommerceMMConfig):
+        super().__init__(config)
+        self.commercemm = CommerceMMModel(config)
+        self.post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Saves the fine-tuned `CommerceMMModel` (the retrieval loss adds no weights), so the folder loads with
+        `AutoModel` for embedding and search, and back into this class with `from_pretrained`."""
+        return self.commercemm.save_pretrained(save_directory, *args, **kwargs)
+
+    def forward(self, source_input_ids=None, source_attention_mask=None, source_pixel_values=None, input_ids=None,
+                attention_mask=None, pixel_values=None, target_index=None, return_loss: bool = True, text_depth=None,
+                image_depth=None, fusion_depth=None, return_dict=None, **kwargs) -> CommerceMMRetrievalOutput:
+        depths = dict(text_depth=text_depth, image_depth=image_depth, fusion_depth=fusion_depth)
+        source_embeds = target_embeds = logits = loss = None
+        if source_input_ids is not None or source_pixel_values is not None:
+            source, _ = embed_inputs(self.commercemm, self.config.retrieval_source, source_input_ids,
+                                     source_attention_mask, source_pixel_values, **depths)
+            source_embeds = F.normalize(source, dim=-1)
+        if input_ids is not None or pixel_values is not None:
+            target, _ = embed_inputs(self.commercemm, self.config.retrieval_target, input_ids, attention_mask,
+                                     pixel_values, **depths)
+            target_embeds = F.normalize(target, dim=-1)
+        if source_embeds is not None and target_embeds is not None:
+            from .modeling_commercemm_pretraining import contrastive_loss
+
+            scale = self.commercemm.logit_scale.clamp(max=self.config.max_logit_scale).exp()
+            logits = source_embeds @ target_embeds.t() * scale
+            if return_loss:
+                if source_embeds.shape[0] != target_embeds.shape[0]:
+                    raise ValueError("The retrieval loss needs one target per source (row i retrieves target i).")
+                loss = contrastive_loss(source_embeds, target_embeds, scale, target_index, target_index)
+        return CommerceMMRetrievalOutput(loss=loss, logits=logits, source_embeds=source_embeds, target_embeds=target_embeds)
+
+
+__all__ = ["CommerceMMForProductCategorization", "CommerceMMForRetrieval", "CommerceMMRetrievalOutput",
+           "RETRIEVAL_TASKS", "embed_inputs"]

@@ -1,0 +1,61 @@
+"""`product-categorization`: top-k labels of a fine-tuned `CommerceMMForProductCategorization` for an image, a
+text, or both.
+
+This file travels as Hugging Face remote code: transformers, torch, PIL and single-dot siblings only.
+"""
+
+import torch
+from transformers import Pipeline
+
+from .pipeline_commercemm_inputs import base_model, embed_rows, encode_item, normalize_item, split_depths
+
+
+class CommerceMMCategorizationPipeline(Pipeline):
+    """Labels with scores, best first: softmax scores for single-label heads, independent sigmoid scores for
+    multi-label heads (`config.problem_type == "multi_label_classification"`).
+
+    Example:
+        >>> # from transformers import pipeline
+        >>> # classify = pipeline("product-categorization", model="outputs/categorization", trust_remote_code=True)
+        >>> # classify({"image": "mug.jpg", "text": "red ceramic mug"}, top_k=3)
+        >>> # [{'label': 'mug', 'score': 0.93}, ...]
+    """
+
+    _load_tokenizer = True
+    _load_image_processor = True
+    _load_processor = False
+    _load_feature_extractor = False
+
+    def _sanitize_parameters(self, top_k=None, **kwargs):
+        forward_params = split_depths(kwargs)
+        if kwargs:
+            raise ValueError(f"Unknown arguments for product-categorization: {sorted(kwargs)}.")
+        postprocess_params = {}
+        if top_k is not None:
+            if not isinstance(top_k, int) or top_k < 1:
+                raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
+            postprocess_params["top_k"] = top_k
+        return {}, forward_params, postprocess_params
+
+    def preprocess(self, item):
+        if not hasattr(self.model, "classifier") or not getattr(self.model.config, "id2label", None):
+            raise ValueError(
+                "product-categorization needs a fine-tuned CommerceMMForProductCategorization with id2label in its "
+                "config (see examples/run_categorization.py); this model has no label set."
+            )
+        return encode_item(normalize_item(item), self.tokenizer, self.image_processor, self.model.config)
+
+    def _forward(self, model_inputs, **depths):
+        with torch.no_grad():
+            embeds = embed_rows(base_model(self.model), model_inputs, depths)["preferred"]
+            logits = self.model.classifier(self.model.classifier_norm(embeds))
+        return {"logits": logits}
+
+    def postprocess(self, model_outputs, top_k=5):
+        logits = model_outputs["logits"][0].float()
+        multi_label = self.model.config.problem_type == "multi_label_classification"
+        scores = logits.sigmoid() if multi_label else logits.softmax(dim=-1)
+        top_k = min(top_k, scores.shape[0])
+        values, indices = scores.topk(top_k)
+        id2label = self.model.config.id2label
+        return [{"label": id2label[int(i)], "score": float(v)} for v, i in zip(values, indices)]

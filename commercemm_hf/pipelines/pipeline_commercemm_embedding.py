@@ -1,0 +1,50 @@
+"""`product-embedding`: the text, image and multimodal embeddings of products, queries or posts.
+
+This file travels as Hugging Face remote code: transformers, torch, PIL and single-dot siblings only.
+"""
+
+import torch
+from transformers import Pipeline
+
+from .pipeline_commercemm_inputs import base_model, embed_rows, encode_item, normalize_item, split_depths
+
+
+class CommerceMMEmbeddingPipeline(Pipeline):
+    """Embeds items given as a text, an image, or `{"image": ..., "text": ...}`.
+
+    Each result holds `text_embeds`, `image_embeds` and `multimodal_embeds` (L2-normalised lists of floats, or
+    `None` for a kind the item cannot give). `return_tensors=True` returns torch tensors instead. Active depths
+    (`text_depth`, `image_depth`, `fusion_depth`) pass through to the model.
+
+    Example:
+        >>> # from transformers import pipeline
+        >>> # embed = pipeline("product-embedding", model="outputs/commercemm-tiny", trust_remote_code=True)
+        >>> # embed([{"image": "mug.jpg", "text": "red mug"}, "blue lamp"], batch_size=8)
+    """
+
+    _load_tokenizer = True
+    _load_image_processor = True
+    _load_processor = False
+    _load_feature_extractor = False
+
+    def _sanitize_parameters(self, return_tensors=None, **kwargs):
+        forward_params = split_depths(kwargs)
+        if kwargs:
+            raise ValueError(f"Unknown arguments for product-embedding: {sorted(kwargs)}.")
+        postprocess_params = {} if return_tensors is None else {"return_tensors": return_tensors}
+        return {}, forward_params, postprocess_params
+
+    def preprocess(self, item):
+        return encode_item(normalize_item(item), self.tokenizer, self.image_processor, base_model(self.model).config)
+
+    def _forward(self, model_inputs, **depths):
+        with torch.no_grad():
+            embeds = embed_rows(base_model(self.model), model_inputs, depths)
+        return {kind: embeds[kind] for kind in ("text", "image", "multimodal")}
+
+    def postprocess(self, model_outputs, return_tensors=False):
+        result = {}
+        for kind, values in model_outputs.items():
+            row = values[0]
+            result[f"{kind}_embeds"] = None if torch.isnan(row).any() else (row if return_tensors else row.tolist())
+        return result

@@ -1,0 +1,3 @@
+from .image_processing_commercemm import CommerceMMImageProcessor, to_rgb_image
+from .processing_commercemm import CommerceMMProcessor
+from .tokenization_commercemm import SPECIAL_TOKENS, train_commercemm_tokenizer

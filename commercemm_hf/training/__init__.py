@@ -1,0 +1,2 @@
+from .collators import CommerceMMOmniCollator, CommerceMMPretrainingCollator
+from .trainer import CommerceMMPretrainingTrainer, sample_depths

@@ -1,0 +1,151 @@
+"""Data collators for CommerceMM pretraining: image-text batches (with MLM and MIM masking) and Omni batches.
+
+Rows are what `commercemm_hf.data` produces (DESIGN.md section 3):
+* image-text rows: `image` (PIL), `text`, optional `product_id` (rows of one product are not each other's negatives);
+* Omni rows: `source_type` (`query` | `view` | `post`), `source_text`, `source_image`, `product_id`, and the
+  product's `image` and `text`. A source contributes only what it has: a query its text, a view its image, a
+  tagged post both.
+"""
+
+import hashlib
+from collections.abc import Sequence
+
+import torch
+from transformers import DataCollatorForLanguageModeling
+
+from ..modeling.configuration_commercemm import CommerceMMConfig
+
+
+def stable_id(value) -> int:
+    """A process-independent 63-bit integer for an id string (Python's `hash` is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(str(value).encode("utf-8"), digest_size=8).digest(), "big") >> 1
+
+
+def _column(features: Sequence[dict], name: str, kind: str) -> list:
+    try:
+        return [feature[name] for feature in features]
+    except KeyError:
+        raise ValueError(f"{kind} rows need a {name!r} column; got columns {sorted(features[0])}.") from None
+
+
+class CommerceMMPretrainingCollator:
+    """Batches image-text rows for the image-text pass and masks them for MLM (15%, 80/10/10) and MIM (a high
+    share of patches).
+
+    `masking=False` returns the unmasked batch; `mask(batch, generator)` masks it later. The pretraining trainer
+    masks inside each step with a generator derived from the step, so resuming a run reproduces its masks
+    exactly, whatever the data loader prefetched.
+
+    Example:
+        >>> from PIL import Image
+        >>> from commercemm_hf import CommerceMMConfig, CommerceMMProcessor
+        >>> # processor = CommerceMMProcessor(...)   # see the README
+        >>> # collator = CommerceMMPretrainingCollator(processor, CommerceMMConfig.from_preset("tiny"), seed=0)
+        >>> # batch = collator([{"image": Image.new("RGB", (80, 60)), "text": "red mug"}])
+    """
+
+    def __init__(self, processor, config: CommerceMMConfig, masking: bool = True, seed: int | None = 0,
+                 max_length: int | None = None):
+        self.processor = processor
+        self.config = config
+        self.masking = masking
+        self.max_length = max_length or config.text_config.max_text_length
+        tokenizer = processor.tokenizer
+        if len(tokenizer) > config.text_config.vocab_size:
+            raise ValueError(
+                f"The tokenizer has {len(tokenizer)} tokens but the model's text vocabulary has "
+                f"{config.text_config.vocab_size}: build the model with text_config.vocab_size >= len(tokenizer)."
+            )
+        if tokenizer.mask_token_id is None:
+            raise ValueError("MLM needs a tokenizer with a mask token ([MASK] / <mask>).")
+        # transformers' own MLM masking (80% [MASK], 10% random token, 10% unchanged), driven by our generator
+        self.mlm_masker = DataCollatorForLanguageModeling(
+            tokenizer,
+            mlm_probability=config.mlm_probability,
+            mask_replace_prob=config.mlm_mask_token_ratio,
+            random_replace_prob=config.mlm_random_token_ratio,
+        )
+        self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        vision = config.vision_config
+        self.num_patches = vision.num_patches
+
+    def encode(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+        if not features:
+            raise ValueError("Cannot collate an empty batch.")
+        images = _column(features, "image", "Image-text")
+        texts = _column(features, "text", "Image-text")
+        batch = dict(self.processor(
+            images=images, text=texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ))
+        batch.pop("token_type_ids", None)
+        if "product_id" in features[0]:
+            batch["pair_index"] = torch.tensor([stable_id(f["product_id"]) for f in features])
+        return batch
+
+    def mask(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Add `mlm_input_ids`, `mlm_labels` and `bool_masked_pos` to an encoded batch."""
+        generator = generator if generator is not None else self.generator
+        input_ids = batch["input_ids"]
+        special = torch.isin(input_ids, self.special_ids) | batch["attention_mask"].eq(0)
+        self.mlm_masker.generator = generator
+        mlm_input_ids, mlm_labels = self.mlm_masker.torch_mask_tokens(input_ids.clone(), special_tokens_mask=special)
+        batch_size = input_ids.shape[0]
+        num_masked = max(1, round(self.config.mim_mask_ratio * self.num_patches))
+        # exactly `num_masked` random patches per image
+        ranks = torch.rand(batch_size, self.num_patches, generator=generator).argsort(dim=1).argsort(dim=1)
+        return {**batch, "mlm_input_ids": mlm_input_ids, "mlm_labels": mlm_labels, "bool_masked_pos": ranks < num_masked}
+
+    def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+        batch = self.encode(features)
+        return self.mask(batch) if self.masking else batch
+
+
+class CommerceMMOmniCollator:
+    """Batches Omni rows (source -> product) for the 9 Omni-Retrieval losses.
+
+    Products give `product_input_ids` / `product_attention_mask` / `product_pixel_values` and `product_index`;
+    sources give their texts (`source_input_ids`, at batch rows `source_text_rows`) and images
+    (`source_pixel_values`, at rows `source_image_rows`). A row whose source has neither is an error naming it.
+    """
+
+    def __init__(self, processor, config: CommerceMMConfig, max_length: int | None = None):
+        self.processor = processor
+        self.max_length = max_length or config.text_config.max_text_length
+
+    def _encode(self, images=None, text=None) -> dict[str, torch.Tensor]:
+        encoded = dict(self.processor(
+            images=images, text=text, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ))
+        encoded.pop("token_type_ids", None)
+        return encoded
+
+    def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+        if not features:
+            raise ValueError("Cannot collate an empty batch.")
+        product = self._encode(_column(features, "image", "Omni"), _column(features, "text", "Omni"))
+        source_texts = _column(features, "source_text", "Omni")
+        source_images = _column(features, "source_image", "Omni")
+        text_rows = [i for i, text in enumerate(source_texts) if isinstance(text, str) and text.strip()]
+        image_rows = [i for i, image in enumerate(source_images) if image is not None]
+        missing = sorted(set(range(len(features))) - set(text_rows) - set(image_rows))
+        if missing:
+            raise ValueError(f"Omni rows {missing} have a source with neither text nor image.")
+        batch = {
+            "product_input_ids": product["input_ids"],
+            "product_attention_mask": product["attention_mask"],
+            "product_pixel_values": product["pixel_values"],
+            "product_index": torch.tensor([stable_id(f["product_id"]) for f in features]),
+            "source_text_rows": torch.tensor(text_rows, dtype=torch.long),
+            "source_image_rows": torch.tensor(image_rows, dtype=torch.long),
+        }
+        if text_rows:
+            source = self._encode(text=[source_texts[i] for i in text_rows])
+            batch["source_input_ids"] = source["input_ids"]
+            batch["source_attention_mask"] = source["attention_mask"]
+        if image_rows:
+            batch["source_pixel_values"] = self._encode(images=[source_images[i] for i in image_rows])["pixel_values"]
+        return batch
+
+
+__all__ = ["CommerceMMOmniCollator", "CommerceMMPretrainingCollator", "stable_id"]

@@ -1,0 +1,291 @@
+"""`CommerceMMPretrainingTrainer`: the 14 CommerceMM tasks as two forward/backward passes per step.
+
+Each micro-step runs the image-text pass (MLM, MIM-kl, MIM-fr, ITC, ITM) on a batch of the main stream and calls
+backward, then the Omni pass (the 9 Omni-Retrieval losses) on a batch of the second stream and calls backward; the
+Trainer then takes one optimizer step. Everything else is transformers' `Trainer`: gradient accumulation, logging,
+evaluation, `torchrun` / `accelerate launch`, checkpoints and resume.
+
+What `Trainer` does not do by itself, and this class adds:
+* the second data stream, whose position (epoch, batches consumed) is saved with every checkpoint and restored;
+* randomness tied to the step: the MLM/MIM masks and ITM negatives of micro-step *m* of step *s* on process *r*,
+  and the active depths of step *s* (the same on every process) come from generators seeded with
+  `(seed, s, m, r)` / `(seed, s)`, so a resumed run draws exactly what the uninterrupted run drew;
+* atomic checkpoints: written into `output_dir/.staging/checkpoint-N`, renamed to `output_dir/checkpoint-N` when
+  complete, so a kill mid-save never leaves a half-written checkpoint for resume to pick up;
+* every loss logged under its own name (`mlm_loss`, ..., `omni_multimodal_to_multimodal_loss`).
+"""
+
+import json
+import logging
+import math
+import os
+import shutil
+from collections import defaultdict
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+from transformers import Trainer
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..modeling.configuration_commercemm import PRETRAINING_TASKS
+from .collators import CommerceMMOmniCollator, CommerceMMPretrainingCollator
+
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "commercemm_pretraining_state.json"
+STAGING_DIR = ".staging"
+
+
+def _seed(*parts: int) -> int:
+    value = 0
+    for part in parts:
+        value = (value * 1_000_003 + int(part)) % (2**63 - 1)
+    return value
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def sample_depths(config, seed: int, step: int, enabled: bool = True) -> dict[str, int | None]:
+    """Active depths for `step` (modality randomization): full depth with probability
+    `config.full_depth_probability`, else one of each stack's `*_depth_choices`. Depends only on (seed, step), so
+    every process of a distributed run draws the same depths."""
+    full = {"text_depth": None, "image_depth": None, "fusion_depth": None}
+    if not enabled:
+        return full
+    generator = torch.Generator().manual_seed(_seed(seed, step, 7))
+    if float(torch.rand(1, generator=generator)) < config.full_depth_probability:
+        return full
+    depths = {}
+    for stack in ("text", "image", "fusion"):
+        choices = getattr(config, f"{stack}_depth_choices")
+        depths[f"{stack}_depth"] = choices[int(torch.randint(len(choices), (1,), generator=generator))]
+    return depths
+
+
+class CommerceMMPretrainingTrainer(Trainer):
+    """A `transformers.Trainer` for `CommerceMMForPreTraining` over two data streams.
+
+    Args:
+        model: a `CommerceMMForPreTraining`.
+        args: `TrainingArguments` (`remove_unused_columns` is turned off: the collators read the raw columns).
+        train_dataset: image-text rows (`image`, `text`, optional `product_id`).
+        omni_dataset: Omni rows (`source_type`, `source_text`, `source_image`, `product_id`, `image`, `text`).
+        processor: the `CommerceMMProcessor`.
+        eval_dataset / eval_omni_dataset: rows of the same kinds for `evaluate()` (pretraining losses, and zero-shot
+            retrieval recall on the Omni rows).
+        omni_batch_size: Omni rows per device per micro-step (default: `per_device_train_batch_size`).
+        modality_randomization: sample active depths per step (default: `model.config.modality_randomization`).
+
+    Example:
+        >>> # trainer = CommerceMMPretrainingTrainer(model=model, args=TrainingArguments("out", max_steps=100),
+        >>> #     train_dataset=image_text_rows, omni_dataset=omni_rows, processor=processor)
+        >>> # trainer.train()          # or trainer.train(resume_from_checkpoint=True)
+    """
+
+    def __init__(self, model=None, args=None, train_dataset=None, omni_dataset=None, processor=None,
+                 eval_dataset=None, eval_omni_dataset=None, omni_batch_size: int | None = None,
+                 modality_randomization: bool | None = None, **kwargs):
+        if omni_dataset is None:
+            raise ValueError("CommerceMMPretrainingTrainer needs omni_dataset (the second data stream).")
+        if processor is None:
+            raise ValueError("CommerceMMPretrainingTrainer needs the CommerceMMProcessor (processor=...).")
+        if args is not None:
+            # the collators read the raw `image`/`text`/... columns, which Trainer would otherwise drop
+            args.remove_unused_columns = False
+            if args.ddp_find_unused_parameters is None:
+                # layers above the sampled depths, and the heads of the other pass, get no gradient
+                args.ddp_find_unused_parameters = True
+        collator = CommerceMMPretrainingCollator(processor, model.config, masking=False)
+        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         data_collator=collator, processing_class=processor, **kwargs)
+        self.omni_dataset = omni_dataset
+        self.eval_omni_dataset = eval_omni_dataset
+        self.omni_collator = CommerceMMOmniCollator(processor, model.config)
+        self.omni_batch_size = omni_batch_size or self.args.per_device_train_batch_size
+        self.modality_randomization = (
+            model.config.modality_randomization if modality_randomization is None else modality_randomization
+        )
+        self.omni_position = {"epoch": 0, "batches": 0}
+        self._omni_iterator = None
+        self._micro_step = 0
+        self._micro_step_of = -1
+        self._task_loss_sums = defaultdict(float)
+        self._task_loss_steps = 0
+
+    # ------------------------------------------------------------------------------------------ the Omni stream
+
+    def _omni_loader(self, epoch: int, skip_batches: int) -> DataLoader:
+        rank, world_size = _rank_and_world()
+        sampler = DistributedSampler(self.omni_dataset, num_replicas=world_size, rank=rank, shuffle=True,
+                                     seed=self.args.seed)
+        sampler.set_epoch(epoch)
+        indices = list(sampler)[skip_batches * self.omni_batch_size:]
+        return DataLoader(self.omni_dataset, batch_size=self.omni_batch_size, sampler=indices,
+                          collate_fn=self.omni_collator, num_workers=self.args.dataloader_num_workers)
+
+    def next_omni_batch(self) -> dict:
+        """The next Omni batch; the stream starts a new (reshuffled) epoch when it runs out."""
+        for _ in range(2):
+            if self._omni_iterator is None:
+                self._omni_iterator = iter(self._omni_loader(**{
+                    "epoch": self.omni_position["epoch"], "skip_batches": self.omni_position["batches"]}))
+            try:
+                batch = next(self._omni_iterator)
+                self.omni_position["batches"] += 1
+                return batch
+            except StopIteration:
+                self.omni_position = {"epoch": self.omni_position["epoch"] + 1, "batches": 0}
+                self._omni_iterator = None
+        raise ValueError("The Omni dataset yields no batch: is it empty?")
+
+    # ------------------------------------------------------------------------------------------ the two passes
+
+    def _step_generator(self) -> torch.Generator:
+        if self._micro_step_of != self.state.global_step:
+            self._micro_step_of, self._micro_step = self.state.global_step, 0
+        rank, _ = _rank_and_world()
+        generator = torch.Generator().manual_seed(_seed(self.args.seed, self.state.global_step, self._micro_step, rank))
+        self._micro_step += 1
+        return generator
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        model.train()
+        generator = self._step_generator()
+        depths = sample_depths(self.model.config, self.args.seed, self.state.global_step, self.modality_randomization)
+        cpu_inputs = {key: value.cpu() if torch.is_tensor(value) else value for key, value in inputs.items()}
+        image_text = self._prepare_inputs(self.data_collator.mask(cpu_inputs, generator))
+        omni = self._prepare_inputs(self.next_omni_batch())
+        accumulation = self.current_gradient_accumulation_steps
+        total = 0.0
+        for batch, extra in ((image_text, {"generator": generator}), (omni, {})):
+            with self.compute_loss_context_manager():
+                outputs = model(**batch, **depths, **extra)
+            loss = outputs.loss / accumulation
+            self.accelerator.backward(loss)
+            total = total + loss.detach()
+            for task, value in outputs.losses.items():
+                self._task_loss_sums[task] += float(value.detach()) / accumulation
+            if getattr(outputs, "mim_kl_target_entropy", None) is not None:
+                self._task_loss_sums["mim_kl_target_entropy"] += float(outputs.mim_kl_target_entropy) / accumulation
+        if self._micro_step == accumulation:
+            self._task_loss_steps += 1
+        return total
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._task_loss_steps:
+            for task, total in self._task_loss_sums.items():
+                name = task if task.endswith("entropy") else f"{task}_loss"
+                logs[name] = round(total / self._task_loss_steps, 4)
+            self._task_loss_sums.clear()
+            self._task_loss_steps = 0
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+
+    def _save_checkpoint(self, model, trial):
+        run_dir = self._get_output_dir(trial=trial)
+        name = f"checkpoint-{self.state.global_step}"
+        staging_root = os.path.join(run_dir, STAGING_DIR)
+        staged, final = os.path.join(staging_root, name), os.path.join(run_dir, name)
+        if self.args.should_save and os.path.exists(staged):
+            shutil.rmtree(staged)  # left by a run killed mid-save
+        self._barrier()
+        self._get_output_dir = lambda trial=None: staging_root  # Trainer writes into the staging folder
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            del self._get_output_dir
+        if self.args.should_save:
+            with open(os.path.join(staged, STATE_FILE), "w") as handle:
+                json.dump({"omni_position": self.omni_position, "global_step": self.state.global_step}, handle)
+        self._barrier()
+        if self.args.should_save:
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.replace(staged, final)  # atomic on one filesystem: the checkpoint appears complete or not at all
+            if self.state.best_model_checkpoint and self.state.best_model_checkpoint.startswith(staging_root):
+                self.state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(self.state.best_model_checkpoint))
+            self._rotate_final_checkpoints(run_dir)
+        self._barrier()
+
+    def _rotate_final_checkpoints(self, run_dir: str):
+        from transformers.trainer_utils import rotate_checkpoints
+
+        rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                           best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+
+    def _barrier(self):
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        if resume_from_checkpoint is True or isinstance(resume_from_checkpoint, str):
+            if resume_from_checkpoint is True:
+                resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+                if resume_from_checkpoint is None:
+                    raise ValueError(f"No complete checkpoint found in {self.args.output_dir} to resume from.")
+            state_file = os.path.join(resume_from_checkpoint, STATE_FILE)
+            if not os.path.exists(state_file):
+                raise ValueError(
+                    f"{resume_from_checkpoint} has no {STATE_FILE}: it was not written by CommerceMMPretrainingTrainer, "
+                    "so the Omni stream's position is unknown."
+                )
+            with open(state_file) as handle:
+                self.omni_position = json.load(handle)["omni_position"]
+            self._omni_iterator = None
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    # ------------------------------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Mean pretraining losses on the evaluation rows (full depth, fixed masks) and, with `eval_omni_dataset`,
+        zero-shot retrieval metrics of each Omni source type against the products."""
+        eval_dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        model = self.model.eval()
+        sums, batches = defaultdict(float), defaultdict(int)
+        generator = torch.Generator().manual_seed(self.args.seed)
+        streams = []
+        if eval_dataset is not None:
+            loader = DataLoader(eval_dataset, batch_size=self.args.per_device_eval_batch_size, collate_fn=self.data_collator)
+            streams.append((loader, lambda batch: self.data_collator.mask(batch, generator)))
+        if self.eval_omni_dataset is not None:
+            loader = DataLoader(self.eval_omni_dataset, batch_size=self.args.per_device_eval_batch_size,
+                                collate_fn=self.omni_collator)
+            streams.append((loader, lambda batch: batch))
+        for loader, prepare in streams:
+            for batch in loader:
+                outputs = model(**self._prepare_inputs(prepare(batch)), generator=generator)
+                for task, value in outputs.losses.items():
+                    sums[task] += float(value)
+                    batches[task] += 1
+        metrics = {f"{metric_key_prefix}_{task}_loss": sums[task] / batches[task] for task in PRETRAINING_TASKS if batches[task]}
+        if metrics:
+            weights = model.config.loss_weights
+            metrics[f"{metric_key_prefix}_loss"] = sum(
+                weights.get(task, 1.0) * sums[task] / batches[task] for task in PRETRAINING_TASKS if batches[task]
+            )
+        if self.eval_omni_dataset is not None:
+            from ..evaluation.zero_shot import omni_retrieval_metrics
+
+            retrieval = omni_retrieval_metrics(model.commercemm, self.processing_class, self.eval_omni_dataset,
+                                               batch_size=self.args.per_device_eval_batch_size)
+            metrics.update({f"{metric_key_prefix}_{key}": value for key, value in retrieval.items()})
+        metrics = {key: (round(value, 4) if isinstance(value, float) and math.isfinite(value) else value)
+                   for key, value in metrics.items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+__all__ = ["CommerceMMPretrainingTrainer", "sample_depths"]

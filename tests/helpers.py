@@ -1,0 +1,70 @@
+"""Shared test utilities: tiny configs, and running code in a fresh process where `commercemm_hf` cannot be imported."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from commercemm_hf import CommerceMMConfig
+
+
+TINY_STACK = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_hidden_layers=2)
+
+
+def tiny_config(vocab_size: int = 300, **overrides) -> CommerceMMConfig:
+    """A CommerceMM config small enough that a forward takes milliseconds."""
+    values = dict(
+        text_config=dict(
+            TINY_STACK, vocab_size=vocab_size, max_position_embeddings=40, hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        ),
+        vision_config=dict(TINY_STACK, image_size=32, patch_size=8),
+        multimodal_config=dict(TINY_STACK),
+        projection_dim=16,
+        text_depth_choices=[1, 2],
+        image_depth_choices=[1, 2],
+        fusion_depth_choices=[1, 2],
+        mim_num_prototypes=16,
+    )
+    for key, value in overrides.items():
+        values[key] = {**values[key], **value} if isinstance(value, dict) and key in values else value
+    return CommerceMMConfig(**values)
+
+
+# Put first in a fresh interpreter: any attempt to import the package fails, so what loads there is the remote code.
+_BLOCK_PACKAGE = '''
+import sys
+class _BlockCommerceMM:
+    def find_spec(self, name, path=None, target=None):
+        if name == "commercemm_hf" or name.startswith("commercemm_hf."):
+            raise ImportError("commercemm_hf is blocked in this process")
+        return None
+sys.meta_path.insert(0, _BlockCommerceMM())
+try:
+    import commercemm_hf  # noqa: F401
+    raise SystemExit("commercemm_hf was importable")
+except ImportError:
+    pass
+'''
+
+
+def run_without_package(script: str, workdir: Path, env: dict | None = None, timeout: int = 300) -> dict:
+    """Run `script` in a fresh Python process (cwd=`workdir`, commercemm_hf not importable) and return the JSON
+    object it prints on its last line."""
+    full_env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH",)}
+    full_env["HF_MODULES_CACHE"] = str(workdir / "hf_modules")
+    full_env["HF_HUB_OFFLINE"] = "1"
+    full_env.update(env or {})
+    result = subprocess.run(
+        [sys.executable, "-c", _BLOCK_PACKAGE + textwrap.dedent(script)],
+        cwd=workdir,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"fresh process failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
