@@ -199,14 +199,14 @@ class CommerceMMImageProcessor(PilBackend):
         shapes = {array.shape for array in prepared}
         if len(shapes) > 1:
             raise ValueError(f"Images of different sizes {sorted(shapes)} cannot be batched: enable do_center_crop.")
-        pixels = torch.from_numpy(np.stack(prepared)).permute(0, 3, 1, 2).float()
+        pixels = torch.from_numpy(np.stack(prepared)).float()  # (batch, height, width, 3)
         # rescale and normalise in one fused multiply-add over the whole batch
         scale = torch.full((3,), float(rescale_factor) if do_rescale else 1.0)
         shift = torch.zeros(3)
         if do_normalize:
             mean, std = torch.tensor(image_mean, dtype=torch.float32), torch.tensor(image_std, dtype=torch.float32)
             scale, shift = scale / std, -mean / std
-        pixel_values = torch.addcmul(shift.view(1, 3, 1, 1), pixels, scale.view(1, 3, 1, 1))
+        pixel_values = torch.addcmul(shift, pixels, scale).permute(0, 3, 1, 2).contiguous()
         if return_tensors in ("np", "numpy"):
             return BatchFeature({"pixel_values": pixel_values.numpy()})
         if return_tensors is None:

@@ -1,0 +1,114 @@
+"""A saved CommerceMM folder loads as users load it: in a fresh process where `commercemm_hf` cannot be imported
+(remote code), from a local folder and by repo id from a local Hub cache with HF_HUB_OFFLINE=1."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from commercemm_hf import CommerceMMModel
+from commercemm_hf.hub import save_hub_folder
+
+from conftest import random_image
+from helpers import run_without_package, tiny_config
+
+
+TEXTS = ["red ceramic mug", "green leather backpack", "lampe bleue"]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, processor, tokenizer):
+    work = tmp_path_factory.mktemp("hub")
+    model = CommerceMMModel(tiny_config(vocab_size=len(tokenizer))).eval()
+    save_hub_folder(model, processor, work / "commercemm-tiny")
+    images = [random_image(seed) for seed in range(3)]
+    for index, image in enumerate(images):
+        image.save(work / f"image_{index}.png")
+    inputs = processor(images=images, text=TEXTS, return_tensors="pt")
+    with torch.no_grad():
+        outputs = model(**inputs)
+        zero_shot = model(pixel_values=inputs["pixel_values"][:1], input_ids=inputs["input_ids"],
+                          attention_mask=inputs["attention_mask"]).logits_per_image.softmax(-1)[0]
+    save_file({
+        "pixel_values": inputs["pixel_values"], "input_ids": inputs["input_ids"],
+        "attention_mask": inputs["attention_mask"], "multimodal_embeds": outputs.multimodal_embeds,
+        "logits_per_image": outputs.logits_per_image.contiguous(), "zero_shot": zero_shot,
+    }, str(work / "expected.safetensors"))
+    return work
+
+
+def test_folder_contents(saved):
+    folder = saved / "commercemm-tiny"
+    files = {path.name for path in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "configuration_commercemm.py", "modeling_commercemm.py",
+            "processing_commercemm.py", "image_processing_commercemm.py", "tokenizer.json"} <= files
+    assert not any(name.endswith((".bin", ".pt", ".pth", ".pkl")) for name in files)
+    auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModel"] == "modeling_commercemm.CommerceMMModel"
+    assert auto_map["AutoModelForZeroShotImageClassification"] == "modeling_commercemm.CommerceMMModel"
+    assert auto_map["AutoConfig"] == "configuration_commercemm.CommerceMMConfig"
+
+
+LOAD_AND_COMPARE = """
+import json, torch
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoProcessor
+expected = load_file("expected.safetensors")
+model = AutoModel.from_pretrained(MODEL, trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained(MODEL, trust_remote_code=True)
+images = [Image.open(f"image_{i}.png") for i in range(3)]
+inputs = processor(images=images, text=%r, return_tensors="pt")
+with torch.no_grad():
+    outputs = model(**inputs)
+print(json.dumps({
+    "model_class": type(model).__name__, "model_module": type(model).__module__,
+    "processor_class": type(processor).__name__,
+    "pixel_diff": float((inputs["pixel_values"] - expected["pixel_values"]).abs().max()),
+    "ids_equal": bool(torch.equal(inputs["input_ids"], expected["input_ids"])),
+    "embeds_diff": float((outputs.multimodal_embeds - expected["multimodal_embeds"]).abs().max()),
+    "logits_diff": float((outputs.logits_per_image - expected["logits_per_image"]).abs().max()),
+}))
+""" % (TEXTS,)
+
+
+def _check(result):
+    assert result["model_class"] == "CommerceMMModel" and result["model_module"].startswith("transformers_modules")
+    assert result["processor_class"] == "CommerceMMProcessor"
+    assert result["pixel_diff"] == 0.0 and result["ids_equal"]
+    assert result["embeds_diff"] < 1e-5 and result["logits_diff"] < 1e-4
+
+
+def test_remote_code_from_folder_without_the_package(saved):
+    _check(run_without_package('MODEL = "commercemm-tiny"\n' + LOAD_AND_COMPARE, saved))
+
+
+def test_repo_id_from_offline_hub_cache_without_the_package(saved):
+    cache = saved / "hub_cache"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / "models--acme-org--commercemm-tiny"
+    shutil.copytree(saved / "commercemm-tiny", repo / "snapshots" / revision)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    result = run_without_package(
+        'MODEL = "acme-org/commercemm-tiny"\n' + LOAD_AND_COMPARE, saved,
+        env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
+    )
+    _check(result)
+
+
+def test_zero_shot_image_classification_pipeline_without_the_package(saved):
+    result = run_without_package("""
+import json, torch
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import pipeline
+classifier = pipeline("zero-shot-image-classification", model="commercemm-tiny", trust_remote_code=True)
+scores = classifier(Image.open("image_0.png"), candidate_labels=%r, hypothesis_template="{}")
+print(json.dumps({"scores": {row["label"]: row["score"] for row in scores},
+                  "expected": load_file("expected.safetensors")["zero_shot"].tolist()}))
+""" % (TEXTS,), saved)
+    for label, expected in zip(TEXTS, result["expected"]):
+        assert result["scores"][label] == pytest.approx(expected, abs=1e-5)
