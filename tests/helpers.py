@@ -68,3 +68,37 @@ def run_without_package(script: str, workdir: Path, env: dict | None = None, tim
     if result.returncode != 0:
         raise AssertionError(f"fresh process failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def tiny_datasets(num_products: int = 12, seed: int = 0):
+    """Small image-text and Omni `datasets.Dataset`s of coloured shapes (for trainer tests)."""
+    import numpy as np
+    from datasets import Dataset, Features, Image as ImageFeature, Value
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    colours = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (230, 210, 40)}
+    shapes = ["mug", "lamp", "vase"]
+    image_text, omni = [], []
+    for index in range(num_products):
+        colour = list(colours)[index % len(colours)]
+        shape = shapes[(index // len(colours)) % len(shapes)]
+
+        def draw(offset: int) -> Image.Image:
+            image = Image.new("RGB", (40, 40), tuple(int(v) for v in rng.integers(150, 255, 3)))
+            painter = ImageDraw.Draw(image)
+            box = (6 + offset, 6, 30 + offset, 34)
+            (painter.ellipse if shape == "mug" else painter.rectangle)(box, fill=colours[colour])
+            return image
+
+        product = {"image": draw(0), "text": f"{colour} ceramic {shape}", "product_id": f"p{index}"}
+        image_text.append(dict(product))
+        omni.append({**product, "source_type": "query", "source_text": f"{colour} {shape}", "source_image": None})
+        omni.append({**product, "source_type": "view", "source_text": None, "source_image": draw(4)})
+        omni.append({**product, "source_type": "post", "source_text": f"my new {shape} #{colour}", "source_image": draw(2)})
+    image_text_features = Features({"image": ImageFeature(), "text": Value("string"), "product_id": Value("string")})
+    omni_features = Features({
+        "image": ImageFeature(), "text": Value("string"), "product_id": Value("string"), "source_type": Value("string"),
+        "source_text": Value("string"), "source_image": ImageFeature(),
+    })
+    return Dataset.from_list(image_text, features=image_text_features), Dataset.from_list(omni, features=omni_features)

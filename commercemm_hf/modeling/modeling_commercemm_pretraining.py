@@ -122,8 +122,9 @@ class CommerceMMForPreTrainingOutput(ModelOutput):
     (`None` when its pass did not run), and diagnostics.
 
     Args:
-        mim_kl_target_entropy: mean entropy (nats) of the MIM-kl teacher distributions; far below
-            ln(mim_num_prototypes) but above 0 means sharp but not collapsed targets.
+        mim_kl_target_entropy: mean entropy (nats) of the MIM-kl teacher distributions (sharpened: low).
+        mim_kl_target_usage_entropy: entropy of the batch's mean teacher distribution; near 0 would mean a
+            collapsed teacher (every image the same target), ln(mim_num_prototypes) means even prototype use.
         itm_accuracy: accuracy of the ITM head on the positives and hard negatives of the batch.
     """
 
@@ -143,6 +144,7 @@ class CommerceMMForPreTrainingOutput(ModelOutput):
     omni_multimodal_to_image_loss: torch.FloatTensor | None = None
     omni_multimodal_to_multimodal_loss: torch.FloatTensor | None = None
     mim_kl_target_entropy: torch.FloatTensor | None = None
+    mim_kl_target_usage_entropy: torch.FloatTensor | None = None
     itm_accuracy: torch.FloatTensor | None = None
 
     @property
@@ -178,6 +180,8 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
     """
 
     _tied_weights_keys = {"mlm_head.decoder.weight": "commercemm.text_model.embeddings.word_embeddings.weight"}
+    # not stored (it is the word embeddings); lets Trainer's resume re-tie it instead of warning that it is missing
+    _keys_to_ignore_on_save = ["mlm_head.decoder.weight"]
 
     def __init__(self, config: CommerceMMConfig):
         super().__init__(config)
@@ -337,7 +341,9 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
             self.mim_kl_head(fused_cls, self.mim_prototypes) / config.mim_student_temperature, dim=-1
         )
         mim_kl_loss = F.kl_div(student_log_probs, teacher_probs, reduction="batchmean")
-        target_entropy = -(teacher_probs * teacher_probs.clamp_min(1e-12).log()).sum(-1).mean()
+        target_entropy = _entropy(teacher_probs).mean()
+        # a collapsed teacher sends every image to the same prototype: the batch's mean target then has ~0 entropy
+        target_usage_entropy = _entropy(teacher_probs.mean(dim=0))
         if config.mim_fr_target == "image_cls":
             teacher_feature = clean_image[:, 0].detach()
         predicted = F.normalize(self.mim_fr_head(fused_cls), dim=-1)
@@ -349,7 +355,9 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
         mim_fr_loss = (2 - 2 * (predicted * F.normalize(teacher_feature, dim=-1)).sum(-1)).mean()
 
         losses = dict(mlm=mlm_loss, mim_kl=mim_kl_loss, mim_fr=mim_fr_loss, itc=itc_loss, itm=itm_loss)
-        return losses, dict(mim_kl_target_entropy=target_entropy, itm_accuracy=itm_accuracy)
+        diagnostics = dict(mim_kl_target_entropy=target_entropy, mim_kl_target_usage_entropy=target_usage_entropy,
+                           itm_accuracy=itm_accuracy)
+        return losses, diagnostics
 
     def _omni_losses(self, product_input_ids, product_attention_mask, product_pixel_values, product_index,
                      source_input_ids, source_attention_mask, source_text_rows, source_pixel_values,
@@ -473,6 +481,10 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
         return CommerceMMForPreTrainingOutput(
             loss=total, **{f"{task}_loss": value for task, value in losses.items()}, **diagnostics
         )
+
+
+def _entropy(probs: torch.Tensor) -> torch.Tensor:
+    return -(probs * probs.clamp_min(1e-12).log()).sum(-1)
 
 
 def _source_to_product_loss(queries, products, rows, product_index, scale):

@@ -1,32 +1,80 @@
 """CommerceMM processor: the image processor and a tokenizer behind one call.
 
-This file travels as Hugging Face remote code: transformers and single-dot siblings only.
+This file travels as Hugging Face remote code: it imports transformers and single-dot siblings only.
 """
 
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.processing_utils import ProcessorMixin
+from transformers.processing_utils import ProcessingKwargs, ProcessorMixin
+
+from .image_processing_commercemm import CommerceMMImageProcessor, CommerceMMImagesKwargs
+
+
+class CommerceMMProcessorKwargs(ProcessingKwargs, total=False):
+    """Per-modality kwargs; `images_kwargs` adds `fast_jpeg_decode` and `reducing_gap`."""
+
+    images_kwargs: CommerceMMImagesKwargs
+
+
+_NO_LIMIT = int(1e29)  # transformers' "no model_max_length" is VERY_LARGE_INTEGER = 1e30
+
+
+def _text_list(text) -> list[str]:
+    texts = [text] if isinstance(text, str) else text
+    if not isinstance(texts, (list, tuple)) or not texts:
+        raise ValueError(
+            f"text must be a string or a non-empty list of strings, got {type(text).__name__}"
+            + (" (empty)." if isinstance(texts, (list, tuple)) else ".")
+        )
+    bad = [index for index, item in enumerate(texts) if not isinstance(item, str)]
+    if bad:
+        raise ValueError(
+            f"text items {bad[:10]} are not strings (item {bad[0]} is {type(texts[bad[0]]).__name__}); "
+            "give '' for a missing text."
+        )
+    return list(texts)
 
 
 class CommerceMMProcessor(ProcessorMixin):
     r"""Prepares images, texts or both for CommerceMM: `pixel_values`, `input_ids`, `attention_mask`.
 
-    Texts are truncated to the tokenizer's `model_max_length` by default, so a very long description never breaks
-    the model; an empty text becomes `[CLS] [SEP]`. `token_type_ids` are dropped unless `return_token_type_ids=True`
-    (CommerceMM reads one segment). Images and texts may be batches of different sizes (the CLIP-style forward
-    scores every image against every text).
+    Wraps a `CommerceMMImageProcessor` (the default when `image_processor` is None) and any transformers tokenizer
+    with [CLS]/[SEP]/[PAD] tokens: one trained by `train_commercemm_tokenizer`, or an imported BERT / XLM-R one.
+
+    Calling it:
+    * `images`: one image or a list (anything `CommerceMMImageProcessor` takes); `text`: a string or a list of
+      strings. Either, or both; the two batches may differ in size (the CLIP-style forward scores every image
+      against every text).
+    * Texts are padded to the longest (`padding=True`) and truncated to `max_length`, by default the tokenizer's
+      `model_max_length`, so a very long description never overflows the model; `''` gives `[CLS] [SEP]`.
+    * `token_type_ids` are left out (CommerceMM reads one segment) unless `return_token_type_ids=True`.
+    * Other keyword arguments go to the image processor or the tokenizer, whichever takes them, or per modality
+      with `images_kwargs={...}` / `text_kwargs={...}` (these win over the named arguments).
+    * A `ValueError` names the problem: no input, text that is not a string or a list of strings, a bad image.
+
+    `save_pretrained` writes `processor_config.json` and the tokenizer files; `from_pretrained` (or
+    `AutoProcessor`) loads them back.
 
     Example:
         >>> from PIL import Image
         >>> from commercemm_hf import CommerceMMImageProcessor, CommerceMMProcessor, train_commercemm_tokenizer
-        >>> tokenizer = train_commercemm_tokenizer(["red mug", "blue lamp"] * 5, vocab_size=100, model_max_length=32)
+        >>> tokenizer = train_commercemm_tokenizer(["red mug", "blue lamp"] * 5, vocab_size=300, model_max_length=32)
         >>> processor = CommerceMMProcessor(CommerceMMImageProcessor(size={"shortest_edge": 64},
         ...                                 crop_size={"height": 64, "width": 64}), tokenizer)
-        >>> batch = processor(images=[Image.new("RGB", (90, 60))], text=["red mug"], return_tensors="pt")
-        >>> sorted(batch.keys())
-        ['attention_mask', 'input_ids', 'pixel_values']
+        >>> batch = processor(images=[Image.new("RGB", (90, 60))], text=["red mug", "a blue lamp"])
+        >>> batch["pixel_values"].shape, batch["input_ids"].shape[0], sorted(batch)
+        (torch.Size([1, 3, 64, 64]), 2, ['attention_mask', 'input_ids', 'pixel_values'])
     """
 
+    valid_processor_kwargs = CommerceMMProcessorKwargs
+
     def __init__(self, image_processor=None, tokenizer=None, **kwargs):
+        if image_processor is None:
+            image_processor = CommerceMMImageProcessor()
+        if tokenizer is None:
+            raise ValueError(
+                "CommerceMMProcessor needs a tokenizer: train one with train_commercemm_tokenizer(texts) or pass any "
+                "transformers tokenizer with [CLS]/[SEP]/[PAD] tokens."
+            )
         super().__init__(image_processor, tokenizer)
 
     @property
@@ -37,24 +85,29 @@ class CommerceMMProcessor(ProcessorMixin):
                  return_token_type_ids: bool = False, **kwargs) -> BatchFeature:
         if images is None and text is None:
             raise ValueError("CommerceMMProcessor needs images, text, or both; got neither.")
+        texts = _text_list(text) if text is not None else None
+        own_text_kwargs = dict(kwargs.pop("text_kwargs", None) or {})
+        merged = self._merge_kwargs(
+            CommerceMMProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
+        )
         data = {}
-        if text is not None:
-            texts = [text] if isinstance(text, str) else text
-            if not isinstance(texts, (list, tuple)) or not texts:
-                raise ValueError(f"text must be a string or a non-empty list of strings, got {type(text).__name__}.")
-            bad = [i for i, item in enumerate(texts) if not isinstance(item, str)]
-            if bad:
-                raise ValueError(
-                    f"text items {bad[:10]} are not strings (got {type(texts[bad[0]]).__name__}); give '' for no text."
-                )
-            encoded = self.tokenizer(
-                list(texts), padding=padding, truncation=truncation,
-                max_length=max_length if max_length is not None else self.tokenizer.model_max_length,
-                return_tensors=return_tensors, return_token_type_ids=return_token_type_ids, **kwargs,
-            )
-            data.update(encoded)
+        if texts is not None:
+            if max_length is None and truncation and self.tokenizer.model_max_length < _NO_LIMIT:
+                max_length = self.tokenizer.model_max_length
+            text_kwargs = {
+                **merged["text_kwargs"],
+                "padding": padding,
+                "truncation": truncation,
+                "max_length": max_length,
+                "return_tensors": return_tensors,
+                "return_token_type_ids": return_token_type_ids,
+                **own_text_kwargs,
+            }
+            data.update(self.tokenizer(texts, **text_kwargs))
         if images is not None:
-            data["pixel_values"] = self.image_processor(images, return_tensors=return_tensors)["pixel_values"]
+            images_kwargs = merged["images_kwargs"]
+            images_kwargs.setdefault("return_tensors", return_tensors)
+            data.update(self.image_processor(images, **images_kwargs))
         return BatchFeature(data=data, tensor_type=return_tensors)
 
 

@@ -115,8 +115,10 @@ class CommerceMMPretrainingTrainer(Trainer):
         self._omni_iterator = None
         self._micro_step = 0
         self._micro_step_of = -1
+        # per-task sums and counts of micro-steps since the last log (a task is absent from a batch that lacks
+        # its inputs, e.g. omni_multimodal_* without tagged posts)
         self._task_loss_sums = defaultdict(float)
-        self._task_loss_steps = 0
+        self._task_loss_counts = defaultdict(int)
 
     # ------------------------------------------------------------------------------------------ the Omni stream
 
@@ -169,12 +171,13 @@ class CommerceMMPretrainingTrainer(Trainer):
             loss = outputs.loss / accumulation
             self.accelerator.backward(loss)
             total = total + loss.detach()
-            for task, value in outputs.losses.items():
-                self._task_loss_sums[task] += float(value.detach()) / accumulation
-            if getattr(outputs, "mim_kl_target_entropy", None) is not None:
-                self._task_loss_sums["mim_kl_target_entropy"] += float(outputs.mim_kl_target_entropy) / accumulation
-        if self._micro_step == accumulation:
-            self._task_loss_steps += 1
+            logged = {f"{task}_loss": value for task, value in outputs.losses.items()}
+            for name in ("mim_kl_target_entropy", "mim_kl_target_usage_entropy", "itm_accuracy"):
+                if outputs.get(name) is not None:
+                    logged[name] = outputs[name]
+            for name, value in logged.items():
+                self._task_loss_sums[name] += float(value.detach())
+                self._task_loss_counts[name] += 1
         return total
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -182,12 +185,11 @@ class CommerceMMPretrainingTrainer(Trainer):
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._task_loss_steps:
-            for task, total in self._task_loss_sums.items():
-                name = task if task.endswith("entropy") else f"{task}_loss"
-                logs[name] = round(total / self._task_loss_steps, 4)
+        if "loss" in logs and self._task_loss_counts:
+            for name, total in self._task_loss_sums.items():
+                logs[name] = round(total / self._task_loss_counts[name], 4)
             self._task_loss_sums.clear()
-            self._task_loss_steps = 0
+            self._task_loss_counts.clear()
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------------------------------ checkpoints
@@ -213,6 +215,8 @@ class CommerceMMPretrainingTrainer(Trainer):
             if os.path.exists(final):
                 shutil.rmtree(final)
             os.replace(staged, final)  # atomic on one filesystem: the checkpoint appears complete or not at all
+            if not os.listdir(staging_root):
+                os.rmdir(staging_root)
             if self.state.best_model_checkpoint and self.state.best_model_checkpoint.startswith(staging_root):
                 self.state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(self.state.best_model_checkpoint))
             self._rotate_final_checkpoints(run_dir)

@@ -1,0 +1,14 @@
+"""Evaluation helpers: retrieval metrics with pessimistic tie-breaking (see `retrieval.py`) and zero-shot
+retrieval of a CommerceMM model (`zero_shot.py`).
+
+Example:
+    >>> import torch
+    >>> from commercemm_hf.evaluation import retrieval_metrics
+    >>> retrieval_metrics(torch.eye(3), torch.arange(3), ks=(1,))["recall@1"]
+    1.0
+"""
+
+from .retrieval import gold_ranks, relevant_in_rank_order, retrieval_metrics
+
+
+__all__ = ["gold_ranks", "relevant_in_rank_order", "retrieval_metrics"]

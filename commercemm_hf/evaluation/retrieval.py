@@ -1,0 +1,124 @@
+"""Retrieval metrics with pessimistic tie-breaking: Recall@k, MRR and nDCG@10, vectorised over queries.
+
+The gold item ranks after every candidate whose score is >= its own (DESIGN.md section 7), so a model that gives
+every candidate the same score gets the worst rank, never a perfect Recall@1.
+
+Example:
+    >>> import torch
+    >>> from commercemm_hf.evaluation import retrieval_metrics
+    >>> scores = torch.tensor([[0.9, 0.1, 0.3], [0.2, 0.2, 0.2]])
+    >>> retrieval_metrics(scores, torch.tensor([0, 1]), ks=(1,))
+    {'recall@1': 0.5, 'mrr': 0.6666666865348816, 'ndcg@10': 0.75}
+"""
+
+import torch
+
+
+def _check_scores(scores: torch.Tensor) -> torch.Tensor:
+    if not isinstance(scores, torch.Tensor):
+        scores = torch.as_tensor(scores)
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be (num_queries, num_candidates), got shape {tuple(scores.shape)}.")
+    if scores.shape[0] == 0 or scores.shape[1] == 0:
+        raise ValueError(f"No queries or no candidates to evaluate (scores of shape {tuple(scores.shape)}).")
+    if torch.isnan(scores).any():
+        raise ValueError("scores hold NaN values.")
+    return scores
+
+
+def gold_ranks(scores: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """1-based rank of each query's gold candidate, counting every other candidate scored >= it as ahead of it.
+
+    Example:
+        >>> import torch
+        >>> gold_ranks(torch.tensor([[0.5, 0.5, 0.1]]), torch.tensor([0])).tolist()  # the tie counts against gold
+        [2]
+    """
+    scores = _check_scores(scores)
+    gold = torch.as_tensor(gold, device=scores.device)
+    if gold.dtype.is_floating_point or gold.dtype == torch.bool:
+        raise ValueError(f"gold must hold integer candidate indices, got dtype {gold.dtype}.")
+    gold = gold.long()
+    if gold.shape != (scores.shape[0],):
+        raise ValueError(f"gold must hold one candidate index per query ({scores.shape[0]}), got {tuple(gold.shape)}.")
+    if gold.min() < 0 or gold.max() >= scores.shape[1]:
+        raise ValueError(f"gold indices must lie in 0..{scores.shape[1] - 1}.")
+    gold_scores = scores.gather(1, gold[:, None])
+    return (scores >= gold_scores).sum(dim=1)  # includes the gold item itself
+
+
+def relevant_in_rank_order(scores: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+    """`relevance` (bool, queries x candidates) reordered by descending score, with relevant candidates placed
+    after irrelevant ones of equal score (pessimistic ties). Column j is True when the item at rank j+1 is
+    relevant.
+
+    Example:
+        >>> import torch
+        >>> relevant_in_rank_order(torch.tensor([[1.0, 1.0, 0.0]]), torch.tensor([[True, False, False]])).tolist()
+        [[False, True, False]]
+    """
+    scores = _check_scores(scores)
+    relevance = torch.as_tensor(relevance, device=scores.device)
+    if relevance.dtype != torch.bool or relevance.shape != scores.shape:
+        raise ValueError(f"relevance must be a bool tensor of shape {tuple(scores.shape)}, got "
+                         f"{relevance.dtype} {tuple(relevance.shape)}.")
+    # Stable sorts: first put irrelevant before relevant, then order by score; ties keep the first order.
+    by_relevance = torch.sort(relevance.to(torch.uint8), dim=1, stable=True).indices
+    by_score = torch.sort(scores.gather(1, by_relevance), dim=1, descending=True, stable=True).indices
+    return relevance.gather(1, by_relevance.gather(1, by_score))
+
+
+def _ndcg_discounts(count: int, device) -> torch.Tensor:
+    return 1.0 / torch.log2(torch.arange(count, device=device, dtype=torch.float32) + 2.0)
+
+
+def retrieval_metrics(scores: torch.Tensor, gold: torch.Tensor, ks=(1, 5, 10)) -> dict[str, float]:
+    """`recall@k` for each k, `mrr` and `ndcg@10` of `scores` (queries x candidates, higher is better).
+
+    `gold` is either a LongTensor `(num_queries,)` with each query's one correct candidate, or a bool relevance
+    matrix `(num_queries, num_candidates)` for several correct candidates per query. With a relevance matrix,
+    `recall@k` is the share of a query's relevant candidates found in its top k, `mrr` uses the first relevant
+    candidate and `ndcg@10` uses binary gains; every query needs at least one relevant candidate. Ties are broken
+    pessimistically either way: a relevant candidate ranks after every irrelevant one with an equal score.
+    All metrics are averaged over queries.
+
+    Example:
+        >>> import torch
+        >>> from commercemm_hf.evaluation import retrieval_metrics
+        >>> retrieval_metrics(torch.zeros(4, 4), torch.arange(4))["recall@1"]  # all ties: the worst rank
+        0.0
+        >>> relevance = torch.tensor([[True, True, False]])
+        >>> retrieval_metrics(torch.tensor([[0.9, 0.1, 0.5]]), relevance, ks=(1, 2))["recall@2"]
+        0.5
+    """
+    scores = _check_scores(scores).float()
+    gold = torch.as_tensor(gold, device=scores.device)
+    if gold.dtype == torch.bool:
+        return _multi_relevant_metrics(scores, gold, ks)
+    ranks = gold_ranks(scores, gold).float()
+    metrics = {f"recall@{k}": float((ranks <= k).float().mean()) for k in ks}
+    metrics["mrr"] = float((1.0 / ranks).mean())
+    # one relevant item: DCG = 1 / log2(rank + 1) within the top 10, ideal DCG = 1
+    metrics["ndcg@10"] = float(torch.where(ranks <= 10, 1.0 / torch.log2(ranks + 1.0), torch.zeros_like(ranks)).mean())
+    return metrics
+
+
+def _multi_relevant_metrics(scores: torch.Tensor, relevance: torch.Tensor, ks) -> dict[str, float]:
+    ordered = relevant_in_rank_order(scores, relevance).float()
+    num_relevant = ordered.sum(dim=1)
+    if (num_relevant == 0).any():
+        missing = torch.nonzero(num_relevant == 0).flatten()[:5].tolist()
+        raise ValueError(f"Every query needs at least one relevant candidate; queries {missing} have none.")
+    metrics = {f"recall@{k}": float((ordered[:, :k].sum(dim=1) / num_relevant).mean()) for k in ks}
+    first = ordered.argmax(dim=1).float() + 1.0  # rank of the first relevant candidate
+    metrics["mrr"] = float((1.0 / first).mean())
+    depth = min(10, scores.shape[1])
+    discounts = _ndcg_discounts(depth, scores.device)
+    dcg = (ordered[:, :depth] * discounts).sum(dim=1)
+    ideal_hits = torch.arange(depth, device=scores.device)[None, :] < num_relevant[:, None]
+    idcg = (ideal_hits.float() * discounts).sum(dim=1)
+    metrics["ndcg@10"] = float((dcg / idcg).mean())
+    return metrics
+
+
+__all__ = ["gold_ranks", "relevant_in_rank_order", "retrieval_metrics"]

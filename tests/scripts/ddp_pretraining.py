@@ -1,0 +1,73 @@
+"""Run under `torchrun --nproc_per_node=2`: two-pass pretraining with gloo, cross-process contrastive gathering,
+and identical modality-randomization depths on every process. Writes results_<rank>.json into argv[1]."""
+
+import json
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+from transformers import TrainingArguments
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from commercemm_hf import CommerceMMForPreTraining, CommerceMMImageProcessor, CommerceMMProcessor  # noqa: E402
+from commercemm_hf import train_commercemm_tokenizer  # noqa: E402
+from commercemm_hf.modeling.modeling_commercemm_pretraining import contrastive_loss  # noqa: E402
+from commercemm_hf.training import CommerceMMPretrainingTrainer, trainer as trainer_module  # noqa: E402
+from conftest import CORPUS  # noqa: E402
+from helpers import tiny_config, tiny_datasets  # noqa: E402
+
+
+output_dir = sys.argv[1]
+tokenizer = train_commercemm_tokenizer(CORPUS, vocab_size=300, model_max_length=40)
+processor = CommerceMMProcessor(
+    CommerceMMImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tokenizer
+)
+image_text, omni = tiny_datasets(16)
+torch.manual_seed(0)
+model = CommerceMMForPreTraining(tiny_config(vocab_size=len(tokenizer), full_depth_probability=0.3))
+args = TrainingArguments(
+    output_dir, max_steps=4, per_device_train_batch_size=4, logging_steps=1, save_steps=2, report_to=[], seed=0,
+    use_cpu=True, ddp_backend="gloo", disable_tqdm=True, dataloader_num_workers=0,
+)
+depths_seen = []
+original_sample = trainer_module.sample_depths
+
+
+def recording_sample(*a, **k):
+    depths = original_sample(*a, **k)
+    depths_seen.append(depths)
+    return depths
+
+
+trainer_module.sample_depths = recording_sample
+trainer = CommerceMMPretrainingTrainer(model=model, args=args, train_dataset=image_text, omni_dataset=omni,
+                                       processor=processor)
+trainer.train()
+
+# contrastive negatives gathered across processes with gradients: the mean of the per-process losses equals the
+# single-process loss over the whole batch
+rank, world = dist.get_rank(), dist.get_world_size()
+generator = torch.Generator().manual_seed(123)
+queries = torch.nn.functional.normalize(torch.randn(8, 16, generator=generator), dim=-1)
+candidates = torch.nn.functional.normalize(torch.randn(8, 16, generator=generator), dim=-1).requires_grad_(True)
+local = slice(rank * 4, rank * 4 + 4)
+local_candidates = candidates[local].detach().clone().requires_grad_(True)
+loss = contrastive_loss(queries[local], local_candidates, torch.tensor(10.0))
+loss.backward()
+gathered_loss = loss.detach().clone()
+dist.all_reduce(gathered_loss)
+reference = contrastive_loss(queries, candidates, torch.tensor(10.0))
+reference.backward()
+
+with open(os.path.join(output_dir, f"results_{rank}.json"), "w") as handle:
+    json.dump({
+        "world_size": world,
+        "global_step": trainer.state.global_step,
+        "logged": [row for row in trainer.state.log_history if "loss" in row],
+        "depths": depths_seen,
+        "gathered_loss": float(gathered_loss / world),
+        "reference_loss": float(reference),
+        "grad_matches": bool(torch.allclose(local_candidates.grad * world, candidates.grad[local], atol=1e-6)),
+    }, handle)
