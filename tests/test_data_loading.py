@@ -114,6 +114,14 @@ def test_validation_is_not_cached_across_calls(files, tmp_path):
     assert report.num_skipped == 1 and len(dataset) == 1
 
 
+def test_image_root_for_in_memory_data(files):
+    data = Dataset.from_dict({"image": ["images/red.png", "images/missing.png"], "text": ["red", "gone"]})
+    with pytest.warns(BadRowWarning, match="row 1 "):
+        dataset, report = load_image_text_dataset(data, image_root=files)
+    assert len(dataset) == 1 and dataset[0]["image"].size == (12, 10)
+    assert str(files / "images" / "missing.png") in report.skipped[0].reason
+
+
 def test_embedded_images_survive_moving_files(files, tmp_path):
     _write_jsonl(files / "rows.jsonl", [ROWS[0]])
     dataset, _ = load_image_text_dataset(files / "rows.jsonl", image_column="path", text_column="caption",
@@ -261,9 +269,11 @@ def test_omni_jsonl_bad_rows_and_inferred_types(files, tmp_path):
         load_omni_dataset(files / "omni.jsonl", on_bad_rows="raise", **columns, **_cache(tmp_path))
 
     # without a type column the type follows from what each row has
-    with pytest.warns(BadRowWarning, match="neither a source text nor a source image"):
+    with pytest.warns(BadRowWarning) as record:
         inferred, report = load_omni_dataset(files / "omni.jsonl", **dict(columns, source_type_column=None),
                                              **_cache(tmp_path))
+    assert any("row 3 " in message and "neither a source text nor a source image" in message
+               for message in _warned_rows(record))
     assert list(inferred["source_type"])[:3] == ["query", "view", "post"]
 
 

@@ -1,6 +1,5 @@
 """The synthetic demo catalog: determinism, splits, taxonomy, multilingual queries, converters, non-triviality."""
 
-import io
 from collections import Counter
 
 import pytest

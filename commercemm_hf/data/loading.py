@@ -130,7 +130,11 @@ def _read_source(source, split: str | None, load_kwargs: dict) -> tuple[Dataset 
     path = Path(text).expanduser()
     if path.is_dir():
         if _is_saved_dataset(path):
-            loaded = datasets.load_from_disk(str(path), **load_kwargs)
+            ignored = sorted(set(load_kwargs) - {"keep_in_memory", "storage_options"})
+            if ignored:
+                warnings.warn(f"Ignoring {ignored} for a dataset saved with save_to_disk ({path}).", stacklevel=4)
+            loaded = datasets.load_from_disk(str(path), **{key: value for key, value in load_kwargs.items()
+                                                           if key not in ignored})
             if split is not None and isinstance(loaded, DatasetDict):
                 if split not in loaded:
                     raise ValueError(f"{path} has splits {sorted(loaded)}, not {split!r}.")
@@ -269,10 +273,8 @@ def _load_split(dataset: Dataset, split: str, plan: _Plan, base_dir: Path, on_ba
     passthrough = [column for column in dataset.column_names if column not in used]
     features = Features({**plan.features, **{column: dataset.features[column] for column in passthrough},
                          "__problems__": Value("string"), "__cleared__": Value("string")})
-    for canonical, feature in plan.features.items():  # keep a label's ClassLabel names
-        columns = plan.inputs.get(canonical, [])
-        if canonical == "label" and len(columns) == 1 and columns[0] in dataset.features:
-            features[canonical] = dataset.features[columns[0]]
+    if plan.inputs.get("label"):  # keep the label's own feature (e.g. ClassLabel names, or strings)
+        features["label"] = dataset.features[plan.inputs["label"][0]]
     images = _ImageChecker(base_dir, embed)
 
     def check(row):
@@ -308,10 +310,12 @@ def _load_split(dataset: Dataset, split: str, plan: _Plan, base_dir: Path, on_ba
 
 
 def _load(source, split, plan: _Plan, optional: set[str], on_bad_rows: str, embed: bool, num_proc, max_warnings,
-          load_kwargs) -> tuple[Dataset | DatasetDict, LoadReport]:
+          image_root, load_kwargs) -> tuple[Dataset | DatasetDict, LoadReport]:
     if on_bad_rows not in ("skip", "raise"):
         raise ValueError(f"on_bad_rows must be 'skip' or 'raise', got {on_bad_rows!r}.")
     loaded, base_dir, description = _read_source(source, split, load_kwargs)
+    if image_root is not None:
+        base_dir = Path(image_root).expanduser().resolve()
     if not isinstance(loaded, (Dataset, DatasetDict)):
         raise TypeError(f"Expected a Dataset or DatasetDict from {description}, got {type(loaded).__name__} "
                         "(streaming datasets are not supported here).")
@@ -340,8 +344,8 @@ def _load(source, split, plan: _Plan, optional: set[str], on_bad_rows: str, embe
 def load_image_text_dataset(source, split: str | None = None, image_column: str = "image",
                             text_column: str | Sequence[str] = "text", label_column: str | None = None,
                             product_id_column: str | None = None, on_bad_rows: str = "skip",
-                            require_text: bool = True, embed_images: bool = False, num_proc: int | None = None,
-                            max_warnings: int = 20, **load_kwargs) -> tuple[Dataset | DatasetDict, LoadReport]:
+                            require_text: bool = True, embed_images: bool = False, image_root=None,
+                            num_proc: int | None = None, max_warnings: int = 20, **load_kwargs) -> tuple[Dataset | DatasetDict, LoadReport]:
     """Load image-text rows (`image`, `text`, optional `label` and `product_id`) and a `LoadReport`.
 
     Args:
@@ -354,7 +358,10 @@ def load_image_text_dataset(source, split: str | None = None, image_column: str 
         on_bad_rows: "skip" (warn, count in the report) or "raise" (a ValueError naming the first bad row).
         require_text: whether an empty text makes a row bad (else it becomes "").
         embed_images: store image bytes in the dataset instead of file paths (self-contained, larger).
-        num_proc: processes for checking rows. `load_kwargs` go to `datasets.load_dataset` / `load_from_disk`.
+        image_root: the folder relative image paths start from (default: the data file's folder, the image
+            folder, the saved dataset's folder, or the working directory for in-memory and Hub datasets).
+        num_proc: processes for checking rows.
+        max_warnings: how many bad rows get a warning each (then one warning for the rest). `load_kwargs` go to `datasets.load_dataset` / `load_from_disk`.
 
     Returns:
         `(dataset, report)`.
@@ -374,7 +381,7 @@ def load_image_text_dataset(source, split: str | None = None, image_column: str 
     inputs = {"image": [image_column], "text": _columns(text_column)}
     features = {"image": Image(), "text": Value("string")}
     if label_column is not None:
-        inputs["label"], features["label"] = [label_column], Value("int64")
+        inputs["label"], features["label"] = [label_column], Value("int64")  # replaced by the column's feature
     if product_id_column is not None:
         inputs["product_id"], features["product_id"] = [product_id_column], Value("string")
 
@@ -398,7 +405,8 @@ def load_image_text_dataset(source, split: str | None = None, image_column: str 
         return out, problems, []
 
     plan = _Plan("image-text", inputs, features, check_row)
-    return _load(source, split, plan, set(), on_bad_rows, embed_images, num_proc, max_warnings, load_kwargs)
+    return _load(source, split, plan, set(), on_bad_rows, embed_images, num_proc, max_warnings, image_root,
+                 load_kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -410,8 +418,8 @@ def load_omni_dataset(source, split: str | None = None, source_type_column: str 
                       source_text_column: str | None = "source_text", source_image_column: str | None = "source_image",
                       product_id_column: str = "product_id", image_column: str = "image",
                       text_column: str | Sequence[str] = "text", on_bad_rows: str = "skip",
-                      embed_images: bool = False, num_proc: int | None = None, max_warnings: int = 20,
-                      **load_kwargs) -> tuple[Dataset | DatasetDict, LoadReport]:
+                      embed_images: bool = False, image_root=None, num_proc: int | None = None,
+                      max_warnings: int = 20, **load_kwargs) -> tuple[Dataset | DatasetDict, LoadReport]:
     """Load Omni-Retrieval rows (`source_type`, `source_text`, `source_image`, `product_id`, `image`, `text`) and a
     `LoadReport`.
 
@@ -486,7 +494,8 @@ def load_omni_dataset(source, split: str | None = None, source_type_column: str 
         return out, problems, cleared
 
     plan = _Plan("omni", inputs, features, check_row)
-    return _load(source, split, plan, optional, on_bad_rows, embed_images, num_proc, max_warnings, load_kwargs)
+    return _load(source, split, plan, optional, on_bad_rows, embed_images, num_proc, max_warnings, image_root,
+                 load_kwargs)
 
 
 __all__ = ["BadRowWarning", "LoadReport", "SkippedRow", "load_image_text_dataset", "load_omni_dataset"]

@@ -408,11 +408,19 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
         losses = {}
         for source_kind in EMBEDDING_KINDS:
             rows = source_rows[source_kind]
-            if len(rows) == 0:
+            distributed = _world()[1] > 1
+            if len(rows) == 0 and not distributed:
                 continue
             for target_kind in EMBEDDING_KINDS:
                 task = f"omni_{source_kind}_to_{target_kind}"
                 if task not in config.omni_pairs:
+                    continue
+                if len(rows) == 0:
+                    # Another process may have such sources: join its gathers (collectives must match on every
+                    # process) and contribute a zero loss.
+                    gather_with_grad(product_embeds[target_kind])
+                    gather_with_grad(product_index)
+                    losses[task] = product_embeds[target_kind].sum() * 0.0
                     continue
                 # each source's positive is its own product (batch row); other copies of it are not negatives
                 losses[task] = _source_to_product_loss(
