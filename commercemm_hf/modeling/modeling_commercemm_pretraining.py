@@ -10,7 +10,7 @@ pass runs every encoder once on a stacked batch and reuses its outputs across th
   every image (source views/posts and product images), the fusion encoder on every image+text item.
 
 Our reading of the paper where it is silent is in DESIGN.md section 2 and in `CommerceMMConfig`'s fields.
-Contrastive candidates are gathered across processes with gradients when `torch.distributed` is initialised.
+Contrastive candidates are gathered across processes, with exact gradients, when `torch.distributed` is initialised.
 
 This file travels as Hugging Face remote code: torch, transformers and single-dot siblings only.
 """
@@ -40,25 +40,20 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def gather_with_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Concatenate `tensor` (batch first) from every process, keeping gradients to the local part when it has any;
-    batches may differ in size. Returns the gathered tensor and the offset of this process's rows. A no-op without
-    `torch.distributed`."""
+def gather_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Concatenate `tensor` (batch first, without gradient) from every process; batches may differ in size. Returns
+    the gathered tensor and the offset of this process's rows. A no-op without `torch.distributed`."""
     rank, world_size = _world()
     if world_size == 1:
         return tensor, 0
+    tensor = tensor.detach().contiguous()
     size = torch.tensor([tensor.shape[0]], device=tensor.device)
     sizes = [torch.zeros_like(size) for _ in range(world_size)]
     dist.all_gather(sizes, size)
     sizes = [int(s) for s in sizes]
     padded = F.pad(tensor, [0, 0] * (tensor.dim() - 1) + [0, max(sizes) - tensor.shape[0]])
-    if tensor.requires_grad:
-        from torch.distributed.nn.functional import all_gather  # autograd-aware all_gather
-
-        gathered = all_gather(padded)
-    else:
-        gathered = [torch.empty_like(padded) for _ in range(world_size)]
-        dist.all_gather(gathered, padded)
+    gathered = [torch.empty_like(padded) for _ in range(world_size)]
+    dist.all_gather(gathered, padded)
     return torch.cat([part[:n] for part, n in zip(gathered, sizes)]), sum(sizes[:rank])
 
 
@@ -71,16 +66,44 @@ def contrastive_loss(
 ) -> torch.Tensor:
     """InfoNCE of L2-normalised `queries` (n, d) against `candidates` (m, d) gathered from every process; query i's
     positive is its own row of the local candidates. With ids, other candidates carrying the query's id (the same
-    product seen twice in a batch) are not treated as negatives."""
-    all_candidates, offset = gather_with_grad(candidates)
-    logits = queries @ all_candidates.t() * logit_scale
-    targets = torch.arange(queries.shape[0], device=queries.device) + offset
-    if query_ids is not None and candidate_ids is not None:
-        all_ids, _ = gather_with_grad(candidate_ids)
-        same_item = query_ids.unsqueeze(1) == all_ids.unsqueeze(0)
-        same_item[torch.arange(queries.shape[0], device=queries.device), targets] = False
-        logits = logits.masked_fill(same_item, torch.finfo(logits.dtype).min)
-    return F.cross_entropy(logits, targets)
+    product seen twice in a batch) are not treated as negatives. `n` may be 0 (a process without such queries must
+    still take part in the exchange); the loss is then 0.
+
+    Distributed, the gradient is exact: every process's loss depends on every process's candidates. Rather than an
+    autograd-aware all_gather, whose collective would run inside backward in an order that depends on each
+    process's graph (and deadlocks when the graphs differ, e.g. a process without tagged posts), the gradient with
+    respect to all gathered candidates is computed here, summed across processes with one all_reduce in forward
+    order, and attached to the local candidates; backward then needs no collective besides DDP's own.
+    """
+    all_candidates, offset = gather_rows(candidates)
+    distributed = _world()[1] > 1
+    exchange_gradient = distributed and torch.is_grad_enabled() and candidates.requires_grad
+    if exchange_gradient:
+        all_candidates = all_candidates.requires_grad_(True)  # a leaf standing for every process's candidates
+    if queries.shape[0] == 0:
+        loss = (queries.sum() + all_candidates.sum()) * 0.0
+    else:
+        logits = queries @ all_candidates.t() * logit_scale
+        targets = torch.arange(queries.shape[0], device=queries.device) + offset
+        if query_ids is not None and candidate_ids is not None:
+            all_ids, _ = gather_rows(candidate_ids)
+            same_item = query_ids.unsqueeze(1) == all_ids.unsqueeze(0)
+            same_item[torch.arange(queries.shape[0], device=queries.device), targets] = False
+            logits = logits.masked_fill(same_item, torch.finfo(logits.dtype).min)
+        loss = F.cross_entropy(logits, targets)
+    if query_ids is not None and candidate_ids is not None and queries.shape[0] == 0 and distributed:
+        gather_rows(candidate_ids)  # match the id gather the other processes make
+    if not exchange_gradient:
+        return loss
+    (candidate_grad,) = torch.autograd.grad(loss, all_candidates, retain_graph=True)
+    # DDP averages parameter gradients over processes, so each process back-propagates the *sum* over processes
+    # of the loss gradients with respect to its own candidates.
+    # (contiguous: the gradient of a sum is an expanded, stride-0 view, which a collective must not write into)
+    candidate_grad = candidate_grad.contiguous()
+    dist.all_reduce(candidate_grad)
+    local_grad = candidate_grad[offset: offset + candidates.shape[0]]
+    surrogate = (candidates * local_grad).sum()
+    return loss + surrogate - surrogate.detach()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -408,20 +431,14 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
         losses = {}
         for source_kind in EMBEDDING_KINDS:
             rows = source_rows[source_kind]
-            distributed = _world()[1] > 1
-            if len(rows) == 0 and not distributed:
+            if len(rows) == 0 and _world()[1] == 1:
                 continue
             for target_kind in EMBEDDING_KINDS:
                 task = f"omni_{source_kind}_to_{target_kind}"
                 if task not in config.omni_pairs:
                     continue
-                if len(rows) == 0:
-                    # Another process may have such sources: join its gathers (collectives must match on every
-                    # process) and contribute a zero loss.
-                    gather_with_grad(product_embeds[target_kind])
-                    gather_with_grad(product_index)
-                    losses[task] = product_embeds[target_kind].sum() * 0.0
-                    continue
+                # Distributed, a process without such sources still takes part (with no queries: a zero loss),
+                # since another process may have some and the candidate exchange is collective.
                 # each source's positive is its own product (batch row); other copies of it are not negatives
                 losses[task] = _source_to_product_loss(
                     source_embeds[source_kind], product_embeds[target_kind], rows, product_index, scale
@@ -507,4 +524,4 @@ def _source_to_product_loss(queries, products, rows, product_index, scale):
     return contrastive_loss(queries, candidates, scale, product_index[rows], candidate_ids)
 
 
-__all__ = ["CommerceMMForPreTraining", "CommerceMMForPreTrainingOutput", "contrastive_loss", "gather_with_grad"]
+__all__ = ["CommerceMMForPreTraining", "CommerceMMForPreTrainingOutput", "contrastive_loss", "gather_rows"]

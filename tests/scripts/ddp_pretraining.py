@@ -46,7 +46,7 @@ trainer = CommerceMMPretrainingTrainer(model=model, args=args, train_dataset=ima
                                        processor=processor)
 trainer.train()
 
-# contrastive negatives gathered across processes with gradients: the mean of the per-process losses equals the
+# contrastive negatives gathered across processes with exact gradients: the mean of the per-process losses equals the
 # single-process loss over the whole batch
 rank, world = dist.get_rank(), dist.get_world_size()
 generator = torch.Generator().manual_seed(123)
@@ -58,8 +58,21 @@ loss = contrastive_loss(queries[local], local_candidates, torch.tensor(10.0))
 loss.backward()
 gathered_loss = loss.detach().clone()
 dist.all_reduce(gathered_loss)
-reference = contrastive_loss(queries, candidates, torch.tensor(10.0))
+# the single-process loss over the whole batch, written out (contrastive_loss would gather again here)
+reference = torch.nn.functional.cross_entropy(queries @ candidates.t() * 10.0, torch.arange(8))
 reference.backward()
+
+# a process without queries of a kind (rank 1 here) still takes part, and its candidates get rank 0's gradient
+own_candidates = candidates[local].detach().clone().requires_grad_(True)
+own_queries = queries[:4] if rank == 0 else queries[:0]
+contrastive_loss(own_queries, own_candidates, torch.tensor(10.0)).backward()
+full_candidates = candidates.detach().clone().requires_grad_(True)
+torch.nn.functional.cross_entropy(queries[:4] @ full_candidates.t() * 10.0, torch.arange(4)).backward()
+
+# DDP kept the replicas identical
+parameters = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+replicas = [torch.zeros_like(parameters) for _ in range(world)]
+dist.all_gather(replicas, parameters)
 
 with open(os.path.join(output_dir, f"results_{rank}.json"), "w") as handle:
     json.dump({
@@ -69,5 +82,9 @@ with open(os.path.join(output_dir, f"results_{rank}.json"), "w") as handle:
         "depths": depths_seen,
         "gathered_loss": float(gathered_loss / world),
         "reference_loss": float(reference),
-        "grad_matches": bool(torch.allclose(local_candidates.grad * world, candidates.grad[local], atol=1e-6)),
+        # DDP averages gradients over processes, so each process holds the sum over processes of the loss gradients
+        # with respect to its own candidates: world x the full-batch (mean) loss's gradient
+        "grad_matches": bool(torch.allclose(local_candidates.grad, candidates.grad[local] * world, atol=1e-6)),
+        "grad_without_queries_matches": bool(torch.allclose(own_candidates.grad, full_candidates.grad[local], atol=1e-6)),
+        "replicas_equal": all(bool(torch.equal(replica, replicas[0])) for replica in replicas),
     }, handle)
