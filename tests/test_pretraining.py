@@ -55,6 +55,21 @@ def test_all_fourteen_losses_by_name(tokenizer, batches):
     assert both.itm_accuracy is not None and both.mim_kl_target_usage_entropy is not None
 
 
+@pytest.mark.parametrize("kept", [("itc",), ("itm", "omni_text_to_image"), ("mlm",), ("mim_kl", "mim_fr", "itc")])
+def test_tasks_with_zero_weight_are_not_computed_and_the_rest_are_unchanged(tokenizer, batches, kept):
+    collator, image_text, omni = batches
+    weights = {task: (1.0 if task in kept else 0.0) for task in PRETRAINING_TASKS}
+    full, ablated = new_model(tokenizer), new_model(tokenizer, loss_weights=weights)
+    assert ablated.active_tasks() == set(kept)
+    inputs = collator.mask(dict(image_text), torch.Generator().manual_seed(0))
+    outputs = [model(**inputs, **omni, generator=torch.Generator().manual_seed(1)) for model in (full, ablated)]
+    assert set(outputs[1].losses) == set(kept)
+    for task in kept:  # the same masks and ITM negatives, so the same values as when every task runs
+        torch.testing.assert_close(outputs[1].losses[task], outputs[0].losses[task])
+    outputs[1].loss.backward()
+    assert ablated.commercemm.fusion_model.cls_token.grad is None or kept != ("itc",)
+
+
 def test_collator_masking(tokenizer, batches, processor):
     collator, image_text, _ = batches
     masked = collator.mask(dict(image_text), torch.Generator().manual_seed(1))

@@ -25,7 +25,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
-from .configuration_commercemm import EMBEDDING_KINDS, OMNI_TASKS, PRETRAINING_TASKS, CommerceMMConfig
+from .configuration_commercemm import EMBEDDING_KINDS, IMAGE_TEXT_TASKS, OMNI_TASKS, PRETRAINING_TASKS, CommerceMMConfig
 from .modeling_commercemm import CommerceMMModel, CommerceMMPreTrainedModel
 
 
@@ -283,109 +283,148 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
 
     # ------------------------------------------------------------------------------------------------ passes
 
+    def active_tasks(self) -> set[str]:
+        """The pretraining tasks this model computes: those with a non-zero weight in `config.loss_weights` (and, for
+        Omni tasks, listed in `config.omni_pairs`). A task with weight 0 costs nothing (ablations, benchmarks)."""
+        weights = self.config.loss_weights
+        return {
+            task for task in PRETRAINING_TASKS
+            if weights.get(task, 1.0) != 0 and (task in IMAGE_TEXT_TASKS or task in self.config.omni_pairs)
+        }
+
     def _image_text_losses(self, input_ids, attention_mask, pixel_values, mlm_input_ids, mlm_labels, bool_masked_pos,
                            pair_index, depths, generator):
         model, config = self.commercemm, self.config
+        active = self.active_tasks()
+        with_masked = bool(active & {"mlm", "mim_kl", "mim_fr"})  # the masked pair serves MLM and both MIMs
+        with_itm = "itm" in active
         batch_size = input_ids.shape[0]
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         # one text-encoder call over [clean; masked] text and one image-encoder call over [clean; masked] images
-        text_outputs = model.encode_text(
-            torch.cat([input_ids, mlm_input_ids]), torch.cat([attention_mask, attention_mask]), text_depth=depths[0]
-        )
         no_mask = torch.zeros_like(bool_masked_pos)
-        image_outputs = model.encode_image(
-            torch.cat([pixel_values, pixel_values]), torch.cat([no_mask, bool_masked_pos]), image_depth=depths[1]
+        text_outputs = model.encode_text(
+            torch.cat([input_ids, mlm_input_ids]) if with_masked else input_ids,
+            torch.cat([attention_mask, attention_mask]) if with_masked else attention_mask,
+            text_depth=depths[0],
         )
-        clean_text, masked_text = text_outputs.last_hidden_state.split(batch_size)
-        clean_image, masked_image = image_outputs.last_hidden_state.split(batch_size)
+        image_outputs = model.encode_image(
+            torch.cat([pixel_values, pixel_values]) if with_masked else pixel_values,
+            torch.cat([no_mask, bool_masked_pos]) if with_masked else None,
+            image_depth=depths[1],
+        )
+        clean_text, masked_text = text_outputs.last_hidden_state[:batch_size], text_outputs.last_hidden_state[batch_size:]
+        clean_image, masked_image = image_outputs.last_hidden_state[:batch_size], image_outputs.last_hidden_state[batch_size:]
 
+        losses, diagnostics = {}, {}
         scale = model.logit_scale.clamp(max=config.max_logit_scale).exp()
         text_embeds = F.normalize(model.text_projection(clean_text[:, 0]), dim=-1)
         image_embeds = F.normalize(model.image_projection(clean_image[:, 0]), dim=-1)
-        itc_loss = (
-            contrastive_loss(image_embeds, text_embeds, scale, pair_index, pair_index)
-            + contrastive_loss(text_embeds, image_embeds, scale, pair_index, pair_index)
-        ) / 2
+        if "itc" in active:
+            losses["itc"] = (
+                contrastive_loss(image_embeds, text_embeds, scale, pair_index, pair_index)
+                + contrastive_loss(text_embeds, image_embeds, scale, pair_index, pair_index)
+            ) / 2
 
-        # ITM negatives: for each image a text, for each text an image, sampled in proportion to ITC similarity
-        # (ALBEF) among the other pairs of the batch.
-        with torch.no_grad():
-            similarity = image_embeds @ text_embeds.t() * scale
-            forbidden = torch.eye(batch_size, dtype=torch.bool, device=similarity.device)
-            if pair_index is not None:
-                forbidden |= pair_index.unsqueeze(0) == pair_index.unsqueeze(1)
-            can_sample = ~forbidden.all(dim=1)
-            weights = similarity.softmax(dim=1) if config.itm_hard_negatives else torch.ones_like(similarity)
-            weights = weights.masked_fill(forbidden, 0.0)
-            weights[~can_sample] = 1.0  # rows with no candidate keep a dummy distribution and are dropped below
-            negative_text = torch.multinomial(weights, 1, generator=generator).squeeze(1)
-            weights_t = (similarity.t().softmax(dim=1) if config.itm_hard_negatives else torch.ones_like(similarity))
-            weights_t = weights_t.masked_fill(forbidden.t(), 0.0)
-            weights_t[~can_sample] = 1.0
-            negative_image = torch.multinomial(weights_t, 1, generator=generator).squeeze(1)
-        keep = can_sample
-        fusion_images = torch.cat([clean_image, clean_image[keep], clean_image[negative_image[keep]], masked_image])
-        fusion_texts = torch.cat([clean_text, clean_text[negative_text[keep]], clean_text[keep], masked_text])
-        fusion_masks = torch.cat([attention_mask, attention_mask[negative_text[keep]], attention_mask[keep], attention_mask])
-        fused = model.fusion_model(fusion_images, fusion_texts, fusion_masks, depth=model._depth("fusion", depths[2]))
+        fusion_images, fusion_texts, fusion_masks = [], [], []
+        itm_count = 0
+        if with_itm:
+            # ITM negatives: for each image a text, for each text an image, sampled in proportion to ITC
+            # similarity (ALBEF) among the other pairs of the batch.
+            with torch.no_grad():
+                similarity = image_embeds @ text_embeds.t() * scale
+                forbidden = torch.eye(batch_size, dtype=torch.bool, device=similarity.device)
+                if pair_index is not None:
+                    forbidden |= pair_index.unsqueeze(0) == pair_index.unsqueeze(1)
+                can_sample = ~forbidden.all(dim=1)
+                weights = similarity.softmax(dim=1) if config.itm_hard_negatives else torch.ones_like(similarity)
+                weights = weights.masked_fill(forbidden, 0.0)
+                weights[~can_sample] = 1.0  # rows with no candidate keep a dummy distribution and are dropped below
+                negative_text = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+                weights_t = similarity.t().softmax(dim=1) if config.itm_hard_negatives else torch.ones_like(similarity)
+                weights_t = weights_t.masked_fill(forbidden.t(), 0.0)
+                weights_t[~can_sample] = 1.0
+                negative_image = torch.multinomial(weights_t, 1, generator=generator).squeeze(1)
+            keep = can_sample
+            fusion_images += [clean_image, clean_image[keep], clean_image[negative_image[keep]]]
+            fusion_texts += [clean_text, clean_text[negative_text[keep]], clean_text[keep]]
+            fusion_masks += [attention_mask, attention_mask[negative_text[keep]], attention_mask[keep]]
+            num_negatives = int(keep.sum())
+            itm_count = batch_size + 2 * num_negatives
+        if with_masked:
+            fusion_images.append(masked_image)
+            fusion_texts.append(masked_text)
+            fusion_masks.append(attention_mask)
+        if not fusion_images:
+            return losses, diagnostics
+        fused = model.fusion_model(torch.cat(fusion_images), torch.cat(fusion_texts), torch.cat(fusion_masks),
+                                   depth=model._depth("fusion", depths[2]))
         fused_tokens = fused.last_hidden_state
-        num_negatives = int(keep.sum())
-        itm_count = batch_size + 2 * num_negatives
-        itm_logits = self.itm_head(fused_tokens[:itm_count, 0])
-        itm_labels = torch.cat([
-            torch.ones(batch_size, dtype=torch.long, device=itm_logits.device),
-            torch.zeros(2 * num_negatives, dtype=torch.long, device=itm_logits.device),
-        ])
-        itm_loss = F.cross_entropy(itm_logits, itm_labels)
-        itm_accuracy = (itm_logits.argmax(-1) == itm_labels).float().mean()
+        if with_itm:
+            itm_logits = self.itm_head(fused_tokens[:itm_count, 0])
+            itm_labels = torch.cat([
+                torch.ones(batch_size, dtype=torch.long, device=itm_logits.device),
+                torch.zeros(2 * num_negatives, dtype=torch.long, device=itm_logits.device),
+            ])
+            losses["itm"] = F.cross_entropy(itm_logits, itm_labels)
+            diagnostics["itm_accuracy"] = (itm_logits.argmax(-1) == itm_labels).float().mean()
+        if not with_masked:
+            return losses, diagnostics
 
         masked_fused = fused_tokens[itm_count:]
-        # MLM on the text tokens of the masked pairs, only at masked positions
-        text_tokens = masked_fused[:, 1 + clean_image.shape[1]:]
-        masked_positions = mlm_labels.ne(-100)
-        if masked_positions.any():
-            mlm_logits = self.mlm_head(text_tokens[masked_positions])
-            mlm_loss = F.cross_entropy(mlm_logits.float(), mlm_labels[masked_positions])
-        else:
-            mlm_loss = text_tokens.sum() * 0.0
+        if "mlm" in active:
+            # MLM on the text tokens of the masked pairs, only at masked positions
+            text_tokens = masked_fused[:, 1 + clean_image.shape[1]:]
+            masked_positions = mlm_labels.ne(-100)
+            if masked_positions.any():
+                mlm_logits = self.mlm_head(text_tokens[masked_positions])
+                losses["mlm"] = F.cross_entropy(mlm_logits.float(), mlm_labels[masked_positions])
+            else:
+                losses["mlm"] = text_tokens.sum() * 0.0
+        if active & {"mim_kl", "mim_fr"}:
+            losses_mim, diagnostics_mim = self._mim_losses(masked_fused[:, 0], pixel_values, clean_image, active)
+            losses.update(losses_mim)
+            diagnostics.update(diagnostics_mim)
+        return losses, diagnostics
 
-        # MIM-kl / MIM-fr: from [CLS_mm] of the masked pairs, recover the whole unmasked image's teacher
-        # distribution over prototypes / its feature.
-        fused_cls = masked_fused[:, 0]
+    def _mim_losses(self, fused_cls, pixel_values, clean_image, active):
+        """MIM-kl / MIM-fr: from [CLS_mm] of the masked pairs, recover the whole unmasked image's teacher
+        distribution over prototypes / its feature."""
+        config = self.config
+        losses, diagnostics = {}, {}
         teacher_logits, teacher_feature = self._mim_targets(pixel_values, clean_image[:, 0].detach())
-        if self.external_teacher() is None:
-            teacher_probs = F.softmax((teacher_logits - self.mim_center) / config.mim_teacher_temperature, dim=-1)
-            if self.training:
-                self._update_center(teacher_logits)
-        else:
-            teacher_probs = F.softmax(teacher_logits, dim=-1)
-        student_log_probs = F.log_softmax(
-            self.mim_kl_head(fused_cls, self.mim_prototypes) / config.mim_student_temperature, dim=-1
-        )
-        mim_kl_loss = F.kl_div(student_log_probs, teacher_probs, reduction="batchmean")
-        target_entropy = _entropy(teacher_probs).mean()
-        # a collapsed teacher sends every image to the same prototype: the batch's mean target then has ~0 entropy
-        target_usage_entropy = _entropy(teacher_probs.mean(dim=0))
-        if config.mim_fr_target == "image_cls":
-            teacher_feature = clean_image[:, 0].detach()
-        predicted = F.normalize(self.mim_fr_head(fused_cls), dim=-1)
-        if predicted.shape[-1] != teacher_feature.shape[-1]:
-            raise ValueError(
-                f"MIM-fr: the teacher feature has {teacher_feature.shape[-1]} dims but the head predicts "
-                f"{predicted.shape[-1]} (mim_fr_target='teacher' needs a teacher as wide as the image encoder)."
+        if "mim_kl" in active:
+            if self.external_teacher() is None:
+                teacher_probs = F.softmax((teacher_logits - self.mim_center) / config.mim_teacher_temperature, dim=-1)
+                if self.training:
+                    self._update_center(teacher_logits)
+            else:
+                teacher_probs = F.softmax(teacher_logits, dim=-1)
+            student_log_probs = F.log_softmax(
+                self.mim_kl_head(fused_cls, self.mim_prototypes) / config.mim_student_temperature, dim=-1
             )
-        mim_fr_loss = (2 - 2 * (predicted * F.normalize(teacher_feature, dim=-1)).sum(-1)).mean()
-
-        losses = dict(mlm=mlm_loss, mim_kl=mim_kl_loss, mim_fr=mim_fr_loss, itc=itc_loss, itm=itm_loss)
-        diagnostics = dict(mim_kl_target_entropy=target_entropy, mim_kl_target_usage_entropy=target_usage_entropy,
-                           itm_accuracy=itm_accuracy)
+            losses["mim_kl"] = F.kl_div(student_log_probs, teacher_probs, reduction="batchmean")
+            diagnostics["mim_kl_target_entropy"] = _entropy(teacher_probs).mean()
+            # a collapsed teacher sends every image to the same prototype: the batch's mean target then has ~0
+            # entropy
+            diagnostics["mim_kl_target_usage_entropy"] = _entropy(teacher_probs.mean(dim=0))
+        if "mim_fr" in active:
+            if config.mim_fr_target == "image_cls":
+                teacher_feature = clean_image[:, 0].detach()
+            predicted = F.normalize(self.mim_fr_head(fused_cls), dim=-1)
+            if predicted.shape[-1] != teacher_feature.shape[-1]:
+                raise ValueError(
+                    f"MIM-fr: the teacher feature has {teacher_feature.shape[-1]} dims but the head predicts "
+                    f"{predicted.shape[-1]} (mim_fr_target='teacher' needs a teacher as wide as the image encoder)."
+                )
+            losses["mim_fr"] = (2 - 2 * (predicted * F.normalize(teacher_feature, dim=-1)).sum(-1)).mean()
         return losses, diagnostics
 
     def _omni_losses(self, product_input_ids, product_attention_mask, product_pixel_values, product_index,
                      source_input_ids, source_attention_mask, source_text_rows, source_pixel_values,
                      source_image_rows, depths):
         model, config = self.commercemm, self.config
+        active = self.active_tasks()
         num_products = product_input_ids.shape[0]
         device = product_input_ids.device
         source_text_rows = source_text_rows if source_text_rows is not None else torch.zeros(0, dtype=torch.long, device=device)
@@ -435,7 +474,7 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
                 continue
             for target_kind in EMBEDDING_KINDS:
                 task = f"omni_{source_kind}_to_{target_kind}"
-                if task not in config.omni_pairs:
+                if task not in active:
                     continue
                 # Distributed, a process without such sources still takes part (with no queries: a zero loss),
                 # since another process may have some and the candidate exchange is collective.

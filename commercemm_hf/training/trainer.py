@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from transformers import Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..modeling.configuration_commercemm import PRETRAINING_TASKS
+from ..modeling.configuration_commercemm import IMAGE_TEXT_TASKS, OMNI_TASKS, PRETRAINING_TASKS
 from .collators import CommerceMMOmniCollator, CommerceMMPretrainingCollator
 
 
@@ -161,11 +161,15 @@ class CommerceMMPretrainingTrainer(Trainer):
         generator = self._step_generator()
         depths = sample_depths(self.model.config, self.args.seed, self.state.global_step, self.modality_randomization)
         cpu_inputs = {key: value.cpu() if torch.is_tensor(value) else value for key, value in inputs.items()}
-        image_text = self._prepare_inputs(self.data_collator.mask(cpu_inputs, generator))
-        omni = self._prepare_inputs(self.next_omni_batch())
+        active = self.model.active_tasks()
+        passes = []
+        if active & set(IMAGE_TEXT_TASKS):
+            passes.append((self._prepare_inputs(self.data_collator.mask(cpu_inputs, generator)), {"generator": generator}))
+        if active & set(OMNI_TASKS):
+            passes.append((self._prepare_inputs(self.next_omni_batch()), {}))
         accumulation = self.current_gradient_accumulation_steps
         total = 0.0
-        for batch, extra in ((image_text, {"generator": generator}), (omni, {})):
+        for batch, extra in passes:
             with self.compute_loss_context_manager():
                 outputs = model(**batch, **depths, **extra)
             loss = outputs.loss / accumulation

@@ -1,0 +1,66 @@
+"""The command line: the demo end to end (tiny), and `commercemm pretrain` on a user's JSON Lines files with resume."""
+
+import json
+
+import pytest
+
+from commercemm_hf.cli import main, run_demo
+
+from helpers import tiny_datasets
+
+
+def write_jsonl(dataset, folder, image_columns):
+    """Rows as JSON Lines with the images as PNG files beside them (paths relative to the file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "rows.jsonl"
+    with path.open("w") as handle:
+        for index, row in enumerate(dataset):
+            row = dict(row)
+            for column in image_columns:
+                if row[column] is not None:
+                    name = f"images/{column}_{index}.png"
+                    (folder / "images").mkdir(exist_ok=True)
+                    row[column].save(folder / name)
+                    row[column] = name
+            handle.write(json.dumps(row) + "\n")
+    return path
+
+
+def test_pretrain_command_on_jsonl_files_saves_a_folder_and_resumes(tmp_path, capsys):
+    image_text, omni = tiny_datasets(8)
+    train_file = write_jsonl(image_text, tmp_path / "image_text", ["image"])
+    omni_file = write_jsonl(omni, tmp_path / "omni", ["image", "source_image"])
+    common = ["pretrain", "--train-file", str(train_file), "--omni-file", str(omni_file), "--batch-size", "4",
+              "--save-steps", "2", "--vocab-size", "300", "--output-dir", str(tmp_path / "out")]
+    main(common + ["--steps", "2"])
+    out = capsys.readouterr().out
+    assert "image-text rows" in out and "Saved the Hub-ready folder" in out
+    assert (tmp_path / "out" / "model" / "model.safetensors").exists()
+    assert (tmp_path / "out" / "checkpoints" / "checkpoint-2").exists()
+
+    main(common + ["--steps", "4", "--resume"])
+    state = json.loads((tmp_path / "out" / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    # resumed, not restarted: only steps 3 and 4 ran (one log line each)
+    assert capsys.readouterr().out.count("{'loss'") == 2
+
+
+def test_pretrain_command_subset_of_tasks_and_bad_arguments(tmp_path):
+    image_text, omni = tiny_datasets(8)
+    train_file = write_jsonl(image_text, tmp_path / "image_text", ["image"])
+    with pytest.raises(SystemExit, match="needs both"):
+        main(["pretrain", "--train-file", str(train_file), "--output-dir", str(tmp_path / "x")])
+    omni_file = write_jsonl(omni, tmp_path / "omni", ["image", "source_image"])
+    with pytest.raises(ValueError, match="Unknown pretraining tasks"):
+        main(["pretrain", "--train-file", str(train_file), "--omni-file", str(omni_file), "--tasks", "itc,clip",
+              "--steps", "1", "--vocab-size", "300", "--output-dir", str(tmp_path / "y")])
+
+
+def test_demo_end_to_end_small(tmp_path, capsys):
+    results = run_demo(str(tmp_path / "demo"), num_products=60, steps=4, batch_size=8)
+    out = capsys.readouterr().out
+    assert "query_to_product_recall@10" in out and "Non-learned baselines" in out
+    assert results["reload_max_abs_diff"] < 1e-4
+    assert (tmp_path / "demo" / "retrieval_examples.png").stat().st_size > 1000
+    assert set(results["after"]) >= {"query_to_product_mrr", "view_to_product_mrr", "post_to_product_mrr",
+                                     "image_to_text_recall@1", "text_to_image_recall@1"}
