@@ -63,6 +63,10 @@ def _register_auto_classes() -> None:
 
 _register_auto_classes()
 
+from .pipelines import register_pipelines  # noqa: E402
+
+register_pipelines()
+
 __all__ = [
     "CommerceMMConfig",
     "CommerceMMForPreTraining",

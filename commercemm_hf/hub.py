@@ -6,6 +6,7 @@ uploads the folder.
 """
 
 import os
+import shutil
 from pathlib import Path
 
 from transformers import PreTrainedModel, ProcessorMixin
@@ -18,8 +19,17 @@ def save_hub_folder(model: PreTrainedModel, processor: ProcessorMixin, folder: s
         >>> # save_hub_folder(model, processor, "outputs/commercemm-tiny")
         >>> # AutoModel.from_pretrained("outputs/commercemm-tiny", trust_remote_code=True)
     """
+    from .pipelines import custom_pipelines_for, pipeline_code_files
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # custom pipelines (product-search, ...) travel in the config with their code, as `Pipeline.save_pretrained`
+    # would write them
+    pipelines = custom_pipelines_for(model)
+    if pipelines:
+        model.config.custom_pipelines = pipelines
+        for code_file in pipeline_code_files():
+            shutil.copy(code_file, folder / code_file.name)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     stray = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl"))

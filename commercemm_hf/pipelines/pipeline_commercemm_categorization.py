@@ -38,7 +38,10 @@ class CommerceMMCategorizationPipeline(Pipeline):
         return {}, forward_params, postprocess_params
 
     def preprocess(self, item):
-        if not hasattr(self.model, "classifier") or not getattr(self.model.config, "id2label", None):
+        architectures = getattr(self.model.config, "architectures", None) or []
+        # a folder saved from another CommerceMM class loads with a freshly initialised classifier and default labels
+        not_a_head = architectures and "CommerceMMForProductCategorization" not in architectures
+        if not_a_head or not hasattr(self.model, "classifier") or not getattr(self.model.config, "id2label", None):
             raise ValueError(
                 "product-categorization needs a fine-tuned CommerceMMForProductCategorization with id2label in its "
                 "config (see examples/run_categorization.py); this model has no label set."

@@ -1,0 +1,188 @@
+"""The CommerceMM pipelines, run as users run them: `pipeline(task, model=folder, trust_remote_code=True)` in a fresh
+process where `commercemm_hf` cannot be imported, compared with the model run in this process."""
+
+import json
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from commercemm_hf import CommerceMMConfig, CommerceMMForProductCategorization, CommerceMMModel
+from commercemm_hf.hub import save_hub_folder
+from commercemm_hf.pipelines import ProductIndex
+
+from conftest import random_image
+from helpers import run_without_package, tiny_config
+
+
+TEXTS = ["red ceramic mug", "green leather backpack", "lampe bleue", "striped wall clock", "oak desk"]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, processor, tokenizer):
+    work = tmp_path_factory.mktemp("pipelines")
+    torch.manual_seed(0)
+    model = CommerceMMModel(tiny_config(vocab_size=len(tokenizer))).eval()
+    save_hub_folder(model, processor, work / "base")
+    labels = ["mug", "bag", "lamp"]
+    head_config = tiny_config(vocab_size=len(tokenizer), id2label=dict(enumerate(labels)),
+                              label2id={label: i for i, label in enumerate(labels)})
+    head = CommerceMMForProductCategorization(head_config).eval()
+    save_hub_folder(head, processor, work / "categorization")
+    images = [random_image(seed, size=(40 + 7 * seed, 36)) for seed in range(len(TEXTS))]
+    for index, image in enumerate(images):
+        image.save(work / f"image_{index}.png")
+    inputs = processor(images=images, text=TEXTS, return_tensors="pt")
+    with torch.no_grad():
+        expected = {
+            "text": F.normalize(model.get_text_features(input_ids=inputs["input_ids"][:1],
+                                                        attention_mask=inputs["attention_mask"][:1]).pooler_output, dim=-1),
+            "image": F.normalize(model.get_image_features(pixel_values=inputs["pixel_values"][1:2]).pooler_output, dim=-1),
+            "multimodal": F.normalize(model.get_multimodal_features(
+                input_ids=inputs["input_ids"][2:3], attention_mask=inputs["attention_mask"][2:3],
+                pixel_values=inputs["pixel_values"][2:3]).pooler_output, dim=-1),
+            "shallow_text": F.normalize(model.get_text_features(
+                input_ids=inputs["input_ids"][:1], attention_mask=inputs["attention_mask"][:1], text_depth=1
+            ).pooler_output, dim=-1),
+        }
+        products = F.normalize(model.get_multimodal_features(**inputs).pooler_output, dim=-1)
+        query = F.normalize(model.get_text_features(input_ids=inputs["input_ids"][3:4],
+                                                    attention_mask=inputs["attention_mask"][3:4]).pooler_output, dim=-1)
+        scores, order = (query @ products.t()).topk(3)
+        head_logits = head(input_ids=inputs["input_ids"][:1], attention_mask=inputs["attention_mask"][:1],
+                           pixel_values=inputs["pixel_values"][:1]).logits[0]
+    (work / "expected.json").write_text(json.dumps({
+        **{kind: value[0].tolist() for kind, value in expected.items()},
+        "search_ids": [f"p{int(i)}" for i in order[0]], "search_scores": scores[0].tolist(),
+        "categorization": [labels[int(i)] for i in head_logits.softmax(-1).argsort(descending=True)],
+    }))
+    return work
+
+
+PREAMBLE = """
+import json, torch
+from PIL import Image
+from transformers import pipeline
+expected = json.load(open("expected.json"))
+images = [Image.open(f"image_{i}.png") for i in range(5)]
+TEXTS = %r
+def close(a, b):
+    return bool(torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5))
+""" % (TEXTS,)
+
+
+def test_embedding_pipeline_from_a_fresh_process(work):
+    result = run_without_package(PREAMBLE + """
+embed = pipeline("product-embedding", model="base", trust_remote_code=True)
+outputs = embed([TEXTS[0], images[1], {"image": images[2], "text": TEXTS[2]}], batch_size=2)
+shallow = embed(TEXTS[0], text_depth=1)
+try:
+    embed({"id": "x"})
+    error = ""
+except ValueError as exc:
+    error = str(exc)
+print(json.dumps({
+    "text": close(outputs[0]["text_embeds"], expected["text"]) and outputs[0]["image_embeds"] is None,
+    "image": close(outputs[1]["image_embeds"], expected["image"]) and outputs[1]["text_embeds"] is None,
+    "multimodal": close(outputs[2]["multimodal_embeds"], expected["multimodal"]),
+    "depth": close(shallow["text_embeds"], expected["shallow_text"]),
+    "error": error,
+}))
+""", work)
+    assert result["text"] and result["image"] and result["multimodal"] and result["depth"]
+    assert "needs an image, a text, or both" in result["error"]
+
+
+def test_search_pipeline_from_a_fresh_process_indexes_saves_loads_and_grows(work):
+    result = run_without_package(PREAMBLE + """
+search = pipeline("product-search", model="base", trust_remote_code=True)
+products = [{"image": image, "text": text} for image, text in zip(images, TEXTS)]
+search.index_products(products[:3], product_ids=["p0", "p1", "p2"], batch_size=2)
+search.add(products[3:], product_ids=["p3", "p4"])
+hits = search(TEXTS[3], top_k=3)
+batched = search([TEXTS[3], {"image": images[0]}], top_k=3, batch_size=2)
+search.save_index("index")
+reloaded = pipeline("product-search", model="base", trust_remote_code=True)
+reloaded.load_index("index")
+again = reloaded(TEXTS[3], top_k=3)
+try:
+    reloaded.add([{"image": images[0], "text": TEXTS[0]}], product_ids=["p0"])
+    duplicate_error = ""
+except ValueError as exc:
+    duplicate_error = str(exc)
+print(json.dumps({
+    "ids": [hit["product_id"] for hit in hits], "scores": [hit["score"] for hit in hits],
+    "batched_ids": [hit["product_id"] for hit in batched[0]], "reloaded_ids": [hit["product_id"] for hit in again],
+    "duplicate_error": duplicate_error,
+}))
+""", work)
+    expected = json.loads((work / "expected.json").read_text())
+    assert result["ids"] == expected["search_ids"]
+    assert result["scores"] == pytest.approx(expected["search_scores"], abs=1e-5)
+    assert result["batched_ids"] == result["reloaded_ids"] == result["ids"]
+    assert "already in the index" in result["duplicate_error"]
+
+
+def test_categorization_pipeline_from_a_fresh_process(work):
+    result = run_without_package(PREAMBLE + """
+classify = pipeline("product-categorization", model="categorization", trust_remote_code=True)
+both = classify({"image": images[0], "text": TEXTS[0]}, top_k=3)
+many = classify([TEXTS[1], images[2], {"image": images[0], "text": TEXTS[0]}], top_k=2, batch_size=2)
+print(json.dumps({"labels": [row["label"] for row in both], "scores": [row["score"] for row in both],
+                  "many": [[row["label"] for row in rows] for rows in many]}))
+""", work)
+    expected = json.loads((work / "expected.json").read_text())
+    assert result["labels"] == expected["categorization"]
+    assert sum(result["scores"]) == pytest.approx(1.0, abs=1e-5)
+    assert result["many"][2] == expected["categorization"][:2] and all(len(rows) == 2 for rows in result["many"])
+
+
+def test_saved_config_names_the_pipelines(work):
+    base = json.loads((work / "base" / "config.json").read_text())
+    assert set(base["custom_pipelines"]) == {"product-embedding", "product-search"}
+    assert base["custom_pipelines"]["product-search"]["pt"] == ["AutoModel"]
+    head = json.loads((work / "categorization" / "config.json").read_text())
+    assert set(head["custom_pipelines"]) == {"product-categorization"}
+    assert (work / "base" / "pipeline_commercemm_inputs.py").exists()
+
+
+def test_faiss_and_torch_search_give_the_same_top_k():
+    faiss = pytest.importorskip("faiss")  # in the test extra, so CI runs it
+    assert faiss is not None
+    generator = torch.Generator().manual_seed(0)
+    products = F.normalize(torch.randn(500, 32, generator=generator), dim=-1)
+    queries = F.normalize(torch.randn(40, 32, generator=generator), dim=-1)
+    ids = [f"p{i}" for i in range(500)]
+    results = {}
+    for backend in ("torch", "faiss"):
+        index = ProductIndex(32, backend=backend)
+        index.add(products[:300], ids[:300])
+        index.add(products[300:], ids[300:])  # grown without re-embedding
+        results[backend] = index.search(queries, top_k=10)
+    torch.testing.assert_close(results["faiss"][0], results["torch"][0], atol=1e-5, rtol=0)
+    assert torch.equal(results["faiss"][1].long(), results["torch"][1].long())
+
+
+def test_index_rejects_corrupt_files_and_bad_shapes(tmp_path):
+    index = ProductIndex(8, backend="torch")
+    with pytest.raises(ValueError, match="Expected"):
+        index.add(torch.zeros(2, 4), ["a", "b"])
+    with pytest.raises(ValueError, match="empty"):
+        index.search(torch.zeros(1, 8), top_k=1)
+    index.add(F.normalize(torch.randn(3, 8), dim=-1), ["a", "b", "c"])
+    index.save(str(tmp_path))
+    data = (tmp_path / "product_embeddings.f32").read_bytes()
+    (tmp_path / "product_embeddings.f32").write_bytes(data[:-4])
+    with pytest.raises(ValueError, match="corrupt"):
+        ProductIndex.load(str(tmp_path))
+
+
+def test_categorization_pipeline_refuses_a_model_without_labels(tmp_path, processor, tokenizer):
+    from transformers import pipeline
+
+    model = CommerceMMModel(tiny_config(vocab_size=len(tokenizer)))
+    save_hub_folder(model, processor, tmp_path / "base")
+    classify = pipeline("product-categorization", model=str(tmp_path / "base"), trust_remote_code=True)
+    with pytest.raises(ValueError, match="no label set"):
+        classify("red mug")
+    assert isinstance(CommerceMMConfig, type)
