@@ -1,4 +1,4 @@
-"""Evaluation helpers: retrieval metrics with pessimistic tie-breaking (see `retrieval.py`) and zero-shot
+"""Evaluation helpers: categorization metrics that work offline (`metrics.py`), retrieval metrics with pessimistic tie-breaking (see `retrieval.py`) and zero-shot
 retrieval of a CommerceMM model (`zero_shot.py`).
 
 Example:
@@ -8,7 +8,8 @@ Example:
     1.0
 """
 
+from .metrics import categorization_metrics
 from .retrieval import gold_ranks, relevant_in_rank_order, retrieval_metrics
 
 
-__all__ = ["gold_ranks", "relevant_in_rank_order", "retrieval_metrics"]
+__all__ = ["categorization_metrics", "gold_ranks", "relevant_in_rank_order", "retrieval_metrics"]
