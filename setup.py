@@ -6,7 +6,10 @@ setup(
     description="CommerceMM (Yu et al., KDD 2022) as a Hugging Face transformers model package",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
     packages=find_packages(include=["commercemm_hf", "commercemm_hf.*"]),
+    # the model card template that `commercemm publish` renders
+    package_data={"commercemm_hf": ["MODEL_CARD.md"]},
     python_requires=">=3.10",
     install_requires=[
         "transformers>=5.0,<6",

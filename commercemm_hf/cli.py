@@ -8,6 +8,8 @@
                         an existing CommerceMM folder or imported backbones; resumable
   commercemm ablation   the same pretraining with task subsets (ITC only, no Omni, no MIM, no modality
                         randomization), as one table
+  commercemm publish    write the model card (MODEL_CARD.md, with the measured metrics) into a Hub-ready folder and
+                        upload it with huggingface_hub (--dry-run: list the files, no network)
 """
 
 import argparse
@@ -177,6 +179,29 @@ def run_ablation_command(args) -> dict:
     return results
 
 
+def run_publish_command(args) -> dict:
+    """`commercemm publish`: `commercemm_hf.publish.publish` with the token from `--token-env VAR` (else HF_TOKEN or
+    the stored login); folder and token problems exit with a message.
+
+    Example:
+        >>> main(["publish", "outputs/demo/commercemm-tiny-demo", "--repo-id", "org/cmm", "--dry-run"])  # doctest: +SKIP
+    """
+    import os
+
+    from .publish import PublishError, publish
+
+    token = None
+    if args.token_env:
+        token = os.environ.get(args.token_env)
+        if not token and not args.dry_run:
+            raise SystemExit(f"commercemm publish: the environment variable {args.token_env} (--token-env) is not set.")
+    try:
+        return publish(args.folder, args.repo_id, token=token, private=args.private, dry_run=args.dry_run,
+                       metrics=args.metrics, training_data=args.training_data, commit_message=args.commit_message)
+    except PublishError as error:
+        raise SystemExit(f"commercemm publish: {error}") from None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="commercemm", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -226,6 +251,18 @@ def main(argv=None):
     ablation.add_argument("--variants", help="comma-separated substrings of variant names (default: all)")
     ablation.add_argument("--seed", type=int, default=0)
 
+    publish = commands.add_parser("publish", help="write the model card and upload a Hub-ready folder")
+    publish.add_argument("folder", help="a folder written by save_hub_folder (e.g. outputs/demo/commercemm-tiny-demo)")
+    publish.add_argument("--repo-id", required=True, help="the Hub repository, ORG/NAME")
+    publish.add_argument("--metrics", help="a JSON file of metrics for the card (default: all_results.json, "
+                                           "eval_results.json or demo_results.json in the folder or its parent)")
+    publish.add_argument("--training-data", help="a description of the training data for the card")
+    publish.add_argument("--private", action="store_true", help="create the repository as private")
+    publish.add_argument("--dry-run", action="store_true", help="write the card and list the files; upload nothing")
+    publish.add_argument("--token-env", metavar="VAR", help="read the token from this environment variable "
+                                                            "(default: HF_TOKEN, then the stored `hf auth login`)")
+    publish.add_argument("--commit-message", help="the Hub commit message")
+
     args = parser.parse_args(argv)
     if args.command == "demo":
         run_demo(args.output_dir, args.num_products, args.steps, args.batch_size, args.seed)
@@ -233,6 +270,8 @@ def main(argv=None):
         run_pretrain(args)
     elif args.command == "ablation":
         run_ablation_command(args)
+    elif args.command == "publish":
+        run_publish_command(args)
 
 
 if __name__ == "__main__":

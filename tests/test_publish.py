@@ -1,0 +1,318 @@
+"""Publishing: the model card rendered from MODEL_CARD.md, the upload plan (dry run, no network), refusals of folders
+that are not Hub-ready, the upload through (faked) huggingface_hub calls, and the token never leaking."""
+
+import json
+import logging
+import shutil
+import socket
+import traceback
+
+import huggingface_hub
+import pytest
+import yaml
+from huggingface_hub import HfApi, ModelCard
+from huggingface_hub.utils import filter_repo_objects
+
+from commercemm_hf import CommerceMMForProductCategorization, CommerceMMModel
+from commercemm_hf.cli import main
+from commercemm_hf.hub import save_hub_folder
+from commercemm_hf.publish import (
+    MODEL_CARD_TEMPLATE, PublishError, UploadFile, format_plan, plan_upload, publish, render_model_card,
+)
+
+from helpers import tiny_config
+
+
+SECRET = "hf_PublishTestSecretToken0123456789abcdef"
+REPO = "my-org/commercemm-tiny"
+SAVED_FILES = {
+    "config.json", "model.safetensors", "configuration_commercemm.py", "modeling_commercemm.py",
+    "convert_backbones_commercemm.py", "processing_commercemm.py", "image_processing_commercemm.py",
+    "processor_config.json", "tokenizer.json", "tokenizer_config.json", "pipeline_commercemm_embedding.py",
+    "pipeline_commercemm_search.py", "pipeline_commercemm_categorization.py", "pipeline_commercemm_inputs.py",
+}
+
+
+@pytest.fixture(scope="module")
+def saved_folder(tmp_path_factory, processor, tokenizer):
+    folder = tmp_path_factory.mktemp("publish") / "commercemm-tiny"
+    save_hub_folder(CommerceMMModel(tiny_config(vocab_size=len(tokenizer))), processor, folder)
+    return folder
+
+
+@pytest.fixture
+def folder(saved_folder, tmp_path):
+    """A fresh copy per test (publishing writes README.md into it)."""
+    return shutil.copytree(saved_folder, tmp_path / "out" / "commercemm-tiny")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any Hub call or socket connection fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the network was touched")
+
+    for name in ("create_repo", "upload_folder", "upload_file", "create_commit", "whoami"):
+        monkeypatch.setattr(HfApi, name, refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """Fake `HfApi.create_repo` / `upload_folder` that record their arguments."""
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, **kwargs):
+        calls.append(("upload_folder", kwargs))
+        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{kwargs['repo_id']}/commit/abc123"})()
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr(socket.socket, "connect", lambda *a, **k: (_ for _ in ()).throw(AssertionError("network")))
+    return calls
+
+
+@pytest.fixture
+def no_stored_token(monkeypatch, tmp_path):
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token-here"))
+
+
+def assert_no_secret(folder, *texts):
+    for path in folder.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), f"token written to {path}"
+    for text in texts:
+        assert SECRET not in text
+
+
+# ------------------------------------------------------------------------------------------------ dry run and plan
+def test_dry_run_lists_the_planned_files_without_network(folder, no_network, capsys):
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "upload.lock").write_text("local state")
+    result = publish(folder, REPO, dry_run=True)
+    out = capsys.readouterr().out
+    paths = [file.path for file in result["files"]]
+    assert set(paths) == SAVED_FILES | {"README.md"}
+    assert all(file.size == (folder / file.path).stat().st_size for file in result["files"])
+    assert result["dry_run"] and result["url"] is None
+    assert "Dry run: would upload to https://huggingface.co/my-org/commercemm-tiny" in out
+    assert all(path in out for path in paths) and ".cache" not in out
+    assert f"{len(paths)} files" in out
+    assert (folder / "README.md").exists()
+
+
+def test_plan_upload_and_format_plan(folder):
+    plan = plan_upload(folder)
+    assert isinstance(plan[0], UploadFile) and [file.path for file in plan] == sorted(SAVED_FILES)
+    text = format_plan([UploadFile("config.json", 3710), UploadFile("model.safetensors", 304900)])
+    assert "3.7 KB" in text and "304.9 KB" in text and "2 files, 308.6 KB" in text
+
+
+def test_sharded_weights_are_planned_and_a_missing_shard_is_named(folder):
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
+    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors",
+                                            "b": "model-00002-of-00002.safetensors"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(PublishError, match="model-00002-of-00002.safetensors"):
+        plan_upload(folder)
+    shutil.copy(folder / "model-00001-of-00002.safetensors", folder / "model-00002-of-00002.safetensors")
+    assert "model.safetensors.index.json" in {file.path for file in plan_upload(folder)}
+
+
+# ---------------------------------------------------------------------------------------------------- refusals
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "training_args.bin", "optimizer.pt", "sub/state.pkl"])
+def test_pickle_files_are_refused(folder, no_network, name):
+    (folder / name).parent.mkdir(exist_ok=True)
+    (folder / name).write_bytes(b"\x80\x04pickled")
+    with pytest.raises(PublishError, match=r"pickle-format files .*safetensors only"):
+        publish(folder, REPO, dry_run=True)
+    assert not (folder / "README.md").exists()
+
+
+def test_folders_that_are_not_hub_ready_are_refused_with_what_is_missing(folder):
+    config = json.loads((folder / "config.json").read_text())
+    del config["auto_map"]
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "pipeline_commercemm_inputs.py").unlink()  # imported by the pipeline files that config names
+    (folder / "processor_config.json").unlink()
+    with pytest.raises(PublishError) as error:
+        plan_upload(folder)
+    message = str(error.value)
+    assert "not Hub-ready" in message and "config.json has no auto_map" in message
+    assert "pipeline_commercemm_inputs.py" in message and "processor_config.json" in message
+
+    (folder / "config.json").unlink()
+    with pytest.raises(PublishError, match="config.json is missing"):
+        plan_upload(folder)
+
+
+def test_missing_weights_and_modeling_code_are_named(folder):
+    (folder / "model.safetensors").unlink()
+    (folder / "modeling_commercemm.py").unlink()
+    with pytest.raises(PublishError, match=r"(?s)model.safetensors is missing.*modeling_commercemm.py"):
+        plan_upload(folder)
+
+
+def test_bad_repo_id_is_refused(folder, no_network):
+    with pytest.raises(PublishError, match="ORG/NAME"):
+        publish(folder, "no-namespace", dry_run=True)
+
+
+# ---------------------------------------------------------------------------------------------------- the card
+def test_card_renders_the_folder_and_metrics_with_valid_metadata(folder):
+    (folder / "eval_results.json").write_text(json.dumps({
+        "eval_query_to_product_recall@10": 0.625, "eval_accuracy": 0.75, "eval_runtime": 3.5, "epoch": 2.0,
+    }))
+    card = render_model_card(folder, REPO)
+    card.save(folder / "README.md")
+    text = (folder / "README.md").read_text()
+    assert "{{" not in text and "{%" not in text
+    for expected in ("| eval_query_to_product_recall@10 | 0.6250 |", "| eval_accuracy | 0.7500 |",
+                     "| eval_runtime | 3.5000 |", "From `eval_results.json`", f'AutoModel.from_pretrained("{REPO}"',
+                     "trust_remote_code=True", '"product-search"', '"product-embedding"',
+                     '"zero-shot-image-classification"', "arXiv:2202.07247", "synthetic", "## Limitations",
+                     "MIM-kl", "Omni-Retrieval", "| fusion encoder | 2 | 32 | 2 |"):
+        assert expected in text, expected
+    assert '"product-categorization"' not in text  # the base model serves no categorization head
+
+    front = yaml.safe_load(text.split("---\n")[1])
+    assert front["library_name"] == "transformers" and front["license"] == "apache-2.0"
+    assert front["pipeline_tag"] == "zero-shot-image-classification" and "commercemm" in front["tags"]
+    loaded = ModelCard.load(folder / "README.md")
+    assert loaded.data.library_name == "transformers"
+    results = {result.metric_name: result for result in loaded.data.eval_results}
+    assert set(results) == {"eval_query_to_product_recall@10", "eval_accuracy"}  # quality metrics only
+    assert results["eval_query_to_product_recall@10"].metric_type == "recall"
+    assert results["eval_query_to_product_recall@10"].task_type == "feature-extraction"
+    assert results["eval_accuracy"].metric_value == 0.75 and results["eval_accuracy"].dataset_split == "validation"
+    assert loaded.data.model_name == "commercemm-tiny"
+
+
+def test_metrics_sources_in_order(folder, tmp_path):
+    demo = {"before": {"query_to_product_mrr": 0.1}, "after": {"query_to_product_mrr": 0.4},
+            "baselines": {"text overlap": {"recall@1": 0.2}}, "reload_max_abs_diff": 2e-7, "folder": str(folder)}
+    (folder.parent / "demo_results.json").write_text(json.dumps(demo))
+    card = render_model_card(folder, REPO)  # the parent's demo results name this folder
+    assert "| query_to_product_mrr | 0.1000 | 0.4000 |" in card.text and "SYNTHETIC" in card.text
+    assert "| baselines/text overlap/recall@1 | 0.2000 |" in card.text and "2e-07" in card.text
+    assert [r.metric_value for r in card.data.eval_results] == [0.4]  # after pretraining, not before or baselines
+    assert card.data.eval_results[0].dataset_name == "commercemm-hf demo catalog (SYNTHETIC)"
+
+    metrics_file = tmp_path / "my_metrics.json"
+    metrics_file.write_text(json.dumps({"test_accuracy": 0.5}))
+    from_file = render_model_card(folder, REPO, metrics=metrics_file)
+    assert "From `my_metrics.json`" in from_file.text and "query_to_product_mrr" not in from_file.text
+    given = render_model_card(folder, REPO, metrics={"macro_f1": 0.3}, training_data="Ten real mugs.",
+                              datasets=["my-org/mugs"])
+    assert "| macro_f1 | 0.3000 |" in given.text and "Ten real mugs." in given.text
+    assert given.data.datasets == ["my-org/mugs"] and given.data.eval_results[0].dataset_type == "my-org/mugs"
+
+
+def test_results_of_another_folder_are_not_claimed(folder, caplog):
+    (folder.parent / "demo_results.json").write_text(json.dumps({"after": {"mrr": 0.9}, "folder": "/elsewhere/x"}))
+    with caplog.at_level(logging.WARNING):
+        card = render_model_card(folder, REPO)
+    assert "No metrics were recorded" in card.text and card.data.eval_results is None
+    assert "Not recorded in this folder" in card.text  # training data: the publisher must say
+    assert "results are for /elsewhere/x" in caplog.text
+
+
+def test_card_of_a_categorization_folder(tmp_path, processor, tokenizer):
+    config = tiny_config(vocab_size=len(tokenizer), id2label={0: "mug", 1: "lamp", 2: "vase"})
+    folder = save_hub_folder(CommerceMMForProductCategorization(config), processor, tmp_path / "categorization")
+    assert "modeling_commercemm_tasks.py" in {file.path for file in plan_upload(folder)}
+    card = render_model_card(folder, REPO)
+    assert "a categorization head with 3 labels (mug, lamp, vase)" in card.text
+    assert '"product-categorization"' in card.text and "AutoModelForSequenceClassification" in card.text
+    assert '"zero-shot-image-classification"' not in card.text and card.data.pipeline_tag is None
+
+
+def test_template_is_the_repository_model_card():
+    assert MODEL_CARD_TEMPLATE.name == "MODEL_CARD.md" and MODEL_CARD_TEMPLATE.is_file()
+    text = MODEL_CARD_TEMPLATE.read_text()
+    assert "{{ repo_id }}" in text and "{{ metrics_table }}" in text and "library_name: transformers" in text
+
+
+# ---------------------------------------------------------------------------------------------------- uploading
+def test_upload_calls_huggingface_hub_with_the_plan_and_never_leaks_the_token(folder, fake_hub, capsys, caplog,
+                                                                              no_stored_token):
+    (folder / ".git").mkdir()
+    (folder / ".git" / "config").write_text("[core]")
+    (folder / "notes.txt").write_text("uploaded too: it is in the plan")
+    with caplog.at_level(logging.DEBUG):
+        result = publish(folder, REPO, token=SECRET, private=True, commit_message="first upload")
+    captured = capsys.readouterr()
+    assert [name for name, _ in fake_hub] == ["create_repo", "upload_folder"]
+    create, upload = fake_hub[0][1], fake_hub[1][1]
+    assert create == {"repo_id": REPO, "token": SECRET, "private": True, "repo_type": "model", "exist_ok": True}
+    assert upload["repo_id"] == REPO and upload["folder_path"] == str(folder) and upload["token"] == SECRET
+    assert upload["repo_type"] == "model" and upload["commit_message"] == "first upload"
+    planned = [file.path for file in result["files"]]
+    assert set(planned) == SAVED_FILES | {"README.md", "notes.txt"}
+    # what huggingface_hub would send, filtered by the patterns we pass, is exactly the plan
+    local = [path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()]
+    sent = filter_repo_objects(local, allow_patterns=upload["allow_patterns"],
+                               ignore_patterns=upload["ignore_patterns"])
+    assert sorted(sent) == sorted(planned)
+    assert result["url"].endswith("/commit/abc123") and "Uploaded 16 files" in captured.out
+    assert_no_secret(folder, captured.out, captured.err, caplog.text, repr(result), str(result))
+
+
+def test_token_from_the_environment_and_errors_without_it(folder, fake_hub, monkeypatch, no_stored_token, capsys):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    publish(folder, REPO)
+    assert fake_hub[0][1]["token"] == SECRET and fake_hub[0][1]["private"] is None
+    monkeypatch.delenv("HF_TOKEN")
+    fake_hub.clear()
+    (folder / "README.md").unlink()
+    with pytest.raises(PublishError, match="No Hugging Face token found.*--dry-run") as error:
+        publish(folder, REPO)
+    assert not fake_hub and not (folder / "README.md").exists()  # failed before writing or calling anything
+    assert_no_secret(folder, str(error.value), capsys.readouterr().out)
+
+
+def test_hub_errors_that_echo_the_token_are_redacted(folder, monkeypatch, no_stored_token, capsys):
+    def failing_create_repo(self, repo_id, **kwargs):
+        raise RuntimeError(f"401 Unauthorized for token {kwargs['token']}")
+
+    monkeypatch.setattr(HfApi, "create_repo", failing_create_repo)
+    with pytest.raises(RuntimeError, match=r"401 Unauthorized for token \*\*\*") as error:
+        publish(folder, REPO, token=SECRET)
+    printed = "".join(traceback.format_exception(error.value))  # the original error is not chained in
+    assert_no_secret(folder, printed, repr(error.value), capsys.readouterr().out)
+
+
+# ---------------------------------------------------------------------------------------------------- the CLI
+def test_cli_publish_dry_run_and_upload(folder, fake_hub, monkeypatch, no_stored_token, capsys, tmp_path):
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"query_to_product_recall@1": 0.25}))
+    main(["publish", str(folder), "--repo-id", REPO, "--dry-run", "--metrics", str(metrics)])
+    out = capsys.readouterr().out
+    assert "Dry run" in out and "model.safetensors" in out and not fake_hub
+    assert "| query_to_product_recall@1 | 0.2500 |" in (folder / "README.md").read_text()
+
+    monkeypatch.setenv("MY_HUB_TOKEN", SECRET)
+    main(["publish", str(folder), "--repo-id", REPO, "--token-env", "MY_HUB_TOKEN", "--private",
+          "--training-data", "Our 10k product photos."])
+    captured = capsys.readouterr()
+    assert fake_hub[0][1]["token"] == SECRET and fake_hub[0][1]["private"] is True
+    assert fake_hub[1][1]["commit_message"] == "Upload CommerceMM model (commercemm-hf)"
+    assert "Our 10k product photos." in (folder / "README.md").read_text()
+    assert_no_secret(folder, captured.out, captured.err)
+
+
+def test_cli_publish_errors(folder, fake_hub, no_stored_token):
+    with pytest.raises(SystemExit, match="UNSET_VAR.*is not set"):
+        main(["publish", str(folder), "--repo-id", REPO, "--token-env", "UNSET_VAR"])
+    with pytest.raises(SystemExit, match="No Hugging Face token found"):
+        main(["publish", str(folder), "--repo-id", REPO])
+    (folder / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(SystemExit, match="commercemm publish: .*pickle-format"):
+        main(["publish", str(folder), "--repo-id", REPO, "--dry-run"])
+    assert not fake_hub
