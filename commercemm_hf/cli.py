@@ -8,6 +8,8 @@
                         an existing CommerceMM folder or imported backbones; resumable
   commercemm ablation   the same pretraining with task subsets (ITC only, no Omni, no MIM, no modality
                         randomization), as one table
+  commercemm evaluate   the 7 downstream tasks (categorization, attributes, image<->text, query/view/post->product)
+                        of a saved model on the demo catalog or your files, zero-shot or with fine-tuned heads
   commercemm publish    write the model card (MODEL_CARD.md, with the measured metrics) into a Hub-ready folder and
                         upload it with huggingface_hub (--dry-run: list the files, no network)
 """
@@ -179,6 +181,61 @@ def run_ablation_command(args) -> dict:
     return results
 
 
+def run_evaluate_command(args) -> dict:
+    """`commercemm evaluate`: the 7 downstream tasks of a saved model (and optional fine-tuned heads) on a split of
+    the demo catalog or on the user's image-text / Omni files; prints a table and writes the metrics as JSON.
+
+    Example:
+        >>> main(["evaluate", "outputs/demo/commercemm-tiny-demo"])  # doctest: +SKIP
+    """
+    from transformers import AutoModel, AutoProcessor
+
+    from . import CommerceMMForProductCategorization
+    from .evaluation.downstream import downstream_table, evaluate_downstream
+
+    model = AutoModel.from_pretrained(args.model).eval()
+    processor = AutoProcessor.from_pretrained(args.model)
+    heads = {name: CommerceMMForProductCategorization.from_pretrained(folder).eval() if folder else None
+             for name, folder in (("categorization", args.categorization_model), ("attributes", args.attribute_model))}
+    if args.image_text_file or args.omni_file:
+        from .data import load_image_text_dataset, load_omni_dataset
+
+        rows = omni = None
+        label_column, attribute_column = "label", None
+        if args.image_text_file:
+            rows, report = load_image_text_dataset(args.image_text_file, split=args.split or "train",
+                                                   image_column=args.image_column, text_column=args.text_column,
+                                                   label_column=args.label_column, on_bad_rows=args.on_bad_rows)
+            print(f"image-text rows: {report}")
+            if args.label_column and len(rows) and isinstance(rows[0]["label"], list):
+                label_column, attribute_column = None, "label"  # a list per row: attribute prediction (task 2)
+        if args.omni_file:
+            omni, report = load_omni_dataset(args.omni_file, split=args.split or "train", on_bad_rows=args.on_bad_rows)
+            print(f"Omni rows: {report}")
+        if rows is None:
+            raise SystemExit("commercemm evaluate needs --image-text-file (one row per product) as well.")
+        source = " and ".join(str(path) for path in (args.image_text_file, args.omni_file) if path)
+    else:
+        from .data import build_demo_catalog, to_image_text_rows, to_omni_rows
+
+        size = model.config.vision_config.image_size
+        split = build_demo_catalog(num_products=args.num_products, seed=args.seed, image_size=size)[args.split or "test"]
+        rows, omni = to_image_text_rows(split), to_omni_rows(split)
+        label_column, attribute_column = "label", "attribute_labels"
+        source = f"the SYNTHETIC demo catalog, {args.split or 'test'} split ({len(split)} products)"
+    metrics = evaluate_downstream(model, processor, rows, omni, heads["categorization"], heads["attributes"],
+                                  label_column=label_column, attribute_column=attribute_column,
+                                  batch_size=args.batch_size)
+    label = "fine-tuned heads" if any(heads.values()) else "zero-shot"
+    print(f"\nDownstream tasks of {args.model} on {source}\n")
+    print(downstream_table({label: metrics}))
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(metrics, indent=2))
+        print(f"\nMetrics written to {args.output}")
+    return metrics
+
+
 def run_publish_command(args) -> dict:
     """`commercemm publish`: `commercemm_hf.publish.publish` with the token from `--token-env VAR` (else HF_TOKEN or
     the stored login); folder and token problems exit with a message.
@@ -251,6 +308,23 @@ def main(argv=None):
     ablation.add_argument("--variants", help="comma-separated substrings of variant names (default: all)")
     ablation.add_argument("--seed", type=int, default=0)
 
+    evaluate = commands.add_parser("evaluate", help="the 7 downstream tasks of a saved model")
+    evaluate.add_argument("model", help="a CommerceMM folder (pretrained or retrieval fine-tuned) or Hub id")
+    evaluate.add_argument("--categorization-model", help="a fine-tuned multi-class categorization folder (task 1)")
+    evaluate.add_argument("--attribute-model", help="a fine-tuned multi-label categorization folder (task 2)")
+    evaluate.add_argument("--image-text-file", help="one row per product (image, text, labels); default: demo catalog")
+    evaluate.add_argument("--omni-file", help="Omni rows (queries, other views, tagged posts) for tasks 5-7")
+    evaluate.add_argument("--split", default=None, help="split to read (demo catalog: train/validation/test)")
+    evaluate.add_argument("--image-column", default="image")
+    evaluate.add_argument("--text-column", default="text")
+    evaluate.add_argument("--label-column", default=None, help="label column of --image-text-file: one class per "
+                                                                "row (task 1) or a list of labels per row (task 2)")
+    evaluate.add_argument("--on-bad-rows", choices=("skip", "raise"), default="skip")
+    evaluate.add_argument("--num-products", type=int, default=400, help="demo catalog size (as the model was trained)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--output", help="write the metrics to this JSON file")
+
     publish = commands.add_parser("publish", help="write the model card and upload a Hub-ready folder")
     publish.add_argument("folder", help="a folder written by save_hub_folder (e.g. outputs/demo/commercemm-tiny-demo)")
     publish.add_argument("--repo-id", required=True, help="the Hub repository, ORG/NAME")
@@ -270,6 +344,8 @@ def main(argv=None):
         run_pretrain(args)
     elif args.command == "ablation":
         run_ablation_command(args)
+    elif args.command == "evaluate":
+        run_evaluate_command(args)
     elif args.command == "publish":
         run_publish_command(args)
 

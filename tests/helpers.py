@@ -102,3 +102,20 @@ def tiny_datasets(num_products: int = 12, seed: int = 0):
         "source_text": Value("string"), "source_image": ImageFeature(),
     })
     return Dataset.from_list(image_text, features=image_text_features), Dataset.from_list(omni, features=omni_features)
+
+
+def write_jsonl(dataset, folder, image_columns):
+    """Rows as JSON Lines with the images as PNG files beside them (paths relative to the file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "rows.jsonl"
+    with path.open("w") as handle:
+        for index, row in enumerate(dataset):
+            row = dict(row)
+            for column in image_columns:
+                if row[column] is not None:
+                    name = f"images/{column}_{index}.png"
+                    (folder / "images").mkdir(exist_ok=True)
+                    row[column].save(folder / name)
+                    row[column] = name
+            handle.write(json.dumps(row) + "\n")
+    return path

@@ -6,24 +6,9 @@ import pytest
 
 from commercemm_hf.cli import main, run_demo
 
-from helpers import tiny_datasets
+from helpers import tiny_datasets, write_jsonl
 
 
-def write_jsonl(dataset, folder, image_columns):
-    """Rows as JSON Lines with the images as PNG files beside them (paths relative to the file)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "rows.jsonl"
-    with path.open("w") as handle:
-        for index, row in enumerate(dataset):
-            row = dict(row)
-            for column in image_columns:
-                if row[column] is not None:
-                    name = f"images/{column}_{index}.png"
-                    (folder / "images").mkdir(exist_ok=True)
-                    row[column].save(folder / name)
-                    row[column] = name
-            handle.write(json.dumps(row) + "\n")
-    return path
 
 
 def test_pretrain_command_on_jsonl_files_saves_a_folder_and_resumes(tmp_path, capsys):
