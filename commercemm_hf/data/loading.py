@@ -341,8 +341,8 @@ def _load(source, split, plan: _Plan, optional: set[str], on_bad_rows: str, embe
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def load_image_text_dataset(source, split: str | None = None, image_column: str = "image",
-                            text_column: str | Sequence[str] = "text", label_column: str | None = None,
+def load_image_text_dataset(source, split: str | None = None, image_column: str | None = "image",
+                            text_column: str | Sequence[str] | None = "text", label_column: str | None = None,
                             product_id_column: str | None = None, on_bad_rows: str = "skip",
                             require_text: bool = True, embed_images: bool = False, image_root=None,
                             num_proc: int | None = None, max_warnings: int = 20, **load_kwargs) -> tuple[Dataset | DatasetDict, LoadReport]:
@@ -354,7 +354,8 @@ def load_image_text_dataset(source, split: str | None = None, image_column: str 
         split: one split to load (also datasets' slicing syntax for files and Hub datasets, e.g. "train[:100]").
             Without it a file gives a `Dataset`, anything with splits a `DatasetDict`.
         image_column, text_column, label_column, product_id_column: the source's column names; `text_column` may
-            list several columns (e.g. `["title", "description"]`) joined with ". ".
+            list several columns (e.g. `["title", "description"]`) joined with ". ". `image_column=None` or
+            `text_column=None` loads text-only or image-only rows (without that column).
         on_bad_rows: "skip" (warn, count in the report) or "raise" (a ValueError naming the first bad row).
         require_text: whether an empty text makes a row bad (else it becomes "").
         embed_images: store image bytes in the dataset instead of file paths (self-contained, larger).
@@ -378,22 +379,29 @@ def load_image_text_dataset(source, split: str | None = None, image_column: str 
         >>> rows.column_names, report.rows_kept, report.skipped[0].reason
         (['image', 'text'], {'train': 1}, 'text: empty text')
     """
-    inputs = {"image": [image_column], "text": _columns(text_column)}
-    features = {"image": Image(), "text": Value("string")}
+    if image_column is None and text_column is None:
+        raise ValueError("Image-text rows need an image column, a text column or both.")
+    inputs, features = {}, {}
+    if image_column is not None:
+        inputs["image"], features["image"] = [image_column], Image()
+    if text_column is not None:
+        inputs["text"], features["text"] = _columns(text_column), Value("string")
     if label_column is not None:
         inputs["label"], features["label"] = [label_column], Value("int64")  # replaced by the column's feature
     if product_id_column is not None:
         inputs["product_id"], features["product_id"] = [product_id_column], Value("string")
 
     def check_row(values: dict, images: _ImageChecker):
-        problems = []
-        image, problem = images(values["image"][0])
-        if problem:
-            problems.append(f"image: {problem}")
-        text = _joined_text(values["text"])
-        if text is None and require_text:
-            problems.append("text: empty text")
-        out = {"image": image, "text": text or ""}
+        problems, out = [], {}
+        if "image" in values:
+            out["image"], problem = images(values["image"][0])
+            if problem:
+                problems.append(f"image: {problem}")
+        if "text" in values:
+            text = _joined_text(values["text"])
+            if text is None and require_text:
+                problems.append("text: empty text")
+            out["text"] = text or ""
         if "label" in values:
             out["label"] = values["label"][0]
             if out["label"] is None:

@@ -71,6 +71,9 @@ class CommerceMMForProductCategorization(CommerceMMPreTrainedModel):
         torch.Size([1, 2])
     """
 
+    # the loss is a mean over the batch and takes no `num_items_in_batch`: Trainer must scale it itself
+    accepts_loss_kwargs = False
+
     def __init__(self, config: CommerceMMConfig):
         super().__init__(config)
         self.commercemm = CommerceMMModel(config)
@@ -127,6 +130,8 @@ class CommerceMMForRetrieval(CommerceMMPreTrainedModel):
         >>> out.logits.shape, out.loss is not None
         (torch.Size([2, 2]), True)
     """
+
+    accepts_loss_kwargs = False  # as for categorization: a batch-mean loss that Trainer scales
 
     def __init__(self, config: CommerceMMConfig):
         super().__init__(config)
