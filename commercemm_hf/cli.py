@@ -176,8 +176,7 @@ def run_ablation_command(args) -> dict:
     results = run_ablation(Path(args.output_dir), num_products=args.num_products, steps=args.steps,
                            batch_size=args.batch_size, seed=args.seed, variants=variants)
     print("\n" + ablation_table(results))
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(args.output_dir) / "ablation_results.json").write_text(json.dumps(results, indent=2))
+    print(f"\nResults: {Path(args.output_dir) / 'ablation_results.json'} (finished variants are kept; rerun to resume)")
     return results
 
 

@@ -6,6 +6,7 @@ subset of the 14 tasks, which is how the ablations are made); `zero_shot_metrics
 `run_ablation` pretrains the same model on the same data and steps with different task sets and tabulates the result.
 """
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -131,10 +132,21 @@ def mean_omni_recall_at_10(metrics: dict[str, float]) -> float:
 def run_ablation(output_dir, num_products: int = 400, steps: int = 300, batch_size: int = 32, seed: int = 0,
                  variants=None, show_progress: bool = False) -> dict[str, dict[str, float]]:
     """Pretrain the tiny preset from the same initial weights, on the same demo data and steps, once per variant of
-    `ABLATIONS`; return each variant's zero-shot metrics on the held-out products (plus `seconds`)."""
+    `ABLATIONS`; return each variant's zero-shot metrics on the held-out products (plus `seconds`).
+
+    Each finished variant is written at once to `output_dir/ablation_results.json`, and a variant already there for
+    the same settings is not run again, so a long ablation that stops resumes where it was."""
+    results_file = Path(output_dir) / "ablation_results.json"
+    settings = {"num_products": num_products, "steps": steps, "batch_size": batch_size, "seed": seed}
+    saved = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    done = saved.get("variants", {}) if saved.get("settings") == settings else {}
     demo = prepare_demo(num_products=num_products, seed=seed)
     results = {}
     for name in variants or ABLATIONS:
+        if name in done:
+            results[name] = done[name]
+            print(f"  {name}: mean Omni recall@10 {results[name]['mean_omni_recall@10']:.3f} (already measured)")
+            continue
         spec = ABLATIONS[name]
         torch.manual_seed(seed)
         model = CommerceMMForPreTraining(with_tasks(demo.config, spec["tasks"]))
@@ -146,6 +158,9 @@ def run_ablation(output_dir, num_products: int = 400, steps: int = 300, batch_si
         seconds = time.time() - started
         metrics = zero_shot_metrics(model.commercemm, demo.processor, demo.validation_omni, demo.validation_rows)
         results[name] = {**metrics, "mean_omni_recall@10": mean_omni_recall_at_10(metrics), "seconds": seconds}
+        done[name] = results[name]
+        results_file.parent.mkdir(parents=True, exist_ok=True)
+        results_file.write_text(json.dumps({"settings": settings, "variants": done}, indent=2))
         print(f"  {name}: mean Omni recall@10 {results[name]['mean_omni_recall@10']:.3f} ({seconds:.0f} s)", flush=True)
     return results
 
