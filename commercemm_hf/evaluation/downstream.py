@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .metrics import categorization_metrics
-from .zero_shot import embed, image_text_retrieval_metrics, omni_retrieval_metrics
+from .zero_shot import embed, image_text_retrieval_metrics, omni_retrieval_metrics, processed_batches
 
 
 DOWNSTREAM_TASKS = ("categorization", "attributes", "image_to_text", "text_to_image", "query_to_product",
@@ -61,14 +61,8 @@ def _as_names(values, names: list[str] | None) -> list:
 @torch.no_grad()
 def _head_logits(head, processor, images: Sequence, texts: Sequence[str], batch_size: int) -> torch.Tensor:
     head.eval()
-    device = next(head.parameters()).device
-    chunks = []
-    for start in range(0, len(texts), batch_size):
-        inputs = processor(images=list(images[start:start + batch_size]), text=list(texts[start:start + batch_size]),
-                           padding=True, truncation=True, return_tensors="pt")
-        inputs = {key: value.to(device) for key, value in inputs.items() if key != "token_type_ids"}
-        chunks.append(head(**inputs).logits.float().cpu())
-    return torch.cat(chunks)
+    return torch.cat([head(**inputs).logits.float().cpu()
+                      for inputs in processed_batches(head, processor, images, texts, batch_size)])
 
 
 def _label_prompt(name: str) -> str:

@@ -121,4 +121,19 @@ def _multi_relevant_metrics(scores: torch.Tensor, relevance: torch.Tensor, ks) -
     return metrics
 
 
-__all__ = ["gold_ranks", "relevant_in_rank_order", "retrieval_metrics"]
+def distinct_products(product_ids) -> tuple[list[int], torch.Tensor]:
+    """The row of each distinct product (its first row, in order of appearance) and, for every row, the index of its
+    product among them: the candidates and gold of "rank every product of the split" evaluations.
+
+    Example:
+        >>> distinct_products(["a", "b", "a"])
+        ([0, 1], tensor([0, 1, 0]))
+    """
+    first_row = {}
+    for row, product_id in enumerate(product_ids):
+        first_row.setdefault(product_id, row)
+    position = {product_id: index for index, product_id in enumerate(first_row)}
+    return list(first_row.values()), torch.tensor([position[product_id] for product_id in product_ids])
+
+
+__all__ = ["distinct_products", "gold_ranks", "relevant_in_rank_order", "retrieval_metrics"]

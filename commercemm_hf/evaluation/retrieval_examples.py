@@ -9,6 +9,7 @@ import textwrap
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .retrieval import distinct_products
 from .zero_shot import SOURCE_EMBEDDING, embed
 
 
@@ -34,12 +35,9 @@ def _thumbnail(image, size: int) -> Image.Image:
 def save_retrieval_examples(model, processor, omni_dataset, path, per_type: int = 2, top_k: int = 5,
                             batch_size: int = 64, **depths) -> str:
     """Draw `per_type` sources of each type in `omni_dataset` with their `top_k` retrieved products; save a PNG."""
-    product_ids = list(omni_dataset["product_id"])
-    first_row = {}
-    for row, product_id in enumerate(product_ids):
-        first_row.setdefault(product_id, row)
-    catalog = omni_dataset.select(list(first_row.values()))
-    catalog_ids = list(first_row)
+    product_rows, _ = distinct_products(omni_dataset["product_id"])
+    catalog = omni_dataset.select(product_rows)
+    catalog_ids = list(catalog["product_id"])
     product_embeds = embed(model, processor, catalog["image"], catalog["text"], "multimodal", batch_size, **depths)
     source_types = list(omni_dataset["source_type"])
     rows = []

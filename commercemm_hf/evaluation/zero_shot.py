@@ -11,10 +11,22 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
-from .retrieval import retrieval_metrics
+from .retrieval import distinct_products, retrieval_metrics
 
 
 SOURCE_EMBEDDING = {"query": "text", "view": "image", "post": "multimodal"}
+
+
+def processed_batches(model, processor, images: Sequence | None, texts: Sequence[str] | None, batch_size: int):
+    """Processor outputs for consecutive slices of `batch_size` items (images, texts or both), on `model`'s device."""
+    device = next(model.parameters()).device
+    count = len(texts) if images is None else len(images)
+    for start in range(0, count, batch_size):
+        part = slice(start, start + batch_size)
+        inputs = processor(images=list(images[part]) if images is not None else None,
+                           text=list(texts[part]) if texts is not None else None,
+                           padding=True, truncation=True, return_tensors="pt")
+        yield {key: value.to(device) for key, value in inputs.items() if key != "token_type_ids"}
 
 
 @torch.no_grad()
@@ -22,19 +34,11 @@ def embed(model, processor, images: Sequence | None = None, texts: Sequence[str]
           batch_size: int = 32, text_depth: int | None = None, image_depth: int | None = None,
           fusion_depth: int | None = None) -> torch.Tensor:
     """L2-normalised `(n, projection_dim)` embeddings of `kind` ("text", "image" or "multimodal") for n items."""
-    count = len(texts) if kind == "text" else len(images)
-    if kind == "multimodal" and len(texts) != count:
-        raise ValueError(f"Multimodal embeddings need one text per image: {count} images, {len(texts)} texts.")
-    device = next(model.parameters()).device
+    if kind == "multimodal" and len(texts) != len(images):
+        raise ValueError(f"Multimodal embeddings need one text per image: {len(images)} images, {len(texts)} texts.")
     chunks = []
-    for start in range(0, count, batch_size):
-        part = slice(start, start + batch_size)
-        inputs = processor(
-            images=list(images[part]) if kind != "text" else None,
-            text=list(texts[part]) if kind != "image" else None,
-            padding=True, truncation=True, return_tensors="pt",
-        )
-        inputs = {key: value.to(device) for key, value in inputs.items() if key != "token_type_ids"}
+    for inputs in processed_batches(model, processor, images if kind != "text" else None,
+                                    texts if kind != "image" else None, batch_size):
         if kind == "text":
             features = model.get_text_features(**inputs, text_depth=text_depth)
         elif kind == "image":
@@ -58,12 +62,8 @@ def omni_retrieval_metrics(model, processor, omni_dataset, batch_size: int = 32,
     product of `omni_dataset` (rows with `source_type`, `source_text`, `source_image`, `product_id`, `image`, `text`)."""
     was_training = model.training
     model.eval()
-    product_ids = omni_dataset["product_id"]
-    first_row = {}
-    for row, product_id in enumerate(product_ids):
-        first_row.setdefault(product_id, row)
-    catalog = omni_dataset.select(list(first_row.values()))
-    position = {product_id: index for index, product_id in enumerate(first_row)}
+    product_rows, product_of_row = distinct_products(omni_dataset["product_id"])
+    catalog = omni_dataset.select(product_rows)
     product_embeds = embed(model, processor, catalog["image"], catalog["text"], product_kind, batch_size, **depths)
     metrics = {}
     source_types = omni_dataset["source_type"]
@@ -74,7 +74,7 @@ def omni_retrieval_metrics(model, processor, omni_dataset, batch_size: int = 32,
         sources = omni_dataset.select(rows)
         source_embeds = embed(model, processor, sources["source_image"] if kind != "text" else None,
                               sources["source_text"] if kind != "image" else None, kind, batch_size, **depths)
-        gold = torch.tensor([position[product_id] for product_id in sources["product_id"]])
+        gold = product_of_row[rows]
         metrics.update(_named(retrieval_metrics(source_embeds @ product_embeds.t(), gold, ks=ks), f"{source_type}_to_product"))
     model.train(was_training)
     return metrics
@@ -95,4 +95,4 @@ def image_text_retrieval_metrics(model, processor, dataset, batch_size: int = 32
     return metrics
 
 
-__all__ = ["embed", "image_text_retrieval_metrics", "omni_retrieval_metrics"]
+__all__ = ["embed", "processed_batches", "image_text_retrieval_metrics", "omni_retrieval_metrics"]

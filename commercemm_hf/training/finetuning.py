@@ -640,28 +640,23 @@ class CommerceMMRetrievalTrainer(_HeadTrainerMixin, Trainer):
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         import time
 
-        from ..evaluation import retrieval_metrics
+        from ..evaluation.retrieval import distinct_products, retrieval_metrics
 
         rows = eval_dataset if eval_dataset is not None else self.eval_dataset
         if isinstance(rows, dict):
             return {key: value for name, part in rows.items()
                     for key, value in self.evaluate(part, ignore_keys, f"{metric_key_prefix}_{name}").items()}
         started = time.time()
-        product_ids = rows["product_id"]
-        first_row = {}
-        for index, product_id in enumerate(product_ids):
-            first_row.setdefault(product_id, index)
-        position = {product_id: rank for rank, product_id in enumerate(first_row)}
+        product_rows, gold = distinct_products(rows["product_id"])
         sources = self._embed(rows, "source", metric_key_prefix)
-        products = self._embed(rows.select(list(first_row.values())), "target", metric_key_prefix)
-        if sources.shape[0] != len(rows) or products.shape[0] != len(first_row):
+        products = self._embed(rows.select(product_rows), "target", metric_key_prefix)
+        if sources.shape[0] != len(rows) or products.shape[0] != len(product_rows):
             raise RuntimeError(f"Gathered {sources.shape[0]} source and {products.shape[0]} product embeddings for "
-                               f"{len(rows)} sources and {len(first_row)} products.")
-        gold = torch.tensor([position[product_id] for product_id in product_ids])
+                               f"{len(rows)} sources and {len(product_rows)} products.")
         metrics = retrieval_metrics(sources @ products.t(), gold, ks=(1, 5, 10))
         metrics = {f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}
         metrics[f"{metric_key_prefix}_num_queries"] = len(rows)
-        metrics[f"{metric_key_prefix}_num_products"] = len(first_row)
+        metrics[f"{metric_key_prefix}_num_products"] = len(product_rows)
         metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - started, 4)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
