@@ -1,5 +1,6 @@
-"""Evaluation helpers: categorization metrics that work offline (`metrics.py`), retrieval metrics with pessimistic tie-breaking (see `retrieval.py`) and zero-shot
-retrieval of a CommerceMM model (`zero_shot.py`).
+"""Evaluation helpers: categorization metrics that work offline (`metrics.py`), retrieval metrics with pessimistic
+tie-breaking (`retrieval.py`), zero-shot retrieval of a CommerceMM model (`zero_shot.py`) and the 7 downstream tasks
+(`downstream.py`).
 
 Example:
     >>> import torch
