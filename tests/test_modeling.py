@@ -87,6 +87,30 @@ def test_default_depth_choices_are_full_depth():
 
 # ----------------------------------------------------------------------------------------------------------- model
 
+@pytest.mark.parametrize("initializer_range, tells_texts_apart", [(None, True), (0.02, False)])
+def test_tiny_preset_embeddings_tell_inputs_apart_at_initialisation(initializer_range, tells_texts_apart):
+    # The demo's from-scratch pretraining only learns if distinct texts start with distinct embeddings: with BERT's
+    # 0.02 at width 128 the post-LN text [CLS] is one vector for every text (mean cosine 0.9998), and the contrastive
+    # losses collapse the image side onto it (that case is kept, so the test shows what it guards against).
+    overrides = {} if initializer_range is None else {"initializer_range": initializer_range}
+    config = CommerceMMConfig.from_preset("tiny", text_config={"vocab_size": 300}, **overrides)
+    torch.manual_seed(0)
+    model = CommerceMMModel(config).eval()
+    input_ids = torch.randint(5, 300, (8, 24))
+    input_ids[:, 0] = 2  # the same [CLS] token first, as a tokenizer gives
+    with torch.no_grad():
+        # one colour per image (normalised pixel values), so images differ as products do, not as noise does
+        out = model(input_ids=input_ids, pixel_values=torch.rand(8, 3, 1, 1).expand(8, 3, 64, 64) * 4 - 2)
+
+    def mean_cosine(embeds):
+        similarity = embeds @ embeds.t()
+        return float((similarity.sum() - similarity.diagonal().sum()) / (len(embeds) ** 2 - len(embeds)))
+
+    assert (mean_cosine(out.text_embeds) < 0.99) == tells_texts_apart, mean_cosine(out.text_embeds)
+    if tells_texts_apart:
+        assert mean_cosine(out.image_embeds) < 0.99 and mean_cosine(out.multimodal_embeds) < 0.99
+
+
 
 def test_forward_image_only_text_only_and_both(model):
     input_ids, attention_mask = text_batch()
