@@ -8,6 +8,7 @@ subset of the 14 tasks, which is how the ablations are made); `zero_shot_metrics
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,7 +136,8 @@ def run_ablation(output_dir, num_products: int = 400, steps: int = 300, batch_si
     `ABLATIONS`; return each variant's zero-shot metrics on the held-out products (plus `seconds`).
 
     Each finished variant is written at once to `output_dir/ablation_results.json`, and a variant already there for
-    the same settings is not run again, so a long ablation that stops resumes where it was."""
+    the same settings is not run again, so a long ablation that stops resumes where it was, and variants can run
+    in separate processes (`variants=`) that share one `output_dir`."""
     results_file = Path(output_dir) / "ablation_results.json"
     settings = {"num_products": num_products, "steps": steps, "batch_size": batch_size, "seed": seed}
     saved = json.loads(results_file.read_text()) if results_file.is_file() else {}
@@ -158,9 +160,13 @@ def run_ablation(output_dir, num_products: int = 400, steps: int = 300, batch_si
         seconds = time.time() - started
         metrics = zero_shot_metrics(model.commercemm, demo.processor, demo.validation_omni, demo.validation_rows)
         results[name] = {**metrics, "mean_omni_recall@10": mean_omni_recall_at_10(metrics), "seconds": seconds}
-        done[name] = results[name]
+        # re-read before writing: another process may have finished other variants into the same file meanwhile
+        saved = json.loads(results_file.read_text()) if results_file.is_file() else {}
+        done = {**(saved.get("variants", {}) if saved.get("settings") == settings else {}), name: results[name]}
         results_file.parent.mkdir(parents=True, exist_ok=True)
-        results_file.write_text(json.dumps({"settings": settings, "variants": done}, indent=2))
+        staging = results_file.with_suffix(f".{os.getpid()}.tmp")
+        staging.write_text(json.dumps({"settings": settings, "variants": done}, indent=2))
+        staging.replace(results_file)
         print(f"  {name}: mean Omni recall@10 {results[name]['mean_omni_recall@10']:.3f} ({seconds:.0f} s)", flush=True)
     return results
 
