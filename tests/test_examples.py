@@ -1,7 +1,8 @@
 """The example scripts (`examples/run_*.py`) end to end, in subprocesses, on a tiny slice of the demo catalog and on
 a user's JSON Lines files: results files, Hub-ready folders loaded with `pipeline(...)` in a fresh process without
-the package, resume, and a `torchrun --nproc_per_node=2` run."""
+the package, resume, a `torchrun --nproc_per_node=2` run and an `accelerate launch` run on CSV files."""
 
+import csv
 import json
 import math
 import os
@@ -275,3 +276,33 @@ def test_retrieval_under_torchrun_with_two_processes(tmp_path, env):
     # every validation query and product embedded once across the two processes, then ranked
     check_retrieval(metrics, "eval", num_queries=9, num_products=3)
     assert (output / "model.safetensors").exists()
+
+
+def test_categorization_on_csv_files_under_accelerate_launch_with_two_processes(tmp_path, env):
+    # CSV with image paths relative to the file (as for JSON Lines), launched the way `accelerate` users do
+    write_user_files(tmp_path / "data")
+    for split in ("train", "validation"):
+        rows = [json.loads(line) for line in (tmp_path / "data" / f"{split}.jsonl").read_text().splitlines()]
+        with open(tmp_path / "data" / f"{split}.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["sku", "title", "category", "photo"], extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    output = tmp_path / "accelerate"
+    # accelerate's `--cpu` runs ONE process (several only through mpirun); `--multi_gpu` is its torchrun launcher,
+    # which on a machine without GPUs the scripts turn into DDP over gloo
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               EXAMPLES / "run_categorization.py",
+               "--train_file", tmp_path / "data" / "train.csv", "--validation_file", tmp_path / "data" / "validation.csv",
+               "--image_column", "photo", "--text_column", "title", "--label_column", "category", "--max_steps", "2",
+               "--per_device_train_batch_size", "4", "--vocab_size", "300", "--disable_tqdm", "true",
+               "--output_dir", output]
+    result = run(command, env)
+    assert "Process rank: 1 of 2" in result.stdout + result.stderr
+    metrics = results(output)
+    # 14 good rows (one image is missing): 7 per process, 2 batches of 4 per epoch (one process would need 4)
+    assert metrics["epoch"] == pytest.approx(1.0)
+    check_categorization(metrics, "eval")
+    report = json.loads((output / "data_report.json").read_text())[str(tmp_path / "data" / "train.csv")]
+    assert report["rows_kept"] == 14 and report["rows_skipped"] == 1
+    assert json.loads((output / "config.json").read_text())["label2id"] == {"lamp": 0, "mug": 1}
