@@ -136,6 +136,7 @@ def run_pretrain(args) -> Path:
             tokenizer = train_commercemm_tokenizer(texts, vocab_size=args.vocab_size, model_max_length=64)
         config = (CommerceMMConfig.from_json_file(args.config) if args.config
                   else CommerceMMConfig.from_preset(args.preset, text_config={"vocab_size": len(tokenizer)}))
+        config = _from_scratch_initialization(config, args)
         base = None
         if args.text_backbone or args.vision_backbone:
             base = CommerceMMModel.from_text_vision_pretrained(
@@ -157,6 +158,23 @@ def run_pretrain(args) -> Path:
     folder = save_hub_folder(model.commercemm, processor, output / "model")
     print(f"Saved the Hub-ready folder {folder} (load it with AutoModel.from_pretrained(folder)).")
     return folder
+
+
+def _from_scratch_initialization(config, args):
+    """The weights' initial std: `--initializer-range` when given; from a preset without backbones, 1/sqrt(text
+    hidden size), since at BERT's 0.02 a narrow post-LN text [CLS] starts as one vector for every text and the
+    contrastive losses collapse onto it (README); otherwise the config's own value."""
+    from .modeling.configuration_commercemm import from_scratch_initializer_range
+
+    if args.initializer_range is not None:
+        config.initializer_range = args.initializer_range
+    elif not (args.config or args.text_backbone or args.vision_backbone):
+        scale = from_scratch_initializer_range(config)
+        if scale != config.initializer_range:
+            print(f"Training the {args.preset} preset from scratch: initializer_range {scale:.3f} = 1/sqrt(text "
+                  f"hidden size) instead of {config.initializer_range} (--initializer-range sets it).")
+            config.initializer_range = scale
+    return config
 
 
 def _backbone_path(name):
@@ -286,6 +304,8 @@ def main(argv=None):
     train.add_argument("--text-backbone", help="BERT/RoBERTa/XLM-R folder or Hub id to import ('minilm': the "
                                                "offline all-MiniLM-L6-v2 of the minilm extra)")
     train.add_argument("--vision-backbone", help="ViT or CLIP folder or Hub id to import")
+    train.add_argument("--initializer-range", type=float, default=None, help="std of the initial weights (default: "
+                       "1/sqrt(text hidden size) for a preset trained from scratch, else the config's value)")
     train.add_argument("--tokenizer", help="a tokenizer folder (default: the text backbone's, or one trained on the data)")
     train.add_argument("--vocab-size", type=int, default=8000)
     train.add_argument("--tasks", help="comma-separated subset of the 14 tasks (default: all)")

@@ -1,5 +1,6 @@
 """The command line: the demo end to end (tiny), and `commercemm pretrain` on a user's JSON Lines files with resume."""
 
+import argparse
 import json
 
 import pytest
@@ -22,12 +23,33 @@ def test_pretrain_command_on_jsonl_files_saves_a_folder_and_resumes(tmp_path, ca
     assert "image-text rows" in out and "Saved the Hub-ready folder" in out
     assert (tmp_path / "out" / "model" / "model.safetensors").exists()
     assert (tmp_path / "out" / "checkpoints" / "checkpoint-2").exists()
+    # the tiny preset already starts at 1/sqrt(128), so nothing to change or say
+    assert json.loads((tmp_path / "out" / "model" / "config.json").read_text())["initializer_range"] == pytest.approx(128 ** -0.5)
+    assert "from scratch: initializer_range" not in out
 
     main(common + ["--steps", "4", "--resume"])
     state = json.loads((tmp_path / "out" / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     # resumed, not restarted: only steps 3 and 4 ran (one log line each)
     assert capsys.readouterr().out.count("{'loss'") == 2
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], 384 ** -0.5),                                        # small from scratch: 1/sqrt(384), not BERT's 0.02
+    (["--initializer-range", "0.03"], 0.03),                  # the user's choice wins
+    (["--text-backbone", "minilm"], 0.02),                    # imported weights: the preset's value
+])
+def test_pretraining_from_scratch_starts_wide_enough(argv, expected, capsys):
+    from commercemm_hf import CommerceMMConfig
+    from commercemm_hf.cli import _from_scratch_initialization
+
+    args = argparse.Namespace(preset="small", config=None, text_backbone=None, vision_backbone=None,
+                              initializer_range=None)
+    for flag, value in zip(argv[::2], argv[1::2]):
+        setattr(args, flag[2:].replace("-", "_"), float(value) if flag == "--initializer-range" else value)
+    config = _from_scratch_initialization(CommerceMMConfig.from_preset("small"), args)
+    assert config.initializer_range == pytest.approx(expected)
+    assert ("from scratch: initializer_range" in capsys.readouterr().out) == (not argv)
 
 
 def test_pretrain_command_subset_of_tasks_and_bad_arguments(tmp_path):

@@ -152,6 +152,13 @@ class CommerceMMFusionConfig(CommerceMMStackConfig):
     num_hidden_layers: int = 6
 
 
+def from_scratch_initializer_range(config: "CommerceMMConfig") -> float:
+    """The initial weight std to train `config` from scratch: at least 1/sqrt(text hidden size). At BERT's 0.02 a
+    narrow post-LN text tower's [CLS] starts as one vector for every text, and the contrastive losses collapse the
+    other embeddings onto it (the `small` / `base` presets keep 0.02 for imported backbones)."""
+    return max(config.initializer_range, 1 / math.sqrt(config.text_config.hidden_size))
+
+
 # Presets: `tiny` for tests and the CPU demo, `small` matches all-MiniLM-L6-v2's text tower so its weights import,
 # `base` is the paper's scale (ViT-B/16 image tower, XLM-R-base text tower, 6-layer fusion).
 _TINY_STACK = dict(hidden_size=128, num_attention_heads=4, intermediate_size=512, num_hidden_layers=4)

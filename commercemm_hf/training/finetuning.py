@@ -44,7 +44,7 @@ from datasets import Dataset, DatasetDict
 from transformers import HfArgumentParser, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..modeling.configuration_commercemm import PRESETS, CommerceMMConfig
+from ..modeling.configuration_commercemm import PRESETS, CommerceMMConfig, from_scratch_initializer_range
 from ..modeling.modeling_commercemm_tasks import RETRIEVAL_TASKS, CommerceMMForRetrieval
 from .collators import stable_id
 
@@ -466,6 +466,8 @@ def load_model_and_processor(model_args: ModelArguments, model_class, texts: Cal
                                                    model_max_length=model_args.max_seq_length)
         config = CommerceMMConfig.from_preset(name, text_config={"vocab_size": len(tokenizer)}, **config_overrides)
         config = config_transform(config) if config_transform else config
+        if "initializer_range" not in config_overrides:  # from scratch: see from_scratch_initializer_range
+            config.initializer_range = from_scratch_initializer_range(config)
         model = model_class(config)
         size = config.vision_config.image_size
         processor = CommerceMMProcessor(
