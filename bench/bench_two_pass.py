@@ -65,17 +65,17 @@ def task_selection_losses(model, it_batch, om_batch, backward=True):
 
 
 def _masked_pair(model, batch, with_teacher):
-    """Fusion [CLS]/tokens of the masked pairs (masked text + masked image), and the clean image [CLS] for the MIM
-    teacher (no gradient: the target needs none) when asked."""
+    """Fusion [CLS]/tokens of the masked pairs (masked text + masked image), and the clean image's hidden states for
+    the MIM teacher (no gradient: the target needs none) when asked."""
     cm = model.commercemm
     text = cm.encode_text(batch["mlm_input_ids"], batch["attention_mask"])
     image = cm.encode_image(batch["pixel_values"], batch["bool_masked_pos"])
     fused = cm.fusion_model(image.last_hidden_state, text.last_hidden_state, batch["attention_mask"])
-    clean_cls = None
+    clean_image = None
     if with_teacher:
         with torch.no_grad():
-            clean_cls = cm.encode_image(batch["pixel_values"]).last_hidden_state[:, 0]
-    return fused.last_hidden_state, image.last_hidden_state.shape[1], clean_cls
+            clean_image = cm.encode_image(batch["pixel_values"]).last_hidden_state
+    return fused.last_hidden_state, image.last_hidden_state.shape[1], clean_image
 
 
 def _mlm_loss(model, batch):
@@ -85,23 +85,12 @@ def _mlm_loss(model, batch):
     return F.cross_entropy(model.mlm_head(text_tokens[positions]).float(), batch["mlm_labels"][positions])
 
 
-def _mim_kl_loss(model, batch):
-    config = model.config
-    tokens, _, clean_cls = _masked_pair(model, batch, with_teacher=True)
-    with torch.no_grad():
-        teacher_logits = model.mim_teacher_head(clean_cls, model.mim_prototypes)
-        teacher_probs = F.softmax((teacher_logits - model.mim_center) / config.mim_teacher_temperature, dim=-1)
-        if model.training:  # the same centre update as the model's MIM-kl
-            center = teacher_logits.mean(dim=0)
-            model.mim_center.mul_(config.mim_center_momentum).add_(center, alpha=1 - config.mim_center_momentum)
-    student = F.log_softmax(model.mim_kl_head(tokens[:, 0], model.mim_prototypes) / config.mim_student_temperature, -1)
-    return F.kl_div(student, teacher_probs, reduction="batchmean")
-
-
-def _mim_fr_loss(model, batch):
-    tokens, _, clean_cls = _masked_pair(model, batch, with_teacher=True)
-    predicted = F.normalize(model.mim_fr_head(tokens[:, 0]), dim=-1)
-    return (2 - 2 * (predicted * F.normalize(clean_cls, dim=-1)).sum(-1)).mean()
+def _mim_loss(model, batch, task):
+    """MIM-kl or MIM-fr alone: this pass's own encoder calls, then the model's MIM heads and targets (teacher,
+    centring and its update) on them."""
+    tokens, _, clean_image = _masked_pair(model, batch, with_teacher=True)
+    losses, _ = model._mim_losses(tokens[:, 0], batch["pixel_values"], clean_image, {task})
+    return losses[task]
 
 
 def _omni_loss(model, batch, source_kind, target_kind):
@@ -193,8 +182,8 @@ def minimal_losses(model, it_batch, om_batch, backward=True):
             losses[task] = loss.detach()
     finally:
         model.config.loss_weights = saved
-    for task, function in (("mlm", _mlm_loss), ("mim_kl", _mim_kl_loss), ("mim_fr", _mim_fr_loss)):
-        loss = function(model, it_batch)
+    for task in ("mlm", "mim_kl", "mim_fr"):
+        loss = _mlm_loss(model, it_batch) if task == "mlm" else _mim_loss(model, it_batch, task)
         if backward:
             loss.backward()
         losses[task] = loss.detach()
