@@ -120,11 +120,10 @@ def main():
         for batch in (INFER_BATCH, 1):
             query = timings[(threads, "query", batch)]
             full, half = query["full"]["median_s"] * 1e3, query["half text"]["median_s"] * 1e3
-            goal = 1.8 if batch == INFER_BATCH else None
-            rows.append(common.ratio_row("6" if goal else "6 info", f"half text depth query speed-up, batch {batch} "
-                                         "(ours = half, peer = full)", threads, half, full, None, "ms"))
-            rows[-1].update(ratio=full / half, goal=">=1.8x" if goal else None,
-                            met=(full / half >= goal) if goal else None)
+            headline = batch == INFER_BATCH  # the target's row; batch 1 is reported for information
+            rows.append(common.row("6" if headline else "6 info", f"half text depth query speed-up, batch {batch} "
+                                   "(ours = half, peer = full)", threads, half, full, full / half,
+                                   ">=1.8x" if headline else None, (full / half >= 1.8) if headline else None, "ms"))
         tables.append(depth_table(timings, recall, threads))
     for name, values in recall.items():
         rows.append(common.row("6 info", f"demo zero-shot R@10 at {name} depths {values['depths']} (query | Omni)",
