@@ -34,22 +34,20 @@ def test_pretrain_command_on_jsonl_files_saves_a_folder_and_resumes(tmp_path, ca
     assert capsys.readouterr().out.count("{'loss'") == 2
 
 
-@pytest.mark.parametrize("argv, expected", [
-    ([], 384 ** -0.5),                                        # small from scratch: 1/sqrt(384), not BERT's 0.02
-    (["--initializer-range", "0.03"], 0.03),                  # the user's choice wins
-    (["--text-backbone", "minilm"], 0.02),                    # imported weights: the preset's value
+@pytest.mark.parametrize("options, expected", [
+    ({}, 384 ** -0.5),                                        # small from scratch: 1/sqrt(384), not BERT's 0.02
+    ({"initializer_range": 0.03}, 0.03),                      # the user's choice wins
+    ({"text_backbone": "minilm"}, 0.02),                      # imported weights: the preset's value
 ])
-def test_pretraining_from_scratch_starts_wide_enough(argv, expected, capsys):
+def test_pretraining_from_scratch_starts_wide_enough(options, expected, capsys):
     from commercemm_hf import CommerceMMConfig
     from commercemm_hf.cli import _from_scratch_initialization
 
-    args = argparse.Namespace(preset="small", config=None, text_backbone=None, vision_backbone=None,
-                              initializer_range=None)
-    for flag, value in zip(argv[::2], argv[1::2]):
-        setattr(args, flag[2:].replace("-", "_"), float(value) if flag == "--initializer-range" else value)
+    args = argparse.Namespace(**{"preset": "small", "config": None, "text_backbone": None, "vision_backbone": None,
+                                 "initializer_range": None, **options})
     config = _from_scratch_initialization(CommerceMMConfig.from_preset("small"), args)
     assert config.initializer_range == pytest.approx(expected)
-    assert ("from scratch: initializer_range" in capsys.readouterr().out) == (not argv)
+    assert ("from scratch: initializer_range" in capsys.readouterr().out) == (not options)
 
 
 def test_pretrain_command_subset_of_tasks_and_bad_arguments(tmp_path):
