@@ -125,9 +125,10 @@ def mlm_mask(input_ids, generator=None, probability=0.15):
 
 
 def patch_mask(batch, ratio=0.5, generator=None):
-    """Exactly `ratio` of the patches of each image masked (as CommerceMMPretrainingCollator does)."""
-    ranks = torch.rand(batch, NUM_PATCHES, generator=generator).argsort(dim=1).argsort(dim=1)
-    return ranks < max(1, round(ratio * NUM_PATCHES))
+    """Exactly `ratio` of the patches of each image masked, with CommerceMMPretrainingCollator's own function."""
+    from commercemm_hf.training.collators import random_patch_mask
+
+    return random_patch_mask(batch, NUM_PATCHES, ratio, generator)
 
 
 def image_text_batch(batch=TRAIN_BATCH, seed=0):

@@ -28,6 +28,19 @@ def _column(features: Sequence[dict], name: str, kind: str) -> list:
         raise ValueError(f"{kind} rows need a {name!r} column; got columns {sorted(features[0])}.") from None
 
 
+def random_patch_mask(batch_size: int, num_patches: int, ratio: float,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """`(batch_size, num_patches)` MIM mask with exactly `max(1, round(ratio * num_patches))` random patches per image.
+
+    Example:
+        >>> random_patch_mask(2, 4, 0.5, torch.Generator().manual_seed(0)).sum(dim=1).tolist()
+        [2, 2]
+    """
+    num_masked = max(1, round(ratio * num_patches))
+    ranks = torch.rand(batch_size, num_patches, generator=generator).argsort(dim=1).argsort(dim=1)
+    return ranks < num_masked
+
+
 class CommerceMMPretrainingCollator:
     """Batches image-text rows for the image-text pass and masks them for MLM (15%, 80/10/10) and MIM (a high
     share of patches).
@@ -90,11 +103,8 @@ class CommerceMMPretrainingCollator:
         special = torch.isin(input_ids, self.special_ids) | batch["attention_mask"].eq(0)
         self.mlm_masker.generator = generator
         mlm_input_ids, mlm_labels = self.mlm_masker.torch_mask_tokens(input_ids.clone(), special_tokens_mask=special)
-        batch_size = input_ids.shape[0]
-        num_masked = max(1, round(self.config.mim_mask_ratio * self.num_patches))
-        # exactly `num_masked` random patches per image
-        ranks = torch.rand(batch_size, self.num_patches, generator=generator).argsort(dim=1).argsort(dim=1)
-        return {**batch, "mlm_input_ids": mlm_input_ids, "mlm_labels": mlm_labels, "bool_masked_pos": ranks < num_masked}
+        bool_masked_pos = random_patch_mask(input_ids.shape[0], self.num_patches, self.config.mim_mask_ratio, generator)
+        return {**batch, "mlm_input_ids": mlm_input_ids, "mlm_labels": mlm_labels, "bool_masked_pos": bool_masked_pos}
 
     def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
         batch = self.encode(features)
@@ -148,4 +158,4 @@ class CommerceMMOmniCollator:
         return batch
 
 
-__all__ = ["CommerceMMOmniCollator", "CommerceMMPretrainingCollator", "stable_id"]
+__all__ = ["CommerceMMOmniCollator", "CommerceMMPretrainingCollator", "random_patch_mask", "stable_id"]
