@@ -170,9 +170,10 @@ def test_truncate_gives_the_same_outputs_and_saves_alone(tokenizer, tmp_path):
 
 def make_trainer(tokenizer, processor, data, output_dir, max_steps=6, callbacks=None, **arguments):
     image_text, omni = data
+    arguments = {"logging_steps": 1, "save_steps": 3, **arguments}
     args = TrainingArguments(
-        output_dir, max_steps=max_steps, per_device_train_batch_size=4, logging_steps=1, save_steps=3,
-        report_to=[], seed=0, learning_rate=1e-3, use_cpu=True, disable_tqdm=True, **arguments,
+        output_dir, max_steps=max_steps, per_device_train_batch_size=4, report_to=[], seed=0, learning_rate=1e-3,
+        use_cpu=True, disable_tqdm=True, **arguments,
     )
     return CommerceMMPretrainingTrainer(
         model=new_model(tokenizer), args=args, train_dataset=image_text, omni_dataset=omni, processor=processor,

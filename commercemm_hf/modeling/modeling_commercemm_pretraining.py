@@ -79,11 +79,14 @@ def contrastive_loss(
     distributed = _world()[1] > 1
     exchange_gradient = distributed and torch.is_grad_enabled() and candidates.requires_grad
     if exchange_gradient:
-        all_candidates = all_candidates.requires_grad_(True)  # a leaf standing for every process's candidates
+        # a leaf standing for every process's candidates, in fp32 so that its gradient cannot underflow
+        all_candidates = all_candidates.float().requires_grad_(True)
     if queries.shape[0] == 0:
         loss = (queries.sum() + all_candidates.sum()) * 0.0
     else:
-        logits = queries @ all_candidates.t() * logit_scale
+        # fp32 logits: under fp16/bf16 autocast the candidates' gradient below is taken on the unscaled loss, where
+        # half precision would underflow; the surrogate then carries it into the loss that the grad scaler scales
+        logits = queries.float() @ all_candidates.float().t() * logit_scale.float()
         targets = torch.arange(queries.shape[0], device=queries.device) + offset
         if query_ids is not None and candidate_ids is not None:
             all_ids, _ = gather_rows(candidate_ids)
@@ -102,8 +105,25 @@ def contrastive_loss(
     candidate_grad = candidate_grad.contiguous()
     dist.all_reduce(candidate_grad)
     local_grad = candidate_grad[offset: offset + candidates.shape[0]]
-    surrogate = (candidates * local_grad).sum()
+    surrogate = (candidates.float() * local_grad.float()).sum()
     return loss + surrogate - surrogate.detach()
+
+
+def sample_in_proportion(weights: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One column index per row of `weights` (non-negative, each row with a positive sum), drawn in proportion to the
+    row's weights, like `torch.multinomial(weights, 1)`.
+
+    The uniforms come from `generator` on the generator's own device, from the shape alone, and then move to the
+    weights' device: `torch.multinomial(cuda_weights, generator=cpu_generator)` raises on CUDA, and a CPU generator
+    seeded by the training step then draws the same negatives on every device.
+    """
+    source = generator.device if generator is not None else weights.device
+    uniforms = torch.rand(weights.shape[0], 1, generator=generator, device=source).to(weights.device, non_blocking=True)
+    cumulative = weights.float().cumsum(dim=1)
+    total = cumulative[:, -1:]
+    # strictly below the row's total, so a trailing zero-weight column can never be drawn
+    targets = torch.minimum(uniforms * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cumulative, targets, right=True).squeeze(1)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -340,11 +360,11 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
                 weights = similarity.softmax(dim=1) if config.itm_hard_negatives else torch.ones_like(similarity)
                 weights = weights.masked_fill(forbidden, 0.0)
                 weights[~can_sample] = 1.0  # rows with no candidate keep a dummy distribution and are dropped below
-                negative_text = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+                negative_text = sample_in_proportion(weights, generator)
                 weights_t = similarity.t().softmax(dim=1) if config.itm_hard_negatives else torch.ones_like(similarity)
                 weights_t = weights_t.masked_fill(forbidden.t(), 0.0)
                 weights_t[~can_sample] = 1.0
-                negative_image = torch.multinomial(weights_t, 1, generator=generator).squeeze(1)
+                negative_image = sample_in_proportion(weights_t, generator)
             keep = can_sample
             fusion_images += [clean_image, clean_image[keep], clean_image[negative_image[keep]]]
             fusion_texts += [clean_text, clean_text[negative_text[keep]], clean_text[keep]]

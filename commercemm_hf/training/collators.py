@@ -11,7 +11,6 @@ import hashlib
 from collections.abc import Sequence
 
 import torch
-from transformers import DataCollatorForLanguageModeling
 
 from ..modeling.configuration_commercemm import CommerceMMConfig
 
@@ -28,16 +27,41 @@ def _column(features: Sequence[dict], name: str, kind: str) -> list:
         raise ValueError(f"{kind} rows need a {name!r} column; got columns {sorted(features[0])}.") from None
 
 
-def random_patch_mask(batch_size: int, num_patches: int, ratio: float,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """`(batch_size, num_patches)` MIM mask with exactly `max(1, round(ratio * num_patches))` random patches per image.
+def shape_draws(generator: torch.Generator | None, *shape: int, device: torch.device | str | None = None,
+                high: int | None = None) -> torch.Tensor:
+    """Uniform floats in [0, 1) (or integers in [0, high)) of `shape`, drawn on the generator's own device and then
+    moved to `device` (where the batch lives).
+
+    Every random number of a training step is drawn this way, from shapes alone: no generator ever meets a tensor
+    of another device (CUDA ops refuse a CPU generator), a CPU generator seeded by the step draws the same numbers
+    whether the batch is on the CPU or a GPU (so a GPU run starts with the CPU run's masks), and nothing is copied
+    back from the device. The host-to-device copy of these few numbers is asynchronous.
+
+    Example:
+        >>> shape_draws(torch.Generator().manual_seed(0), 2, 3).shape
+        torch.Size([2, 3])
+        >>> int(shape_draws(torch.Generator().manual_seed(0), 4, high=5).max()) < 5
+        True
+    """
+    source = generator.device if generator is not None else torch.device("cpu")
+    if high is None:
+        values = torch.rand(shape, generator=generator, device=source)
+    else:
+        values = torch.randint(high, shape, generator=generator, device=source)
+    return values.to(device if device is not None else source, non_blocking=True)
+
+
+def random_patch_mask(batch_size: int, num_patches: int, ratio: float, generator: torch.Generator | None = None,
+                      device: torch.device | str | None = None) -> torch.Tensor:
+    """`(batch_size, num_patches)` MIM mask with exactly `max(1, round(ratio * num_patches))` random patches per image,
+    on `device` (see `shape_draws`).
 
     Example:
         >>> random_patch_mask(2, 4, 0.5, torch.Generator().manual_seed(0)).sum(dim=1).tolist()
         [2, 2]
     """
     num_masked = max(1, round(ratio * num_patches))
-    ranks = torch.rand(batch_size, num_patches, generator=generator).argsort(dim=1).argsort(dim=1)
+    ranks = shape_draws(generator, batch_size, num_patches, device=device).argsort(dim=1).argsort(dim=1)
     return ranks < num_masked
 
 
@@ -51,10 +75,15 @@ class CommerceMMPretrainingCollator:
 
     Example:
         >>> from PIL import Image
-        >>> from commercemm_hf import CommerceMMConfig, CommerceMMProcessor
-        >>> # processor = CommerceMMProcessor(...)   # see the README
-        >>> # collator = CommerceMMPretrainingCollator(processor, CommerceMMConfig.from_preset("tiny"), seed=0)
-        >>> # batch = collator([{"image": Image.new("RGB", (80, 60)), "text": "red mug"}])
+        >>> from commercemm_hf import CommerceMMImageProcessor, CommerceMMProcessor, train_commercemm_tokenizer
+        >>> tokenizer = train_commercemm_tokenizer(["red ceramic mug", "blue cotton shirt"] * 10, vocab_size=300)
+        >>> config = CommerceMMConfig.from_preset("tiny", text_config={"vocab_size": len(tokenizer)})
+        >>> size = {"height": 64, "width": 64}
+        >>> processor = CommerceMMProcessor(CommerceMMImageProcessor(size={"shortest_edge": 64}, crop_size=size), tokenizer)
+        >>> collator = CommerceMMPretrainingCollator(processor, config, seed=0)
+        >>> batch = collator([{"image": Image.new("RGB", (80, 60)), "text": "red ceramic mug"}])
+        >>> sorted(batch)
+        ['attention_mask', 'bool_masked_pos', 'input_ids', 'mlm_input_ids', 'mlm_labels', 'pixel_values']
     """
 
     def __init__(self, processor, config: CommerceMMConfig, masking: bool = True, seed: int | None = 0,
@@ -71,13 +100,14 @@ class CommerceMMPretrainingCollator:
             )
         if tokenizer.mask_token_id is None:
             raise ValueError("MLM needs a tokenizer with a mask token ([MASK] / <mask>).")
-        # transformers' own MLM masking (80% [MASK], 10% random token, 10% unchanged), driven by our generator
-        self.mlm_masker = DataCollatorForLanguageModeling(
-            tokenizer,
-            mlm_probability=config.mlm_probability,
-            mask_replace_prob=config.mlm_mask_token_ratio,
-            random_replace_prob=config.mlm_random_token_ratio,
-        )
+        # BERT's MLM masking (80% [MASK], 10% random token, 10% unchanged), as transformers'
+        # DataCollatorForLanguageModeling does it, but drawn with `shape_draws` on any device: transformers' version
+        # builds its probability matrices on the CPU, so a CUDA batch would need a round trip through the host
+        self.mlm_probability = config.mlm_probability
+        self.mask_replace_prob = config.mlm_mask_token_ratio
+        self.random_replace_prob = config.mlm_random_token_ratio
+        self.mask_token_id = tokenizer.mask_token_id
+        self.vocab_size = len(tokenizer)
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         vision = config.vision_config
@@ -97,13 +127,22 @@ class CommerceMMPretrainingCollator:
         return batch
 
     def mask(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Add `mlm_input_ids`, `mlm_labels` and `bool_masked_pos` to an encoded batch."""
+        """Add `mlm_input_ids`, `mlm_labels` and `bool_masked_pos` to an encoded batch, on the batch's device.
+
+        """
         generator = generator if generator is not None else self.generator
         input_ids = batch["input_ids"]
-        special = torch.isin(input_ids, self.special_ids) | batch["attention_mask"].eq(0)
-        self.mlm_masker.generator = generator
-        mlm_input_ids, mlm_labels = self.mlm_masker.torch_mask_tokens(input_ids.clone(), special_tokens_mask=special)
-        bool_masked_pos = random_patch_mask(input_ids.shape[0], self.num_patches, self.config.mim_mask_ratio, generator)
+        device, (batch_size, length) = input_ids.device, input_ids.shape
+        special = torch.isin(input_ids, self.special_ids.to(device)) | batch["attention_mask"].eq(0)
+        select, replace, randomize = shape_draws(generator, 3, batch_size, length, device=device)
+        random_tokens = shape_draws(generator, batch_size, length, device=device, high=self.vocab_size)
+        selected = (select < self.mlm_probability) & ~special
+        replaced = selected & (replace < self.mask_replace_prob)
+        remaining = 1.0 - self.mask_replace_prob  # of the selected tokens not replaced by [MASK], the share randomised
+        randomized = selected & ~replaced & (randomize < (self.random_replace_prob / remaining if remaining > 0 else 0.0))
+        mlm_input_ids = torch.where(replaced, self.mask_token_id, torch.where(randomized, random_tokens, input_ids))
+        mlm_labels = input_ids.masked_fill(~selected, -100)
+        bool_masked_pos = random_patch_mask(batch_size, self.num_patches, self.config.mim_mask_ratio, generator, device)
         return {**batch, "mlm_input_ids": mlm_input_ids, "mlm_labels": mlm_labels, "bool_masked_pos": bool_masked_pos}
 
     def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
@@ -158,4 +197,4 @@ class CommerceMMOmniCollator:
         return batch
 
 
-__all__ = ["CommerceMMOmniCollator", "CommerceMMPretrainingCollator", "random_patch_mask", "stable_id"]
+__all__ = ["CommerceMMOmniCollator", "CommerceMMPretrainingCollator", "random_patch_mask", "shape_draws", "stable_id"]

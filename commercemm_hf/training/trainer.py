@@ -15,6 +15,8 @@ What `Trainer` does not do by itself, and this class adds:
 * every loss logged under its own name (`mlm_loss`, ..., `omni_multimodal_to_multimodal_loss`).
 """
 
+import contextlib
+import functools
 import json
 import logging
 import math
@@ -23,9 +25,10 @@ import shutil
 from collections import defaultdict
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
+from accelerate.utils import DistributedType
 from transformers import Trainer
+from transformers.distributed.fsdp import is_fsdp_managed_module
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..modeling.configuration_commercemm import IMAGE_TEXT_TASKS, OMNI_TASKS, PRETRAINING_TASKS
@@ -43,12 +46,6 @@ def _seed(*parts: int) -> int:
     for part in parts:
         value = (value * 1_000_003 + int(part)) % (2**63 - 1)
     return value
-
-
-def _rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def sample_depths(config, seed: int, step: int, enabled: bool = True) -> dict[str, int | None]:
@@ -123,8 +120,8 @@ class CommerceMMPretrainingTrainer(Trainer):
     # ------------------------------------------------------------------------------------------ the Omni stream
 
     def _omni_loader(self, epoch: int, skip_batches: int) -> DataLoader:
-        rank, world_size = _rank_and_world()
-        sampler = DistributedSampler(self.omni_dataset, num_replicas=world_size, rank=rank, shuffle=True,
+        sampler = DistributedSampler(self.omni_dataset, num_replicas=self.args.world_size, rank=self.args.process_index,
+                                     shuffle=True,
                                      seed=self.args.seed)
         sampler.set_epoch(epoch)
         indices = list(sampler)[skip_batches * self.omni_batch_size:]
@@ -149,32 +146,66 @@ class CommerceMMPretrainingTrainer(Trainer):
     # ------------------------------------------------------------------------------------------ the two passes
 
     def _step_generator(self) -> torch.Generator:
+        """A CPU generator seeded by (seed, step, micro-step, rank). Every draw from it is made from shapes alone and
+        moved to the batch's device (`shape_draws`), so it serves a batch on any device and a resumed run draws what
+        the uninterrupted run drew."""
         if self._micro_step_of != self.state.global_step:
             self._micro_step_of, self._micro_step = self.state.global_step, 0
-        rank, _ = _rank_and_world()
-        generator = torch.Generator().manual_seed(_seed(self.args.seed, self.state.global_step, self._micro_step, rank))
+        generator = torch.Generator().manual_seed(
+            _seed(self.args.seed, self.state.global_step, self._micro_step, self.args.process_index))
         self._micro_step += 1
         return generator
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        model.train()
+        """Two forward/backward passes: the image-text batch (`inputs`, masked here on its own device) and the next
+        Omni batch. Each pass is `Trainer.training_step` itself (gradient-accumulation scaling, DeepSpeed, the
+        multi-GPU mean, schedule-free optimizers, cache emptying, ...); gradients are synchronised, and DeepSpeed's
+        engine steps, on the last pass of the step only."""
         generator = self._step_generator()
         depths = sample_depths(self.model.config, self.args.seed, self.state.global_step, self.modality_randomization)
-        cpu_inputs = {key: value.cpu() if torch.is_tensor(value) else value for key, value in inputs.items()}
         active = self.model.active_tasks()
         passes = []
         if active & set(IMAGE_TEXT_TASKS):
-            passes.append((self._prepare_inputs(self.data_collator.mask(cpu_inputs, generator)), {"generator": generator}))
+            passes.append({**self.data_collator.mask(inputs, generator), "generator": generator, **depths})
         if active & set(OMNI_TASKS):
-            passes.append((self._prepare_inputs(self.next_omni_batch()), {}))
-        accumulation = self.current_gradient_accumulation_steps
-        total = 0.0
-        for batch, extra in passes:
-            with self.compute_loss_context_manager():
-                outputs = model(**batch, **depths, **extra)
-            loss = outputs.loss / accumulation
-            self.accelerator.backward(loss)
-            total = total + loss.detach()
+            passes.append({**self.next_omni_batch(), **depths})
+        total = None
+        for index, batch in enumerate(passes):
+            with self._gradient_sync(model, last_pass=index == len(passes) - 1):
+                loss = super().training_step(model, batch, num_items_in_batch)
+            total = loss if total is None else total + loss
+        return total
+
+    @contextlib.contextmanager
+    def _gradient_sync(self, model, last_pass: bool):
+        """Hold back gradient synchronisation during every pass but the last of a synchronising micro-step.
+
+        `Trainer` decides per micro-step whether gradients are synchronised (`accelerator.sync_gradients`, DDP /
+        FSDP `no_sync` around non-final micro-steps). Within a synchronising micro-step, the first pass must not
+        synchronise either: DDP would all-reduce twice, and DeepSpeed's engine, which steps at every backward made
+        with `sync_gradients=True`, would take two optimizer and scheduler steps. The choice of context follows
+        `Trainer._inner_training_loop`.
+        """
+        syncing = self.accelerator.sync_gradients
+        if last_pass or not syncing:
+            yield
+            return
+        self.accelerator.gradient_state._set_sync_gradients(False)
+        try:
+            if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+                context = contextlib.nullcontext  # the engine reads sync_gradients (its accumulation boundary)
+            elif self.is_distributed_loading_by_transformers and is_fsdp_managed_module(self.model):
+                context = self._defer_fsdp_gradient_reduction
+            else:
+                context = functools.partial(self.accelerator.no_sync, model=model)
+            with context():
+                yield
+        finally:
+            self.accelerator.gradient_state._set_sync_gradients(syncing)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        if model.training:
             logged = {f"{task}_loss": value for task, value in outputs.losses.items()}
             for name in ("mim_kl_target_entropy", "mim_kl_target_usage_entropy", "itm_accuracy"):
                 if outputs.get(name) is not None:
@@ -182,10 +213,6 @@ class CommerceMMPretrainingTrainer(Trainer):
             for name, value in logged.items():
                 self._task_loss_sums[name] += float(value.detach())
                 self._task_loss_counts[name] += 1
-        return total
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**inputs)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -213,7 +240,10 @@ class CommerceMMPretrainingTrainer(Trainer):
             del self._get_output_dir
         if self.args.should_save:
             with open(os.path.join(staged, STATE_FILE), "w") as handle:
-                json.dump({"omni_position": self.omni_position, "global_step": self.state.global_step}, handle)
+                # the per-task loss sums since the last log go along, so the first log after a resume averages the
+                # same micro-steps as the uninterrupted run's
+                json.dump({"omni_position": self.omni_position, "global_step": self.state.global_step,
+                           "task_loss_sums": self._task_loss_sums, "task_loss_counts": self._task_loss_counts}, handle)
         self._barrier()
         if self.args.should_save:
             if os.path.exists(final):
@@ -233,8 +263,7 @@ class CommerceMMPretrainingTrainer(Trainer):
                            best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
 
     def _barrier(self):
-        if dist.is_available() and dist.is_initialized():
-            dist.barrier()
+        self.accelerator.wait_for_everyone()
 
     def train(self, resume_from_checkpoint=None, **kwargs):
         if resume_from_checkpoint is True or isinstance(resume_from_checkpoint, str):
@@ -249,11 +278,35 @@ class CommerceMMPretrainingTrainer(Trainer):
                     "so the Omni stream's position is unknown."
                 )
             with open(state_file) as handle:
-                self.omni_position = json.load(handle)["omni_position"]
+                state = json.load(handle)
+            self.omni_position = state["omni_position"]
+            self._task_loss_sums = defaultdict(float, state.get("task_loss_sums", {}))
+            self._task_loss_counts = defaultdict(int, state.get("task_loss_counts", {}))
             self._omni_iterator = None
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     # ------------------------------------------------------------------------------------------ evaluation
+
+    @contextlib.contextmanager
+    def _gathered_parameters(self):
+        """Whole parameters for code that calls the model's embedding methods directly, outside the forward of the
+        wrapped root: FSDP keeps the root's own parameters (embeddings, projections) sharded between its forwards.
+        FSDP2 (`fully_shard`) unshards the root here (the inner blocks unshard in their own forward hooks); FSDP1
+        summons the full parameters. A no-op without FSDP."""
+        model = self.model_wrapped
+        if not self.is_fsdp_enabled:
+            yield
+        elif hasattr(model, "unshard") and hasattr(model, "reshard"):
+            model.unshard()
+            try:
+                yield
+            finally:
+                model.reshard()
+        else:
+            from torch.distributed.fsdp import FullyShardedDataParallel
+
+            with FullyShardedDataParallel.summon_full_params(model, writeback=False):
+                yield
 
     @torch.no_grad()
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -286,8 +339,9 @@ class CommerceMMPretrainingTrainer(Trainer):
         if self.eval_omni_dataset is not None:
             from ..evaluation.zero_shot import omni_retrieval_metrics
 
-            retrieval = omni_retrieval_metrics(model.commercemm, self.processing_class, self.eval_omni_dataset,
-                                               batch_size=self.args.per_device_eval_batch_size)
+            with self._gathered_parameters():
+                retrieval = omni_retrieval_metrics(model.commercemm, self.processing_class, self.eval_omni_dataset,
+                                                   batch_size=self.args.per_device_eval_batch_size)
             metrics.update({f"{metric_key_prefix}_{key}": value for key, value in retrieval.items()})
         metrics = {key: (round(value, 4) if isinstance(value, float) and math.isfinite(value) else value)
                    for key, value in metrics.items()}
