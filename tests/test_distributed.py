@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_pretraining.py"
@@ -45,3 +47,59 @@ def test_contrastive_gradients_across_processes_are_exact(ddp_results):
         assert result["gathered_loss"] == pytest.approx(result["reference_loss"], abs=1e-5)
         assert result["grad_matches"]
         assert result["grad_without_queries_matches"]
+
+
+ENGINE_SCRIPT = Path(__file__).parent / "scripts" / "engine_pretraining.py"
+
+
+@pytest.fixture(scope="module")
+def engine_runs(tmp_path_factory):
+    """Three steps with gradient accumulation 2 under DDP, FSDP2 and DeepSpeed ZeRO-2 (2 gloo processes each)."""
+    runs = {}
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("RANK", "WORLD_SIZE", "MASTER_"))}
+    for engine in ("ddp", "fsdp", "deepspeed"):
+        output_dir = tmp_path_factory.mktemp(engine)
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                   str(ENGINE_SCRIPT), str(output_dir), engine]
+        result = subprocess.run(command, cwd=SCRIPT.parent.parent, env=env, capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, (engine, result.stderr[-4000:])
+        runs[engine] = (json.loads((output_dir / "results.json").read_text()),
+                        load_file(output_dir / "weights.safetensors"))
+    return runs
+
+
+@pytest.mark.parametrize("engine", ["ddp", "fsdp", "deepspeed"])
+def test_every_engine_steps_the_optimizer_and_scheduler_once_per_training_step(engine_runs, engine):
+    results, _ = engine_runs[engine]
+    assert results["world_size"] == 2 and results["global_step"] == 3
+    assert results["scheduler_steps"] == 3
+    if engine == "deepspeed":
+        assert results["distributed_type"] == "DistributedType.DEEPSPEED"
+        assert results["deepspeed_engine_steps"] == 3  # two backward calls per micro-step, one engine step per step
+        assert results["torch_optimizer_steps"] == 3 * results["parameter_groups"]  # ZeRO: once per group
+    else:
+        assert results["torch_optimizer_steps"] == 3
+    assert len(results["logged"]) == 3
+
+
+def test_ddp_synchronises_each_gradient_bucket_once_per_training_step(engine_runs):
+    """The first pass of the synchronising micro-step runs under `no_sync`: one all-reduce per bucket and step."""
+    results, _ = engine_runs["ddp"]
+    assert results["bucket_syncs"] >= 3 and results["max_bucket_syncs_per_step"] == 1
+
+
+@pytest.mark.parametrize("engine, tolerance", [("fsdp", 1e-5), ("deepspeed", 2e-3)])
+def test_fsdp_and_deepspeed_train_like_ddp(engine_runs, engine, tolerance):
+    """Same data, seeds, depths and masks: the same losses at every step, the same evaluation and weights. (DeepSpeed
+    reduces gradients in its own order, and Adam amplifies the last bits of near-zero gradients to a fraction of a
+    learning-rate step, hence its looser tolerance.)"""
+    (reference, reference_weights), (results, weights) = engine_runs["ddp"], engine_runs[engine]
+    for expected, got in zip(reference["logged"], results["logged"]):
+        for name in ("loss", "mlm_loss", "itc_loss", "itm_loss", "mim_kl_loss", "omni_image_to_multimodal_loss"):
+            assert got[name] == pytest.approx(expected[name], rel=tolerance, abs=tolerance), (engine, got["step"], name)
+    assert results["eval"]["eval_query_to_product_recall@10"] == reference["eval"]["eval_query_to_product_recall@10"]
+    assert results["eval"]["eval_loss"] == pytest.approx(reference["eval"]["eval_loss"], rel=10 * tolerance)
+    assert sorted(weights) == sorted(reference_weights)
+    for name, tensor in reference_weights.items():
+        torch.testing.assert_close(weights[name], tensor, atol=tolerance, rtol=0, msg=f"{engine}: {name}")

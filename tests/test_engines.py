@@ -134,3 +134,25 @@ def test_the_first_log_after_a_resume_averages_the_same_micro_steps(tokenizer, p
     assert sorted(expected) == [2, 4, 6] and 4 in got
     for name in ("mlm_loss", "itc_loss", "omni_text_to_multimodal_loss", "itm_accuracy"):
         assert got[4][name] == pytest.approx(expected[4][name], rel=1e-4, abs=1e-4), name
+
+
+def test_logit_scale_is_one_dimensional_and_older_scalar_checkpoints_still_load(tmp_path):
+    """FSDP2's `fully_shard` and DeepSpeed (ZeRO 0-2, `p.data.view(torch.uint8)` at start-up) refuse 0-dim
+    parameters; folders saved while `logit_scale` was 0-dim keep loading."""
+    from safetensors.torch import load_file, save_file
+
+    from commercemm_hf import CommerceMMForPreTraining, CommerceMMModel
+    from helpers import tiny_config
+
+    model = CommerceMMModel(tiny_config())
+    assert all(parameter.dim() >= 1 for parameter in model.parameters())
+    with torch.no_grad():
+        model.logit_scale.fill_(3.21)
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    assert weights["logit_scale"].shape == (1,)
+    weights["logit_scale"] = weights["logit_scale"].reshape(())  # as the package saved it before
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    for model_class, owner in ((CommerceMMModel, lambda m: m), (CommerceMMForPreTraining, lambda m: m.commercemm)):
+        loaded = owner(model_class.from_pretrained(tmp_path))
+        assert loaded.logit_scale.shape == (1,) and float(loaded.logit_scale) == pytest.approx(3.21)

@@ -19,6 +19,8 @@ from safetensors import SafetensorError
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import ConversionOps, WeightConverter, _IdentityOp
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
@@ -594,7 +596,9 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
         self.image_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
         self.multimodal_projection = nn.Linear(config.multimodal_config.hidden_size, config.projection_dim, bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+        # one element in one dimension, not a 0-dim scalar: FSDP2 (`fully_shard`) and DeepSpeed (ZeRO 0-2) refuse
+        # 0-dim parameters; every use broadcasts
+        self.logit_scale = nn.Parameter(torch.full((1,), float(config.logit_scale_init_value)))
         self.post_init()
 
     def extra_auto_map(self) -> dict[str, type]:
@@ -874,6 +878,28 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
             multimodal_model_output=fused_outputs,
         )
         return output if return_dict else output.to_tuple()
+
+
+class _ScalarToOneElement(ConversionOps):
+    """Loads a 0-dim `logit_scale` (folders saved before it became 1-D, and CLIP-style checkpoints) as the 1-element
+    1-D parameter the model now has; saved as it is."""
+
+    @torch.no_grad()
+    def convert(self, input_dict, source_patterns, target_patterns, **kwargs):
+        (name, tensors), = input_dict.items()
+        tensor = tensors[0] if isinstance(tensors, list) else tensors
+        return {target_patterns[0]: tensor.reshape(1) if tensor.dim() == 0 else tensor}
+
+    @property
+    def reverse_op(self) -> ConversionOps:
+        return _IdentityOp()
+
+
+register_checkpoint_conversion_mapping(
+    CommerceMMConfig.model_type,
+    [WeightConverter("logit_scale", "logit_scale", operations=[_ScalarToOneElement()])],
+    overwrite=True,  # this file is imported again as remote code, or reloaded
+)
 
 
 __all__ = ["CommerceMMModel", "CommerceMMOutput", "CommerceMMPreTrainedModel"]
