@@ -80,6 +80,8 @@ def test_every_engine_steps_the_optimizer_and_scheduler_once_per_training_step(e
         assert results["torch_optimizer_steps"] == 3 * results["parameter_groups"]  # ZeRO: once per group
     else:
         assert results["torch_optimizer_steps"] == 3
+    if engine == "fsdp":  # the model's _fsdp_plan: each of the 3 stacks' 2 blocks a shard unit, plus the root
+        assert results["fsdp_units"] == 3 * 2 + 1
     assert len(results["logged"]) == 3
 
 

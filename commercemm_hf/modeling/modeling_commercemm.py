@@ -588,6 +588,11 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         (torch.Size([1, 1]), torch.Size([1, 128]))
     """
 
+    # FSDP2 through `from_pretrained(..., distributed_config=DistributedConfig(fsdp_size=N))`: each encoder block is a
+    # shard unit of its own (gathered for its forward, freed after); embeddings and projections stay with the root
+    _fsdp_plan = {f"{stack}.encoder.layers.*": "free_full_weight"
+                  for stack in ("text_model", "vision_model", "fusion_model")}
+
     def __init__(self, config: CommerceMMConfig):
         super().__init__(config)
         self.text_model = CommerceMMTextTransformer(config)

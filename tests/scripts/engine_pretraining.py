@@ -105,6 +105,7 @@ if dist.get_rank() == 0:
             "logged": [row for row in trainer.state.log_history if "loss" in row and "step" in row],
             "eval": metrics,
             "max_bucket_syncs_per_step": max(bucket_syncs.values()) if bucket_syncs else None,
+            "fsdp_units": sum(type(m).__name__.startswith("FSDP") for m in trainer.model.modules()),
             "bucket_syncs": len(bucket_syncs),
         }, handle)
 dist.barrier()
