@@ -5,7 +5,8 @@
                         before and after, save a Hub-ready folder, reload it through AutoModel / AutoProcessor, print a
                         results table and write a PNG of example retrievals
   commercemm pretrain   pretrain on your own image-text and Omni rows (or the demo catalog), from a preset, a config,
-                        an existing CommerceMM folder or imported backbones; resumable
+                        an existing CommerceMM folder or imported backbones; resumable; every TrainingArguments flag
+                        (--bf16, --gradient_accumulation_steps, --report_to, --deepspeed, ...)
   commercemm ablation   the same pretraining with task subsets (ITC only, no Omni, no MIM, no modality
                         randomization), as one table
   commercemm evaluate   the 7 downstream tasks (categorization, attributes, image<->text, query/view/post->product)
@@ -154,10 +155,35 @@ def run_pretrain(args) -> Path:
     pretrain(model, processor, image_text, omni, output / "checkpoints", args.steps, batch_size=args.batch_size,
              omni_batch_size=args.omni_batch_size, learning_rate=args.learning_rate, seed=args.seed,
              modality_randomization=False if args.no_modality_randomization else None, resume=args.resume,
-             save_steps=args.save_steps)
+             save_steps=args.save_steps, **getattr(args, "training_arguments", {}))
     folder = save_hub_folder(model.commercemm, processor, output / "model")
     print(f"Saved the Hub-ready folder {folder} (load it with AutoModel.from_pretrained(folder)).")
     return folder
+
+
+def training_arguments_from_flags(flags: list[str]) -> dict:
+    """The `TrainingArguments` fields that `flags` set, as keyword arguments: any `TrainingArguments` flag, with
+    underscores or dashes (`--bf16`, `--gradient_accumulation_steps 4`, `--gradient-checkpointing`,
+    `--dataloader_num_workers 4`, `--report_to wandb`, `--deepspeed ds.json`, ...). Only what is given is returned, so
+    the recipe's defaults hold for the rest; an unknown flag is an error.
+
+    Example:
+        >>> training_arguments_from_flags(["--bf16", "--gradient-accumulation-steps", "4", "--report_to", "none"])
+        {'bf16': True, 'gradient_accumulation_steps': 4, 'report_to': 'none'}
+    """
+    import argparse
+
+    from transformers import HfArgumentParser, TrainingArguments
+
+    parser = HfArgumentParser(TrainingArguments, prog="commercemm pretrain")
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS  # keep only the flags that were given
+        action.required = False
+    given = vars(parser.parse_args(flags))
+    for own in ("output_dir", "seed"):
+        if own in given:
+            raise SystemExit(f"commercemm pretrain: use --{own.replace('_', '-')} (the command's own flag) for {own}.")
+    return given
 
 
 def _from_scratch_initialization(config, args):
@@ -288,7 +314,13 @@ def main(argv=None):
     demo.add_argument("--batch-size", type=int, default=32)
     demo.add_argument("--seed", type=int, default=0)
 
-    train = commands.add_parser("pretrain", help="pretrain on your data (or the demo catalog)")
+    train = commands.add_parser(
+        "pretrain", help="pretrain on your data (or the demo catalog)",
+        epilog="Every transformers TrainingArguments flag works too, with underscores or dashes, e.g. --bf16, "
+               "--gradient_accumulation_steps 4, --gradient_checkpointing, --dataloader_num_workers 4, "
+               "--logging_steps 50, --report_to wandb, --warmup_steps 500, --max_grad_norm 1.0, "
+               "--deepspeed ds_config.json; they override the short forms above (--steps is --max_steps, "
+               "--batch-size --per_device_train_batch_size).")
     train.add_argument("--train-file", help="image-text rows: .jsonl/.csv/.parquet, saved dataset, image folder or "
                                             "Hub dataset name (columns image, text)")
     train.add_argument("--omni-file", help="Omni rows (source_type, source_text, source_image, product_id, image, text)")
@@ -356,7 +388,11 @@ def main(argv=None):
                                                             "(default: HF_TOKEN, then the stored `hf auth login`)")
     publish.add_argument("--commit-message", help="the Hub commit message")
 
-    args = parser.parse_args(argv)
+    args, training_flags = parser.parse_known_args(argv)
+    if training_flags and args.command != "pretrain":
+        parser.error(f"unrecognized arguments: {' '.join(training_flags)}")
+    if args.command == "pretrain":
+        args.training_arguments = training_arguments_from_flags(training_flags)
     if args.command == "demo":
         run_demo(args.output_dir, args.num_products, args.steps, args.batch_size, args.seed)
     elif args.command == "pretrain":

@@ -69,3 +69,32 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     assert (tmp_path / "demo" / "retrieval_examples.png").stat().st_size > 1000
     assert set(results["after"]) >= {"query_to_product_mrr", "view_to_product_mrr", "post_to_product_mrr",
                                      "image_to_text_recall@1", "text_to_image_recall@1"}
+
+
+def test_pretrain_command_takes_every_training_arguments_flag(tmp_path, monkeypatch):
+    """The knobs of a run at scale (bf16, accumulation, checkpointing, workers, logging, report_to) through the CLI,
+    with underscores or dashes; the recipe's defaults hold for the rest; an unknown flag is an error."""
+    from commercemm_hf.training import recipes
+
+    trainers = []
+    original = recipes.pretrain
+    monkeypatch.setattr(recipes, "pretrain", lambda *a, **k: trainers.append(original(*a, **k)) or trainers[-1])
+    image_text, omni = tiny_datasets(8)
+    train_file = write_jsonl(image_text, tmp_path / "image_text", ["image"])
+    omni_file = write_jsonl(omni, tmp_path / "omni", ["image", "source_image"])
+    main(["pretrain", "--train-file", str(train_file), "--omni-file", str(omni_file), "--batch-size", "2",
+          "--steps", "2", "--vocab-size", "300", "--output-dir", str(tmp_path / "out"), "--bf16",
+          "--gradient_accumulation_steps", "2", "--gradient-checkpointing", "--dataloader_num_workers", "1",
+          "--logging_steps", "1", "--report_to", "none", "--use_cpu"])
+    args = trainers[0].args
+    assert args.bf16 and args.gradient_accumulation_steps == 2 and args.gradient_checkpointing
+    assert args.dataloader_num_workers == 1 and args.logging_steps == 1 and args.report_to == []
+    assert args.max_steps == 2 and args.per_device_train_batch_size == 2 and args.save_total_limit == 1
+    logged = [row for row in trainers[0].state.log_history if "loss" in row]
+    assert len(logged) == 2 and all(row["itc_loss"] > 0 for row in logged)
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--output-dir", str(tmp_path / "x"), "--not_a_training_flag", "3"])
+    with pytest.raises(SystemExit, match="--output-dir"):
+        main(["pretrain", "--output_dir", str(tmp_path / "x")])
+    with pytest.raises(SystemExit):
+        main(["demo", "--bf16"])

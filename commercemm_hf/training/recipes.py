@@ -99,12 +99,13 @@ def pretrain(model: CommerceMMForPreTraining, processor, image_text_rows, omni_r
         >>> # model = CommerceMMForPreTraining(demo.config)
         >>> # pretrain(model, demo.processor, demo.train_rows, demo.train_omni, "out", steps=100)
     """
-    args = TrainingArguments(
-        str(output_dir), max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
+    defaults = dict(
+        max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
         warmup_steps=max(1, steps // 20), weight_decay=0.01, logging_steps=max(1, steps // 10),
         save_steps=save_steps or max(1, steps // 2), save_total_limit=1, report_to=[], seed=seed,
-        disable_tqdm=not show_progress, **training_arguments,
+        disable_tqdm=not show_progress,
     )
+    args = TrainingArguments(str(output_dir), **{**defaults, **training_arguments})  # the caller's flags win
     trainer = CommerceMMPretrainingTrainer(model=model, args=args, train_dataset=image_text_rows,
                                            omni_dataset=omni_rows, processor=processor, omni_batch_size=omni_batch_size,
                                            modality_randomization=modality_randomization)
