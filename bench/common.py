@@ -102,13 +102,47 @@ def clip_config():
     )
 
 
+def _stack_like(stack, dropout: bool = True) -> dict:
+    values = dict(hidden_size=stack.hidden_size, num_attention_heads=stack.num_attention_heads,
+                  intermediate_size=stack.intermediate_size, num_hidden_layers=stack.num_hidden_layers)
+    return dict(values, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0) if dropout else values
+
+
+def flava_config_like(config):
+    """`FlavaConfig` at the architecture of a `CommerceMMConfig` (every stack's width, heads, FFN and depth, image and
+    patch size, vocabulary, projection size), dropout 0."""
+    from transformers import FlavaConfig
+
+    text, vision = config.text_config, config.vision_config
+    return FlavaConfig(
+        text_config=dict(_stack_like(text), vocab_size=text.vocab_size, max_position_embeddings=512),
+        image_config=dict(_stack_like(vision), image_size=vision.image_size, patch_size=vision.patch_size),
+        multimodal_config=_stack_like(config.multimodal_config),
+        hidden_size=config.multimodal_config.hidden_size, projection_dim=config.projection_dim, init_codebook=False,
+    )
+
+
+def clip_config_like(config, text_tokens: int = TEXT_TOKENS):
+    """`CLIPConfig` with the text and image towers of a `CommerceMMConfig`."""
+    from transformers import CLIPConfig
+
+    text, vision = config.text_config, config.vision_config
+    return CLIPConfig(
+        text_config=dict(_stack_like(text, dropout=False), vocab_size=text.vocab_size,
+                         max_position_embeddings=text_tokens),
+        vision_config=dict(_stack_like(vision, dropout=False), image_size=vision.image_size,
+                           patch_size=vision.patch_size),
+        projection_dim=config.projection_dim,
+    )
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Synthetic batches
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def text_ids(batch, length=TEXT_TOKENS, generator=None):
-    ids = torch.randint(5, VOCAB, (batch, length), generator=generator)
+def text_ids(batch, length=TEXT_TOKENS, generator=None, vocab=VOCAB):
+    ids = torch.randint(5, vocab, (batch, length), generator=generator)
     ids[:, 0], ids[:, -1] = CLS_ID, SEP_ID
     return ids
 
@@ -124,26 +158,29 @@ def mlm_mask(input_ids, generator=None, probability=0.15):
     return masked, labels
 
 
-def patch_mask(batch, ratio=0.5, generator=None):
+def patch_mask(batch, ratio=0.5, generator=None, num_patches=NUM_PATCHES):
     """Exactly `ratio` of the patches of each image masked, with CommerceMMPretrainingCollator's own function."""
     from commercemm_hf.training.collators import random_patch_mask
 
-    return random_patch_mask(batch, NUM_PATCHES, ratio, generator)
+    return random_patch_mask(batch, num_patches, ratio, generator)
 
 
-def image_text_batch(batch=TRAIN_BATCH, seed=0):
-    """A masked image-text batch for `CommerceMMForPreTraining` (the collator's output format)."""
+def image_text_batch(batch=TRAIN_BATCH, seed=0, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE,
+                     text_tokens=TEXT_TOKENS, vocab=VOCAB):
+    """A masked image-text batch for `CommerceMMForPreTraining` (the collator's output format); the sizes default to
+    the matched architecture."""
     generator = torch.Generator().manual_seed(seed)
-    input_ids = text_ids(batch, generator=generator)
+    input_ids = text_ids(batch, text_tokens, generator, vocab)
     mlm_input_ids, mlm_labels = mlm_mask(input_ids, generator)
     return dict(
         input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-        pixel_values=torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator),
-        mlm_input_ids=mlm_input_ids, mlm_labels=mlm_labels, bool_masked_pos=patch_mask(batch, generator=generator),
+        pixel_values=torch.randn(batch, 3, image_size, image_size, generator=generator),
+        mlm_input_ids=mlm_input_ids, mlm_labels=mlm_labels,
+        bool_masked_pos=patch_mask(batch, generator=generator, num_patches=(image_size // patch_size) ** 2),
     )
 
 
-def omni_batch(batch=TRAIN_BATCH, seed=1):
+def omni_batch(batch=TRAIN_BATCH, seed=1, image_size=IMAGE_SIZE, text_tokens=TEXT_TOKENS, vocab=VOCAB):
     """An Omni batch of `batch` products whose sources mix queries (text), views (image) and tagged posts (both):
     with batch 8, rows 0-2 are queries, 3-5 views, 6-7 posts, so every one of the 9 Omni losses is present."""
     generator = torch.Generator().manual_seed(seed)
@@ -151,28 +188,28 @@ def omni_batch(batch=TRAIN_BATCH, seed=1):
     posts = batch - queries - views
     text_rows = list(range(queries)) + list(range(queries + views, batch))
     image_rows = list(range(queries, batch))
-    product_ids = text_ids(batch, generator=generator)
-    source_ids = text_ids(len(text_rows), generator=generator)
+    product_ids = text_ids(batch, text_tokens, generator, vocab)
+    source_ids = text_ids(len(text_rows), text_tokens, generator, vocab)
     assert posts >= 1
     return dict(
         product_input_ids=product_ids, product_attention_mask=torch.ones_like(product_ids),
-        product_pixel_values=torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator),
+        product_pixel_values=torch.randn(batch, 3, image_size, image_size, generator=generator),
         product_index=torch.arange(batch) + 1000,
         source_input_ids=source_ids, source_attention_mask=torch.ones_like(source_ids),
         source_text_rows=torch.tensor(text_rows), source_image_rows=torch.tensor(image_rows),
-        source_pixel_values=torch.randn(len(image_rows), 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator),
+        source_pixel_values=torch.randn(len(image_rows), 3, image_size, image_size, generator=generator),
     )
 
 
-def flava_batch(batch=TRAIN_BATCH, seed=0):
+def flava_batch(batch=TRAIN_BATCH, seed=0, **sizes):
     """FLAVA's paired pretraining batch with the same texts, images and masks; `mim_labels` are precomputed codebook
     ids (so the DALL-E codebook is not timed) and half the pairs are ITM negatives (FLAVA takes them from the data)."""
-    base = image_text_batch(batch, seed)
+    base = image_text_batch(batch, seed, **sizes)
     generator = torch.Generator().manual_seed(seed + 100)
     return dict(
         input_ids=base["input_ids"], input_ids_masked=base["mlm_input_ids"], attention_mask=base["attention_mask"],
         pixel_values=base["pixel_values"], bool_masked_pos=base["bool_masked_pos"], mlm_labels=base["mlm_labels"],
-        mim_labels=torch.randint(0, 8192, (batch, NUM_PATCHES), generator=generator),
+        mim_labels=torch.randint(0, 8192, tuple(base["bool_masked_pos"].shape), generator=generator),
         itm_labels=(torch.arange(batch) % 2 == 0).long(), return_loss=True,
     )
 
