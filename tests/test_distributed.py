@@ -82,6 +82,8 @@ def test_every_engine_steps_the_optimizer_and_scheduler_once_per_training_step(e
         assert results["torch_optimizer_steps"] == 3
     if engine == "fsdp":  # the model's _fsdp_plan: each of the 3 stacks' 2 blocks a shard unit, plus the root
         assert results["fsdp_units"] == 3 * 2 + 1
+        # evaluation's direct calls of the embedding methods see whole parameters, not the resharded root's shards
+        assert results["sharded_after_training"] and results["whole_inside_gathered"]
     assert len(results["logged"]) == 3
 
 

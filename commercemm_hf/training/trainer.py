@@ -291,22 +291,23 @@ class CommerceMMPretrainingTrainer(Trainer):
     def _gathered_parameters(self):
         """Whole parameters for code that calls the model's embedding methods directly, outside the forward of the
         wrapped root: FSDP keeps the root's own parameters (embeddings, projections) sharded between its forwards.
-        FSDP2 (`fully_shard`) unshards the root here (the inner blocks unshard in their own forward hooks); FSDP1
-        summons the full parameters. A no-op without FSDP."""
+        FSDP2 (`fully_shard`, by accelerate or by `from_pretrained(distributed_config=...)`) unshards the root here
+        (the inner blocks unshard in their own forward hooks); FSDP1 summons the full parameters. A no-op without
+        FSDP."""
+        from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
         model = self.model_wrapped
-        if not self.is_fsdp_enabled:
-            yield
-        elif hasattr(model, "unshard") and hasattr(model, "reshard"):
+        if isinstance(model, FSDPModule):
             model.unshard()
             try:
                 yield
             finally:
                 model.reshard()
-        else:
-            from torch.distributed.fsdp import FullyShardedDataParallel
-
+        elif isinstance(model, FullyShardedDataParallel):
             with FullyShardedDataParallel.summon_full_params(model, writeback=False):
                 yield
+        else:
+            yield
 
     @torch.no_grad()
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:

@@ -80,6 +80,13 @@ class Instrument(TrainerCallback):
 
 trainer.add_callback(Instrument())
 trainer.train()
+# FSDP2 reshards the root after backward: the embedding methods that evaluation calls directly need it gathered
+from torch.distributed.tensor import DTensor  # noqa: E402
+
+projection = trainer.model.commercemm.text_projection
+sharded_after_training = isinstance(projection.weight, DTensor)
+with trainer._gathered_parameters():
+    whole_inside = not isinstance(projection.weight, DTensor)
 metrics = trainer.evaluate()
 if engine == "fsdp":  # the full weights from FSDP2's shards
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -105,6 +112,7 @@ if dist.get_rank() == 0:
             "logged": [row for row in trainer.state.log_history if "loss" in row and "step" in row],
             "eval": metrics,
             "max_bucket_syncs_per_step": max(bucket_syncs.values()) if bucket_syncs else None,
+            "sharded_after_training": sharded_after_training, "whole_inside_gathered": whole_inside,
             "fsdp_units": sum(type(m).__name__.startswith("FSDP") for m in trainer.model.modules()),
             "bucket_syncs": len(bucket_syncs),
         }, handle)
