@@ -31,11 +31,38 @@ def save_hub_folder(model: PreTrainedModel, processor: ProcessorMixin, folder: s
         for code_file in pipeline_code_files():
             shutil.copy(code_file, folder / code_file.name)
     model.save_pretrained(folder)
+    _copy_auto_map_code(model.config, folder)
     processor.save_pretrained(folder)
     stray = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl"))
     if stray:
         raise RuntimeError(f"{folder} holds pickle-format files {stray}: CommerceMM folders carry safetensors only.")
     return folder
+
+
+def _copy_auto_map_code(config, folder: Path) -> None:
+    """Copy the module of every class that `config.auto_map` names, with its relative imports, into `folder`.
+
+    `save_pretrained` copies the code of the model class being saved only, while the config can name more: a base
+    model saved from a pretraining run shares its config with `CommerceMMForPreTraining`, whose checkpoints added
+    `AutoModelForPreTraining` to `auto_map`. Without its file, publishing refuses the folder and that Auto class
+    cannot load it."""
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    from . import modeling
+
+    code_dir = Path(modeling.__file__).parent
+    references = []
+    for value in (config.auto_map or {}).values():
+        references += value if isinstance(value, (list, tuple)) else [value]
+    for reference in references:
+        if not isinstance(reference, str) or "--" in reference:  # None, or code in another repository
+            continue
+        module_file = code_dir / f"{reference.rsplit('.', 1)[0]}.py"
+        if not module_file.is_file():
+            raise FileNotFoundError(f"config.auto_map names {reference}, whose module {module_file} does not exist.")
+        for path in [module_file, *map(Path, get_relative_import_files(module_file))]:
+            if not (folder / path.name).exists():
+                shutil.copy(path, folder / path.name)
 
 
 __all__ = ["save_hub_folder"]

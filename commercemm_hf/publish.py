@@ -31,8 +31,9 @@ MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "MODEL_CARD.md"
 RESULTS_FILES = ("all_results.json", "eval_results.json", "demo_results.json")
 #: pickle-based formats (arbitrary code on load): a CommerceMM folder carries safetensors only
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.joblib")
-#: never uploaded: hidden files and folders (.git, huggingface_hub's .cache) and Python byte code
-SKIPPED_PATTERNS = (".*", "*/.*", "__pycache__/*", "*/__pycache__/*", "*.pyc")
+#: never uploaded: hidden files and folders (.git, huggingface_hub's .cache), Python byte code, and Trainer's
+#: checkpoint folders (resume state: optimizer, scheduler and RNG pickles; the model itself is the folder's top level)
+SKIPPED_PATTERNS = (".*", "*/.*", "__pycache__/*", "*/__pycache__/*", "*.pyc", "checkpoint-*/*")
 DEFAULT_COMMIT_MESSAGE = "Upload CommerceMM model (commercemm-hf)"
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 TOKENIZER_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model",
@@ -497,6 +498,9 @@ def publish(folder, repo_id: str, token: str | None = None, private: bool = Fals
     plan = plan_upload(folder)
     url = f"https://huggingface.co/{repo_id}"
     result = {"repo_id": repo_id, "files": plan, "dry_run": dry_run, "url": None}
+    checkpoints = sorted(path.name for path in folder.glob("checkpoint-*") if path.is_dir())
+    if checkpoints:
+        print(f"Not uploaded: {', '.join(checkpoints)} (Trainer's resume state; the model is the folder itself).")
     if dry_run:
         print(f"Dry run: would upload to {url}{' (private)' if private else ''}\n{format_plan(plan)}")
         return result

@@ -119,3 +119,26 @@ def write_jsonl(dataset, folder, image_columns):
                     row[column] = name
             handle.write(json.dumps(row) + "\n")
     return path
+
+
+def check_publishable_and_loadable(folders, workdir: Path, env: dict | None = None) -> dict:
+    """Every folder passes `commercemm publish`'s plan (no network), and in a fresh process without the package each
+    Auto class its `config.json` `auto_map` names loads it. Returns {folder: {Auto class: loaded class}}."""
+    from commercemm_hf.publish import plan_upload
+
+    for folder in folders:
+        plan_upload(folder)
+    loaded = run_without_package(f"""
+        import json
+        from pathlib import Path
+        import transformers
+        loaded = {{}}
+        for folder in {[str(folder) for folder in folders]!r}:
+            auto_map = json.loads((Path(folder) / "config.json").read_text())["auto_map"]
+            loaded[folder] = {{name: type(getattr(transformers, name).from_pretrained(folder, trust_remote_code=True)
+                                      ).__name__ for name in auto_map}}
+        print(json.dumps(loaded))
+    """, workdir, env=env)
+    for folder in folders:
+        assert set(loaded[str(folder)]) == set(json.loads((Path(folder) / "config.json").read_text())["auto_map"])
+    return loaded

@@ -7,7 +7,7 @@ import pytest
 
 from commercemm_hf.cli import main, run_demo
 
-from helpers import tiny_datasets, write_jsonl
+from helpers import check_publishable_and_loadable, tiny_datasets, write_jsonl
 
 
 
@@ -26,6 +26,8 @@ def test_pretrain_command_on_jsonl_files_saves_a_folder_and_resumes(tmp_path, ca
     # the tiny preset already starts at 1/sqrt(128), so nothing to change or say
     assert json.loads((tmp_path / "out" / "model" / "config.json").read_text())["initializer_range"] == pytest.approx(128 ** -0.5)
     assert "from scratch: initializer_range" not in out
+
+    check_publishable_and_loadable([tmp_path / "out" / "model"], tmp_path)
 
     main(common + ["--steps", "4", "--resume"])
     state = json.loads((tmp_path / "out" / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
@@ -67,6 +69,10 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     assert "query_to_product_recall@10" in out and "Non-learned baselines" in out
     assert results["reload_max_abs_diff"] < 1e-4
     assert (tmp_path / "demo" / "retrieval_examples.png").stat().st_size > 1000
+    # the Hub-ready folder publishes and loads with every Auto class its auto_map names (AutoModelForPreTraining
+    # too: the config shared with the pretraining model names it)
+    loaded = check_publishable_and_loadable([tmp_path / "demo" / "commercemm-tiny-demo"], tmp_path)
+    assert loaded[str(tmp_path / "demo" / "commercemm-tiny-demo")]["AutoModelForPreTraining"] == "CommerceMMForPreTraining"
     assert set(results["after"]) >= {"query_to_product_mrr", "view_to_product_mrr", "post_to_product_mrr",
                                      "image_to_text_recall@1", "text_to_image_recall@1"}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers import run_without_package
+from helpers import check_publishable_and_loadable, run_without_package
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -306,3 +306,15 @@ def test_categorization_on_csv_files_under_accelerate_launch_with_two_processes(
     report = json.loads((output / "data_report.json").read_text())[str(tmp_path / "data" / "train.csv")]
     assert report["rows_kept"] == 14 and report["rows_skipped"] == 1
     assert json.loads((output / "config.json").read_text())["label2id"] == {"lamp": 0, "mug": 1}
+
+
+def test_every_folder_the_scripts_write_is_publishable_and_loads_with_each_auto_class(work, env):
+    """Training checkpoints stay out of the upload (checkpoint-N/ holds optimizer and RNG pickles); every Auto class
+    of auto_map loads the folder where the package is not installed."""
+    folders = [work / name for name in ("pretraining", "category", "categorization", "query_to_product", "tags",
+                                        "search", "views", *DIRECTIONS)]
+    assert any((folder / "checkpoint-2").is_dir() for folder in folders)
+    loaded = check_publishable_and_loadable(folders, work, env={"HF_DATASETS_CACHE": env["HF_DATASETS_CACHE"]})
+    assert loaded[str(work / "pretraining")]["AutoModel"] == "CommerceMMModel"
+    assert loaded[str(work / "categorization")]["AutoModelForSequenceClassification"] == \
+        "CommerceMMForProductCategorization"
