@@ -272,7 +272,8 @@ def load_splits(data_args: DataArguments, loader: Callable, **loader_kwargs) -> 
 def report_dict(report) -> dict:
     return {"rows_read": report.num_read, "rows_kept": report.num_kept, "rows_skipped": report.num_skipped,
             "reasons": dict(report.reasons()),
-            "skipped": [{"split": row.split, "index": row.index, "reason": row.reason} for row in report.skipped[:100]]}
+            "skipped": [{"split": row.split, "index": row.index, "line": row.line, "reason": row.reason}
+                        for row in report.skipped[:100]]}
 
 
 def hold_out_validation(splits: DatasetDict, percentage: int, seed: int, group_column: str | None = None) -> DatasetDict:

@@ -1,0 +1,227 @@
+"""Reading JSON Lines / JSON / CSV / TSV data files row by row, without type inference (used by `loading`).
+
+Why not `datasets.load_dataset("csv" / "json")`: pandas' CSV type inference turns the id `00123` into `123` and an
+integer column with one empty cell into `1001.0`, drops titles such as `NA` or `null` as missing, and strips quotes
+from TSV fields; Arrow's JSON reader turns ids above 2**63 into one float and rejects a whole file for one malformed
+line without naming it. Here:
+
+* CSV values are the strings as written (an empty cell is ""), TSV fields are read literally (no quoting: a tab
+  separates fields, a line ends a row);
+* JSON values keep their JSON types, except that the columns named in `string_columns` (ids and texts) are made
+  strings exactly: a JSON integer of any size becomes its digits, and any other non-string value (a list, an
+  object, a boolean, a float) makes the row bad, naming the column and the value;
+* a line that cannot be read (malformed JSON, not a JSON object, a byte that is not UTF-8, a lone surrogate, a CSV
+  row with the wrong number of fields) becomes a row with only a problem, so it is skipped and counted with its
+  line number like any other bad row; blank lines are no rows; an empty file has 0 rows.
+
+Every returned dataset carries two bookkeeping columns, `LINE_COLUMN` (the 1-based line a row starts on, None for
+the items of a JSON array) and `PROBLEM_COLUMN` ("" for a row that was read fine).
+
+Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> path = Path(tempfile.mkdtemp()) / "rows.csv"
+    >>> _ = path.write_text("sku,title\\n00123,NA\\n7,Mug,extra\\n")
+    >>> rows = read_data_file(path, {"sku", "title"})
+    >>> rows["sku"], rows["title"], rows[PROBLEM_COLUMN][1]
+    (['00123', None], ['NA', None], 'unreadable line: 3 fields, the header has 2')
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+import pyarrow as pa
+from datasets import Dataset
+
+
+LINE_COLUMN = "__line__"
+PROBLEM_COLUMN = "__read_problems__"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_surrogate(value) -> bool:
+    """Whether a parsed value holds a lone surrogate (an undecodable byte, or a JSON "\\ud800" escape)."""
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_surrogate(key) or _has_surrogate(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(map(_has_surrogate, value))
+    return False
+
+
+def describe_value(value) -> str:
+    """A short description of a value for an error message: its type and (cut) repr."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def string_value(value) -> tuple[str | None, str | None]:
+    """(the value as an id/text string or None, problem or None): strings as they are, integers as their exact
+    digits; floats, booleans, lists and objects are a problem (`1001.0` is not the id `1001`)."""
+    if value is None or isinstance(value, str):
+        return value, None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value), None
+    return None, f"not a string ({describe_value(value)})"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One record per row: (line or None, dict of values or None, problem or None)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _json_records(lines: list[tuple[int, bytes]]):
+    for number, raw in lines:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            yield number, None, f"not valid UTF-8 ({error.reason} at byte {error.start} of the line)"
+            continue
+        if not text.strip():
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            yield number, None, f"invalid JSON ({error.msg} at column {error.colno})"
+            continue
+        yield (number, *_json_object(value))
+
+
+def _json_object(value) -> tuple[dict | None, str | None]:
+    if not isinstance(value, dict):
+        return None, f"not a JSON object ({describe_value(value)})"
+    if _has_surrogate(value):
+        return None, "holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not valid text"
+    return value, None
+
+
+def _json_lines(data: bytes) -> list[tuple[int, bytes]]:
+    return [(number, line) for number, line in enumerate(data.split(b"\n"), start=1)]
+
+
+def _json_document_records(path: Path, data: bytes, field: str | None):
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not valid UTF-8 ({error.reason} at byte {error.start}).") from None
+    except json.JSONDecodeError as error:
+        if error.msg == "Extra data" and field is None:  # JSON Lines in a .json file
+            yield from _json_records(_json_lines(data))
+            return
+        raise ValueError(f"{path}: invalid JSON at line {error.lineno}, column {error.colno} ({error.msg}).") from None
+    if field is not None:
+        if not isinstance(document, dict) or field not in document:
+            raise ValueError(f"{path} has no top-level key {field!r} (field=...).")
+        document = document[field]
+    if isinstance(document, dict) and document and all(isinstance(column, list) for column in document.values()):
+        lengths = {len(column) for column in document.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"{path}: the columns of this column-wise JSON object differ in length "
+                             f"({ {name: len(column) for name, column in document.items()} }).")
+        document = [dict(zip(document, values)) for values in zip(*document.values())]
+    if isinstance(document, dict):
+        document = [document]  # a file holding one row object
+    if not isinstance(document, list):
+        raise ValueError(f"{path} holds a JSON {type(document).__name__}; expected an array of row objects, an "
+                         "object (of columns, or one row), JSON Lines, or field=... naming the key that holds the rows.")
+    for value in document:
+        yield (None, *_json_object(value))
+
+
+def _csv_records(path: Path, data: bytes, delimiter: str) -> tuple[list[str] | None, list]:
+    """(header or None for an empty file, records)."""
+    records = []
+    text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    literal = delimiter == "\t"
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter,
+                        quoting=csv.QUOTE_NONE if literal else csv.QUOTE_MINIMAL, strict=False)
+    header, line = None, 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            if header is None:
+                raise ValueError(f"{path}: cannot read the header line ({error}).") from None
+            records.append((line, None, f"unreadable CSV ({error})"))
+            line = reader.line_num + 1
+            continue
+        start, line = line, reader.line_num + 1
+        if not fields or (len(fields) == 1 and not fields[0].strip() and header is not None and len(header) > 1):
+            continue  # a blank line is no row
+        if header is None:
+            if any(map(_has_surrogate, fields)):
+                raise ValueError(f"{path}: the header line is not valid UTF-8.")
+            duplicates = sorted({name for name in fields if fields.count(name) > 1})
+            if duplicates or not all(name.strip() for name in fields):
+                raise ValueError(f"{path}: the header line needs distinct, non-empty column names, got {fields}.")
+            header = fields
+            continue
+        if any(map(_has_surrogate, fields)):
+            records.append((start, None, "not valid UTF-8"))
+        elif len(fields) != len(header):
+            records.append((start, None, f"{len(fields)} fields, the header has {len(header)}"))
+        else:
+            records.append((start, dict(zip(header, fields)), None))
+    return header, records
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Records -> Dataset
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _column_array(path: Path, name: str, values: list, lines: list) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as error:
+        kinds = [type(value) for value in values if value is not None]
+        first = next((i for i, value in enumerate(values) if value is not None and type(value) is not kinds[0]), None)
+        where = f"; first at row {first}" + (f", line {lines[first]}" if lines[first] else "") if first else ""
+        raise ValueError(f"{path}: column {name!r} cannot be stored as one type ({error}){where}. Make its values "
+                         "one JSON type, or name it as an id/text column to read it as strings.") from None
+
+
+def read_data_file(path: Path, string_columns: set[str], field: str | None = None) -> Dataset:
+    """Rows of a .jsonl / .json / .csv / .tsv file as a `Dataset` (see the module docstring)."""
+    data = path.read_bytes()
+    suffix = path.suffix.lower()
+    header = None  # a CSV header names the columns even when no row follows
+    if suffix in (".csv", ".tsv"):
+        header, records = _csv_records(path, data, "\t" if suffix == ".tsv" else ",")
+    elif suffix == ".jsonl":
+        records = list(_json_records(_json_lines(data.removeprefix(b"\xef\xbb\xbf"))))
+    else:
+        records = list(_json_document_records(path, data.removeprefix(b"\xef\xbb\xbf"), field))
+    names = list(dict.fromkeys(header or [name for _, values, _ in records if values for name in values]))
+    if any(name in (LINE_COLUMN, PROBLEM_COLUMN) for name in names):
+        raise ValueError(f"{path}: the column names {LINE_COLUMN!r} and {PROBLEM_COLUMN!r} are reserved.")
+    lines = [line for line, _, _ in records]
+    # the line itself is not repeated: the loader names each row with its index and line
+    problems = [f"unreadable {'line' if line else 'item'}: {problem}" if problem else "" for line, _, problem in records]
+    columns = {}
+    for name in names:
+        values = [values.get(name) if values else None for _, values, _ in records]
+        if name in string_columns:
+            converted = []
+            for i, value in enumerate(values):
+                text, problem = string_value(value)
+                converted.append(text)
+                if problem:
+                    problems[i] = "; ".join(filter(None, [problems[i], f"{name}: {problem}"]))
+            columns[name] = pa.array(converted, pa.string())
+        else:
+            columns[name] = _column_array(path, name, values, lines)
+    columns[LINE_COLUMN] = pa.array(lines, pa.int64())
+    columns[PROBLEM_COLUMN] = pa.array(problems, pa.string())
+    return Dataset(pa.table(columns))
+
+
+__all__ = ["LINE_COLUMN", "PROBLEM_COLUMN", "describe_value", "read_data_file", "string_value"]
