@@ -140,3 +140,28 @@ def test_split_slicing_of_a_file(folder):
     assert len(rows) == 4 and report.num_read == 4
     rows, _ = _load(folder / "rows.csv", split="train[50%:]")
     assert len(rows) == 5
+
+
+def test_image_folder_metadata_csv_is_read_as_written(folder):
+    for split in ("train", "test"):
+        (folder / split).mkdir()
+        PILImage.new("RGB", (8, 8), "red").save(folder / split / "a.png")
+        (folder / split / "metadata.csv").write_text("file_name,text,sku\na.png,NA,00123\nb.png,Lamp,7\n",
+                                                     encoding="utf-8")
+    rows, report = _load(folder, product_id_column="sku")
+    assert sorted(rows) == ["test", "train"]
+    assert list(rows["train"]["product_id"]) == ["00123"] and list(rows["test"]["text"]) == ["NA"]
+    assert report.rows_read == {"train": 2, "test": 2}
+    assert "image file not found" in report.skipped[0].reason and report.skipped[0].line == 3
+    only, _ = _load(folder, split="test[:1]", product_id_column="sku")
+    assert len(only) == 1 and only[0]["image"].size == (8, 8)
+    with pytest.raises(ValueError, match=r"has splits \['test', 'train'\], not 'validation'"):
+        load_image_text_dataset(folder, split="validation")
+
+
+def test_folder_of_split_files_is_read_as_written(folder):
+    (folder / "train.csv").write_text("image,text,sku\nred.png,null,0001\n", encoding="utf-8")
+    (folder / "dev.jsonl").write_text(json.dumps({"image": "red.png", "text": "Mug", "sku": 2**70}), encoding="utf-8")
+    rows, _ = _load(folder, product_id_column="sku")
+    assert list(rows["train"]["product_id"]) == ["0001"] and list(rows["train"]["text"]) == ["null"]
+    assert list(rows["validation"]["product_id"]) == [str(2**70)]

@@ -8,8 +8,11 @@
   inference: ids and texts come back exactly as written (`00123` stays `00123`, `NA` is a title, JSON integers of
   any size keep their digits); a line that cannot be read is a bad row with its line number; an empty file has 0
   rows;
-* any other folder: handed to `datasets.load_dataset(folder)`, so an image folder (`imagefolder`, with
-  `metadata.jsonl` / `metadata.csv`; further image columns as `<name>_file_name`) or a folder of data files;
+* a folder of split files (`train.jsonl`, `validation.csv`, `test.tsv`, ...) or an image folder with
+  `metadata.jsonl` / `metadata.csv` (at the top, or in `train/`, `validation/`, `test/`; each row's image in
+  `file_name`, further image columns as `<name>_file_name`, as `datasets`' imagefolder has them): read like the
+  files above (`reading.data_folder_layout`);
+* any other folder: handed to `datasets.load_dataset(folder)` (e.g. an image folder labelled by subfolder names);
 * otherwise a Hub dataset name, passed to `datasets.load_dataset(name, **load_kwargs)`.
 
 Columns are renamed to the canonical names (`image`, `text`, `label`, `product_id`; for Omni rows
@@ -63,7 +66,9 @@ from datasets import Dataset, DatasetDict, Features, Image, Value
 from datasets.fingerprint import Hasher
 from PIL import Image as PILImage
 
-from .reading import LINE_COLUMN, PROBLEM_COLUMN, read_data_file, string_value
+from .reading import (
+    LINE_COLUMN, PROBLEM_COLUMN, data_folder_layout, image_folder_rows, read_data_file, string_value,
+)
 
 
 SOURCE_TYPES = ("query", "view", "post")
@@ -182,7 +187,20 @@ def _read_source(source, split: str | None, load_kwargs: dict,
                     raise ValueError(f"{path} has splits {sorted(loaded)}, not {split!r}.")
                 loaded = loaded[split]
             return loaded, path.resolve(), str(path)
-        return datasets.load_dataset(str(path), split=split, **load_kwargs), path.resolve(), str(path)
+        layout = data_folder_layout(path)
+        if layout is None:
+            return datasets.load_dataset(str(path), split=split, **load_kwargs), path.resolve(), str(path)
+        kind, files = layout
+        wanted = None if split is None else split.split("[", 1)[0]  # "train[:10]" -> "train"
+        if wanted is not None and wanted not in files:
+            raise ValueError(f"{path} has splits {sorted(files)}, not {wanted!r}.")
+        loaded = {}
+        for name, file in files.items():
+            if wanted in (None, name):  # each file is one split, read as the "train" split of that file
+                rows = _read_text_file(file, None if split is None else "train" + split[len(wanted):],
+                                       string_columns, load_kwargs)
+                loaded[name] = image_folder_rows(rows, file) if kind == "image folder" else rows
+        return (DatasetDict(loaded) if split is None else loaded[wanted]), path.resolve(), str(path)
     if path.is_file():
         builder = _FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:

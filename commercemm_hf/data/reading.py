@@ -224,4 +224,65 @@ def read_data_file(path: Path, string_columns: set[str], field: str | None = Non
     return Dataset(pa.table(columns))
 
 
-__all__ = ["LINE_COLUMN", "PROBLEM_COLUMN", "describe_value", "read_data_file", "string_value"]
+# ----------------------------------------------------------------------------------------------------------------
+# Folders: split files, or an image folder's metadata files
+# ----------------------------------------------------------------------------------------------------------------
+
+TEXT_FORMATS = (".jsonl", ".json", ".csv", ".tsv")
+#: split file stems as `datasets` names them ("valid", "val", "dev" -> "validation")
+_SPLIT_STEMS = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
+                "dev": "validation", "test": "test"}
+
+
+def data_folder_layout(folder: Path) -> tuple[str, dict[str, Path]] | None:
+    """How a folder of text data files is laid out, so its files are read as written (not by pandas):
+    `("split files", {split: file})` for `train.jsonl` / `validation.csv` / `test.tsv` ... side by side, or
+    `("image folder", {split: metadata file})` for an image folder with `metadata.jsonl` / `metadata.csv` at the
+    top ("train") or in `train/`, `validation/`, `test/` subfolders. None for any other layout (left to
+    `datasets.load_dataset`, e.g. an image folder labelled by subfolder names, or Parquet metadata)."""
+    top = [path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in TEXT_FORMATS + (".parquet",)]
+    metadata = {path.name for path in top if path.stem == "metadata"}
+    if metadata:
+        if len(metadata) > 1 or len(top) > 1 or "metadata.parquet" in metadata:
+            return None
+        return "image folder", {"train": top[0]}
+    if top:
+        splits = {}
+        for path in top:
+            split = _SPLIT_STEMS.get(path.stem.lower())
+            if split is None or split in splits or path.suffix.lower() == ".parquet":
+                return None
+            splits[split] = path
+        return "split files", splits
+    splits = {}
+    for sub in sorted(path for path in folder.iterdir() if path.is_dir()):
+        split = _SPLIT_STEMS.get(sub.name.lower())
+        files = [path for path in sub.iterdir() if path.is_file() and path.stem == "metadata"]
+        if split is None or split in splits or len(files) != 1 or files[0].suffix.lower() not in TEXT_FORMATS:
+            return None
+        splits[split] = files[0]
+    return ("image folder", splits) if splits else None
+
+
+def image_folder_rows(rows: Dataset, metadata_file: Path) -> Dataset:
+    """An image folder's metadata rows as `datasets`' imagefolder names them: `file_name` -> `image` and
+    `<name>_file_name` -> `<name>`, paths relative to the metadata file's folder made absolute."""
+    base = metadata_file.resolve().parent
+    renames = {name: "image" if name == "file_name" else name[:-len("_file_name")] for name in rows.column_names
+               if name == "file_name" or name.endswith("_file_name")}
+    if not renames:
+        raise ValueError(f"{metadata_file} has no file_name column naming each row's image.")
+    clashes = sorted(target for target in renames.values() if target in rows.column_names)
+    if clashes:
+        raise ValueError(f"{metadata_file} has both file-name columns and columns {clashes}.")
+
+    def absolute(batch):
+        return {name: [str(base / value) if isinstance(value, str) and value.strip() else value
+                       for value in batch[name]] for name in renames}
+
+    rows = rows.map(absolute, batched=True, desc="Resolving image paths") if len(rows) else rows
+    return rows.rename_columns(renames)
+
+
+__all__ = ["LINE_COLUMN", "PROBLEM_COLUMN", "data_folder_layout", "describe_value", "image_folder_rows",
+           "read_data_file", "string_value"]
