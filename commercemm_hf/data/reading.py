@@ -23,7 +23,7 @@ Example:
     >>> path = Path(tempfile.mkdtemp()) / "rows.csv"
     >>> _ = path.write_text("sku,title\\n00123,NA\\n7,Mug,extra\\n")
     >>> rows = read_data_file(path, {"sku", "title"})
-    >>> rows["sku"], rows["title"], rows[PROBLEM_COLUMN][1]
+    >>> list(rows["sku"]), list(rows["title"]), rows[PROBLEM_COLUMN][1]
     (['00123', None], ['NA', None], 'unreadable line: 3 fields, the header has 2')
 """
 

@@ -34,7 +34,16 @@ def check_integer_ids(name: str, ids, like: torch.Tensor | None = None) -> None:
 
 def check_text_inputs(input_ids, token_type_ids, type_vocab_size: int) -> None:
     """Refuse text inputs that torch would reject without naming them: None, a float tensor, an empty batch or
-    text, token type ids of another shape or outside `0..type_vocab_size - 1`."""
+    text, token type ids of another shape or outside `0..type_vocab_size - 1`.
+
+    Example:
+        >>> import torch
+        >>> try:
+        ...     check_text_inputs(torch.ones(1, 3), None, type_vocab_size=2)
+        ... except ValueError as error:
+        ...     print(error)
+        input_ids must hold integer ids (torch.long), got dtype torch.float32.
+    """
     check_integer_ids("input_ids", input_ids)
     if token_type_ids is None:
         return
