@@ -395,8 +395,8 @@ def _check_safetensors(path: Path, name: str) -> str | None:
     """What is wrong with a safetensors file, or None: the 8-byte header length, a JSON header, and tensors whose
     byte ranges match their shapes and dtypes and together cover the rest of the file exactly (a truncated or
     padded copy is refused)."""
-    sizes = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-             "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+    sizes = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I16": 2, "U16": 2, "F16": 2,
+             "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8}  # bytes per element
     size = path.stat().st_size
     try:
         with open(path, "rb") as handle:
@@ -416,10 +416,11 @@ def _check_safetensors(path: Path, name: str) -> str | None:
             continue
         try:
             start, stop = entry["data_offsets"]
-            expected = math.prod(entry["shape"]) * sizes[entry["dtype"]]
+            count = math.prod(entry["shape"])
         except (KeyError, TypeError, ValueError):
             return f"{name}: the header entry of {key!r} is malformed"
-        if stop - start != expected:
+        expected = count * sizes[entry["dtype"]] if entry.get("dtype") in sizes else stop - start  # sub-byte: as is
+        if not 0 <= start <= stop or stop - start != expected:
             return f"{name}: tensor {key!r} takes {stop - start} bytes, its shape and dtype need {expected}"
         end = max(end, stop)
     if 8 + length + end != size:
