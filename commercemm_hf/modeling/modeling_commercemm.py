@@ -24,6 +24,7 @@ from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPo
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .checks_commercemm import check_checkpoint_dtypes, check_loaded_weights, check_pixel_batch, check_text_inputs
 from .configuration_commercemm import (
     CommerceMMConfig,
     CommerceMMFusionConfig,
@@ -31,7 +32,6 @@ from .configuration_commercemm import (
     CommerceMMTextConfig,
     CommerceMMVisionConfig,
 )
-from .checks_commercemm import check_checkpoint_dtypes, check_loaded_weights, check_pixel_batch, check_text_inputs
 from .convert_backbones_commercemm import model_from_text_vision_pretrained
 
 
@@ -512,9 +512,15 @@ class CommerceMMPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, allow_partial_load: bool = False, **kwargs):
         """`PreTrainedModel.from_pretrained`, restricted to safetensors weights (a pickled `.bin` is never loaded),
-        with corrupt or truncated weight files reported as such, and the loaded weights checked (see
-        `_load_pretrained_model`): missing or unexpected backbone weights are an error unless
-        `allow_partial_load=True`; a head the checkpoint lacks entirely is initialised as usual."""
+        with corrupt or truncated weight files reported as such, and the loaded weights checked
+        (`checks_commercemm.check_loaded_weights`, and `_load_pretrained_model` below): missing or unexpected
+        backbone weights, a head loaded in part and non-finite weights are errors (the first two unless
+        `allow_partial_load=True`); a head the checkpoint lacks entirely is initialised as usual.
+
+        Example:
+            >>> model = CommerceMMModel.from_pretrained("outputs/demo/commercemm-tiny-demo")  # doctest: +SKIP
+            >>> partial = CommerceMMModel.from_pretrained("old-checkpoint", allow_partial_load=True)  # doctest: +SKIP
+        """
         if kwargs.get("use_safetensors") is False:
             raise ValueError("CommerceMM loads safetensors weights only; use_safetensors=False is not supported.")
         kwargs["use_safetensors"] = True
