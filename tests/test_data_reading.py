@@ -165,3 +165,13 @@ def test_folder_of_split_files_is_read_as_written(folder):
     rows, _ = _load(folder, product_id_column="sku")
     assert list(rows["train"]["product_id"]) == ["0001"] and list(rows["train"]["text"]) == ["null"]
     assert list(rows["validation"]["product_id"]) == [str(2**70)]
+
+
+def test_csv_quoting_errors_are_bad_lines_not_merged_rows(folder):
+    (folder / "rows.csv").write_bytes(b'image,text\nred.png,ok\nred.png,"bad"x\nred.png,say "hi" now\n'
+                                      b'red.png,"unterminated\nred.png,swallowed\n')
+    rows, report = _load(folder / "rows.csv")
+    assert list(rows["text"]) == ["ok", 'say "hi" now']
+    assert [(row.line, row.reason.split(" (")[0]) for row in report.skipped] == [
+        (3, "unreadable line: unreadable CSV"), (5, "unreadable line: unreadable CSV")]
+    assert "unexpected end of data" in report.skipped[1].reason

@@ -140,7 +140,7 @@ def _csv_records(path: Path, data: bytes, delimiter: str) -> tuple[list[str] | N
     text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
     literal = delimiter == "\t"
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter,
-                        quoting=csv.QUOTE_NONE if literal else csv.QUOTE_MINIMAL, strict=False)
+                        quoting=csv.QUOTE_NONE if literal else csv.QUOTE_MINIMAL, strict=not literal)
     header, line = None, 1
     while True:
         try:
