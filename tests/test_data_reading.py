@@ -175,3 +175,12 @@ def test_csv_quoting_errors_are_bad_lines_not_merged_rows(folder):
     assert [(row.line, row.reason.split(" (")[0]) for row in report.skipped] == [
         (3, "unreadable line: unreadable CSV"), (5, "unreadable line: unreadable CSV")]
     assert "unexpected end of data" in report.skipped[1].reason
+
+
+def test_other_columns_of_mixed_json_types_are_kept_as_exact_strings(folder):
+    lines = [{"image": "red.png", "text": "a", "upc": 2**64 + 7, "size": 3},
+             {"image": "red.png", "text": "b", "upc": 12, "size": "XL"}]
+    (folder / "rows.jsonl").write_text("\n".join(map(json.dumps, lines)), encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"column 'size' cannot be stored as one type.*first at row 1, line 2"):
+        rows, report = load_image_text_dataset(folder / "rows.jsonl")
+    assert list(rows["upc"]) == [str(2**64 + 7), "12"] and list(rows["size"]) == ["3", "XL"]

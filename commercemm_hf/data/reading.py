@@ -7,8 +7,8 @@ line without naming it. Here:
 
 * CSV values are the strings as written (an empty cell is ""), TSV fields are read literally (no quoting: a tab
   separates fields, a line ends a row);
-* JSON values keep their JSON types, except that the columns named in `string_columns` (ids and texts) are made
-  strings exactly: a JSON integer of any size becomes its digits, and any other non-string value (a list, an
+* JSON values keep their JSON types (a column Arrow cannot hold as one type, e.g. a big integer, becomes strings
+  with a warning), except that the columns named in `string_columns` (ids and texts) are made strings exactly: a JSON integer of any size becomes its digits, and any other non-string value (a list, an
   object, a boolean, a float) makes the row bad, naming the column and the value;
 * a line that cannot be read (malformed JSON, not a JSON object, a byte that is not UTF-8, a lone surrogate, a CSV
   row with the wrong number of fields) becomes a row with only a problem, so it is skipped and counted with its
@@ -33,6 +33,7 @@ import csv
 import io
 import json
 import re
+import warnings
 from pathlib import Path
 
 import pyarrow as pa
@@ -179,14 +180,20 @@ def _csv_records(path: Path, data: bytes, delimiter: str) -> tuple[list[str] | N
 
 
 def _column_array(path: Path, name: str, values: list, lines: list) -> pa.Array:
+    """The column with Arrow's inferred type; a column Arrow cannot hold as one type (strings mixed with numbers,
+    integers beyond 64 bits) is kept as strings, exactly (integers as their digits, other JSON values as JSON
+    text), with a warning naming the column and the first row that differs."""
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as error:
         kinds = [type(value) for value in values if value is not None]
         first = next((i for i, value in enumerate(values) if value is not None and type(value) is not kinds[0]), None)
-        where = f"; first at row {first}" + (f", line {lines[first]}" if lines[first] else "") if first else ""
-        raise ValueError(f"{path}: column {name!r} cannot be stored as one type ({error}){where}. Make its values "
-                         "one JSON type, or name it as an id/text column to read it as strings.") from None
+        where = (f"; first at row {first}" + (f", line {lines[first]}" if lines[first] else "")) if first else ""
+        warnings.warn(f"{path}: column {name!r} cannot be stored as one type ({error}){where}: keeping its values "
+                      "as strings (integers as their digits, other values as JSON).", stacklevel=6)
+        return pa.array([value if value is None or isinstance(value, str) else
+                         str(value) if isinstance(value, int) and not isinstance(value, bool) else
+                         json.dumps(value, ensure_ascii=False) for value in values], pa.string())
 
 
 def read_data_file(path: Path, string_columns: set[str], field: str | None = None) -> Dataset:
