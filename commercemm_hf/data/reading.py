@@ -139,6 +139,7 @@ def _csv_records(path: Path, data: bytes, delimiter: str) -> tuple[list[str] | N
     """(header or None for an empty file, records)."""
     records = []
     text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    undecodable = _SURROGATE.search(text) is not None  # else no field needs checking
     literal = delimiter == "\t"
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter,
                         quoting=csv.QUOTE_NONE if literal else csv.QUOTE_MINIMAL, strict=not literal)
@@ -165,7 +166,7 @@ def _csv_records(path: Path, data: bytes, delimiter: str) -> tuple[list[str] | N
                 raise ValueError(f"{path}: the header line needs distinct, non-empty column names, got {fields}.")
             header = fields
             continue
-        if any(map(_has_surrogate, fields)):
+        if undecodable and any(map(_has_surrogate, fields)):
             records.append((start, None, "not valid UTF-8"))
         elif len(fields) != len(header):
             records.append((start, None, f"{len(fields)} fields, the header has {len(header)}"))
