@@ -3,9 +3,11 @@
 * `render_model_card` fills `MODEL_CARD.md` (a Jinja2 template shipped in the package) with what the folder holds
   (architecture, size, depths, pipelines) and the metrics measured, and returns a `huggingface_hub.ModelCard`
   whose metadata includes a `model-index` for the simple quality metrics.
-* `plan_upload` checks that the folder is Hub-ready (config with `auto_map`, safetensors weights, processor files, the
-  remote-code files the configs name) and refuses pickle-format files; it lists what would be uploaded.
-* `publish` writes the card as the folder's `README.md`, then either prints the plan (`dry_run=True`, no network) or
+* `plan_upload` checks that the folder is Hub-ready (config with `auto_map`, complete safetensors weights whose
+  header covers the file, processor files, the remote-code files the configs name) and refuses pickle files (by
+  extension, in any case, and by content) and links that leave the folder; it lists what would be uploaded.
+* `publish` writes the card as the folder's `README.md` (unless the folder has a README.md that publish did not
+  write: that one is kept and uploaded as it is), then either prints the plan (`dry_run=True`, no network) or
   creates the repository and uploads exactly the planned files with `huggingface_hub`.
 
 The access token is only ever handed to `huggingface_hub` calls: it is never printed, logged, written to a file,
@@ -14,11 +16,14 @@ stored on an object, or shown in an error message.
 
 import fnmatch
 import glob
+import hashlib
 import json
 import logging
 import math
 import re
+import socket
 import struct
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,8 +34,14 @@ logger = logging.getLogger(__name__)
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "MODEL_CARD.md"
 #: result files searched (in this order) in the folder, then in its parent, when no metrics are given
 RESULTS_FILES = ("all_results.json", "eval_results.json", "demo_results.json")
-#: pickle-based formats (arbitrary code on load): a CommerceMM folder carries safetensors only
+#: pickle-based formats (arbitrary code on load): a CommerceMM folder carries safetensors only. Matched in any case
+#: and anywhere in a file name (`MODEL.BIN`, `x.pkl.bak`); files are also sniffed by content (`_pickle_kind`).
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.joblib")
+_PICKLE_EXTENSIONS = {pattern[2:] for pattern in PICKLE_PATTERNS}
+#: the last line of a README.md that publish wrote: the SHA-256 of everything before it, so an edited card is
+#: recognised as the user's and kept
+_CARD_MARK = "<!-- written by commercemm-hf publish; sha256 {} -->"
+_CARD_MARK_PATTERN = re.compile(r"\n<!-- written by commercemm-hf publish; sha256 ([0-9a-f]{64}) -->\n?\Z")
 #: never uploaded: hidden files and folders (.git, huggingface_hub's .cache), Python byte code, and Trainer's
 #: checkpoint folders (resume state: optimizer, scheduler and RNG pickles; the model itself is the folder's top level)
 SKIPPED_PATTERNS = (".*", "*/.*", "__pycache__/*", "*/__pycache__/*", "*.pyc", "checkpoint-*/*")
@@ -324,18 +335,99 @@ def render_model_card(folder, repo_id: str, metrics=None, *, training_data: str 
 
 
 def _check_repo_id(repo_id: str):
-    if not isinstance(repo_id, str) or not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id or ""):
-        raise PublishError(f"--repo-id must look like ORG/NAME, got {repo_id!r}.")
+    """ORG/NAME as the Hub allows them: letters, digits, `-`, `_`, `.`; starting and ending with a letter or digit;
+    no `--` or `..`; at most 96 characters each (so `../x`, `a/.x` or `a/b/c` never reach a URL or a path)."""
+    part = r"[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?"
+    if not isinstance(repo_id, str) or not re.fullmatch(rf"{part}/{part}", repo_id) or ".." in repo_id or \
+            "--" in repo_id:
+        raise PublishError(f"--repo-id must look like ORG/NAME (letters, digits, '-', '_', '.'; starting and ending "
+                           f"with a letter or digit; no '--' or '..'), got {repo_id!r}.")
 
 
 # ------------------------------------------------------------------------------------------------------ the plan
 def _walk(folder: Path) -> list[str]:
-    files = []
+    """The folder's files (not hidden ones); a link whose target lies outside the folder is refused: the upload
+    would send the target's content, which the folder's owner may never have meant to publish."""
+    files, outside, root = [], [], folder.resolve()
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder).as_posix()
-        if path.is_file() and not any(fnmatch.fnmatchcase(relative, pattern) for pattern in SKIPPED_PATTERNS):
+        if any(fnmatch.fnmatchcase(relative, pattern) for pattern in SKIPPED_PATTERNS):
+            continue
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            outside.append(f"{relative} -> {path.resolve()}")
+        elif path.is_file():
             files.append(relative)
+    if outside:
+        raise PublishError(f"{folder} holds links that leave the folder: {outside}. Their targets would be uploaded; "
+                           "copy the files you mean to publish into the folder instead.")
     return files
+
+
+def _pickle_kind(path: Path, relative: str) -> str | None:
+    """Why a file is pickle-based (arbitrary code on load), or None: a pickle extension anywhere in its name, in any
+    case; pickle protocol 2+ bytes; a zip (torch.save) holding a pickle; a NumPy array of Python objects."""
+    extensions = set(relative.lower().rsplit("/", 1)[-1].split(".")[1:])
+    if extensions & _PICKLE_EXTENSIONS:
+        return "pickle extension"
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle content"
+    if head.startswith(b"\x93NUMPY") and re.search(rb"'descr':\s*'\|O'", head):
+        return "NumPy object array (pickled)"
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+                if any(name.lower().endswith((".pkl", ".pickle")) for name in names):
+                    return "zip holding a pickle (torch.save)"
+                for name in names:
+                    if name.lower().endswith(".npy"):
+                        with archive.open(name) as member:
+                            header = member.read(512)
+                        if re.search(rb"'descr':\s*'\|O'", header):
+                            return "NumPy object array (pickled) in a zip"
+        except (zipfile.BadZipFile, OSError):
+            return None
+    return None
+
+
+def _check_safetensors(path: Path, name: str) -> str | None:
+    """What is wrong with a safetensors file, or None: the 8-byte header length, a JSON header, and tensors whose
+    byte ranges match their shapes and dtypes and together cover the rest of the file exactly (a truncated or
+    padded copy is refused)."""
+    sizes = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I16": 2, "U16": 2, "F16": 2,
+             "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8}  # bytes per element
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            if size < 8:
+                return f"{name} is {size} bytes: too short for a safetensors header"
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length == 0 or 8 + length > size:
+                return f"{name}: its header claims {length} bytes, but the file has {size} (truncated?)"
+            header = json.loads(handle.read(length))
+    except (OSError, ValueError) as error:
+        return f"{name}: unreadable safetensors header ({error})"
+    if not isinstance(header, dict):
+        return f"{name}: the safetensors header is not a JSON object"
+    end = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            start, stop = entry["data_offsets"]
+            count = math.prod(entry["shape"])
+        except (KeyError, TypeError, ValueError):
+            return f"{name}: the header entry of {key!r} is malformed"
+        expected = count * sizes[entry["dtype"]] if entry.get("dtype") in sizes else stop - start  # sub-byte: as is
+        if not 0 <= start <= stop or stop - start != expected:
+            return f"{name}: tensor {key!r} takes {stop - start} bytes, its shape and dtype need {expected}"
+        end = max(end, stop)
+    if 8 + length + end != size:
+        return (f"{name}: the tensors end at byte {8 + length + end}, the file has {size} bytes "
+                f"({'truncated' if size < 8 + length + end else 'trailing bytes'})")
+    return None
 
 
 def _code_modules(config_values) -> set[str]:
@@ -400,7 +492,7 @@ def plan_upload(folder) -> list[UploadFile]:
         raise PublishError(f"{folder} is not a folder.")
     files = _walk(folder)
     present = set(files)
-    pickles = [name for name in files if any(fnmatch.fnmatchcase(name, pattern) for pattern in PICKLE_PATTERNS)]
+    pickles = [f"{name} ({kind})" for name in files if (kind := _pickle_kind(folder / name, name))]
     if pickles:
         raise PublishError(
             f"{folder} holds pickle-format files {pickles}: loading them can run arbitrary code, so CommerceMM "
@@ -418,6 +510,8 @@ def plan_upload(folder) -> list[UploadFile]:
                      for shard in shards if shard not in present]
     elif "model.safetensors" not in present:
         problems.append("model.safetensors is missing (safetensors weights are required)")
+    problems += [problem for name in files if name.lower().endswith(".safetensors")
+                 if (problem := _check_safetensors(folder / name, name))]
     if not any(name in present for name in PROCESSOR_FILES):
         problems.append("processor_config.json (or preprocessor_config.json) is missing: save the processor too")
     if "tokenizer_config.json" not in present or not any(name in present for name in TOKENIZER_VOCAB_FILES):
@@ -471,10 +565,39 @@ def _redacted(error: Exception, token: str) -> Exception:
     return error
 
 
+def _card_file_text(card) -> str:
+    """The README.md text of a rendered card, ending with the mark that says publish wrote it."""
+    text = str(card).rstrip("\n") + "\n"
+    return text + "\n" + _CARD_MARK.format(hashlib.sha256(text.encode("utf-8")).hexdigest()) + "\n"
+
+
+def _written_by_publish(path: Path) -> bool:
+    """Whether `path` is a README.md that publish wrote and nobody edited since (its mark's hash still matches)."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    match = _CARD_MARK_PATTERN.search(text)
+    return bool(match) and hashlib.sha256(text[:match.start()].encode("utf-8")).hexdigest() == match.group(1)
+
+
+def _network_errors() -> tuple[type, ...]:
+    """Exceptions that mean the Hub could not be reached (offline, DNS, refused, timed out), from the standard
+    library and huggingface_hub's HTTP clients."""
+    errors = [ConnectionError, TimeoutError, socket.gaierror]
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"),
+                         ("requests", "ConnectionError"), ("requests", "Timeout")):
+        try:
+            errors.append(getattr(__import__(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
 def publish(folder, repo_id: str, token: str | None = None, private: bool = False, dry_run: bool = False,
             commit_message: str | None = None, metrics=None,
             training_data: str | None = None) -> dict:
     """Write the model card into `folder` as `README.md` and upload the folder to the Hub repository `repo_id`.
+
+    A README.md that publish did not write (or that was edited after) is never overwritten, also not in a dry run:
+    it is kept and uploaded as it is. An unreachable Hub is a `PublishError` saying so.
 
     With `dry_run=True` nothing touches the network: the plan (files and sizes) is printed and returned. Otherwise
     the token is `token`, else `huggingface_hub.get_token()` (the `HF_TOKEN` variable, then the stored login); the
@@ -494,7 +617,12 @@ def publish(folder, repo_id: str, token: str | None = None, private: bool = Fals
     if not dry_run:
         token = _resolve_token(token)
     card = render_model_card(folder, repo_id, metrics, training_data=training_data)
-    card.save(folder / "README.md")
+    readme = folder / "README.md"
+    if readme.exists() and not _written_by_publish(readme):
+        print(f"Keeping {readme}: publish did not write it (or it was edited since), so it is uploaded as it is. "
+              "Delete it to get the generated model card.")
+    else:
+        readme.write_text(_card_file_text(card), encoding="utf-8")
     plan = plan_upload(folder)
     url = f"https://huggingface.co/{repo_id}"
     result = {"repo_id": repo_id, "files": plan, "dry_run": dry_run, "url": None}
@@ -517,6 +645,11 @@ def publish(folder, repo_id: str, token: str | None = None, private: bool = Fals
             allow_patterns=[glob.escape(file.path) for file in plan],
             ignore_patterns=list(PICKLE_PATTERNS + SKIPPED_PATTERNS),
         )
+    except _network_errors() as error:
+        message = str(_redacted(error, token))
+        raise PublishError(f"Could not reach the Hugging Face Hub to upload to {repo_id} ({type(error).__name__}: "
+                           f"{message}). Check the network connection (and that HF_HUB_OFFLINE is not set); "
+                           "use --dry-run to see the plan offline.") from None
     except Exception as error:
         safe = _redacted(error, token)
         if safe is error:

@@ -8,9 +8,12 @@ trip. Fast (a few seconds): small images, except the few size tests that need la
 import doctest
 import io
 import json
+import os
 import re
 import subprocess
 import sys
+import threading
+import time
 import unicodedata
 from pathlib import Path
 
@@ -448,6 +451,24 @@ def test_bad_images_raise_a_clear_value_error(unnormalized, bad, message):
 def test_folder_instead_of_file(unnormalized, tmp_path):
     with pytest.raises(ValueError, match="is a folder"):
         pixels(unnormalized, tmp_path)
+
+
+def test_named_pipe_is_refused_instead_of_blocking(unnormalized, tmp_path):
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)  # opening it for reading waits for a writer, forever if none comes
+
+    def unblock_a_reader():  # so that code opening the pipe fails this test instead of hanging it
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+                return
+            except OSError:  # no reader yet
+                time.sleep(0.05)
+
+    threading.Thread(target=unblock_a_reader, daemon=True).start()
+    with pytest.raises(ValueError, match="pipe.png' is not a regular file"):
+        pixels(unnormalized, [smooth(), pipe])
 
 
 # ------------------------------------------------------------------------------------------------ properties

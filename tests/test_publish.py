@@ -27,7 +27,8 @@ SECRET = "hf_PublishTestSecretToken0123456789abcdef"
 REPO = "my-org/commercemm-tiny"
 SAVED_FILES = {
     "config.json", "model.safetensors", "configuration_commercemm.py", "modeling_commercemm.py",
-    "convert_backbones_commercemm.py", "processing_commercemm.py", "image_processing_commercemm.py",
+    "checks_commercemm.py", "convert_backbones_commercemm.py", "processing_commercemm.py",
+    "image_processing_commercemm.py",
     "processor_config.json", "tokenizer.json", "tokenizer_config.json", "pipeline_commercemm_embedding.py",
     "pipeline_commercemm_search.py", "pipeline_commercemm_categorization.py", "pipeline_commercemm_inputs.py",
 }
@@ -260,7 +261,7 @@ def test_upload_calls_huggingface_hub_with_the_plan_and_never_leaks_the_token(fo
     sent = filter_repo_objects(local, allow_patterns=upload["allow_patterns"],
                                ignore_patterns=upload["ignore_patterns"])
     assert sorted(sent) == sorted(planned)
-    assert result["url"].endswith("/commit/abc123") and "Uploaded 16 files" in captured.out
+    assert result["url"].endswith("/commit/abc123") and "Uploaded 17 files" in captured.out
     assert_no_secret(folder, captured.out, captured.err, caplog.text, repr(result), str(result))
 
 
@@ -316,3 +317,126 @@ def test_cli_publish_errors(folder, fake_hub, no_stored_token):
     with pytest.raises(SystemExit, match="commercemm publish: .*pickle-format"):
         main(["publish", str(folder), "--repo-id", REPO, "--dry-run"])
     assert not fake_hub
+
+
+# ------------------------------------------------------------------------------------- bad folders (issue 14)
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: data[:-100], "truncated"),
+    (lambda data: b"", "0 bytes: too short"),
+    (lambda data: data[:20], "header claims"),
+    (lambda data: data + b"\0" * 16, "trailing bytes"),
+])
+def test_safetensors_whose_header_does_not_cover_the_file_are_refused(folder, no_network, damage, message):
+    weights = folder / "model.safetensors"
+    weights.write_bytes(damage(weights.read_bytes()))
+    with pytest.raises(PublishError, match=rf"model.safetensors.*{message}"):
+        publish(folder, REPO, dry_run=True)
+    assert not (folder / "README.md").exists()
+
+
+def test_links_out_of_the_folder_are_refused(folder, no_network, tmp_path):
+    secret = tmp_path / "elsewhere" / "credentials.txt"
+    secret.parent.mkdir()
+    secret.write_text("not for the Hub")
+    (folder / "notes.txt").write_text("inside")
+    (folder / "inside-link.txt").symlink_to(folder / "notes.txt")
+    assert "inside-link.txt" in {file.path for file in plan_upload(folder)}  # a link within the folder is fine
+    (folder / "extra.txt").symlink_to(secret)
+    with pytest.raises(PublishError, match=r"links that leave the folder.*extra.txt -> .*credentials.txt"):
+        plan_upload(folder)
+    (folder / "extra.txt").unlink()
+    (folder / "more").symlink_to(secret.parent, target_is_directory=True)
+    with pytest.raises(PublishError, match=r"links that leave the folder.*more -> "):
+        publish(folder, REPO, dry_run=True)
+
+
+def test_a_readme_publish_did_not_write_is_never_overwritten(folder, fake_hub, no_stored_token, capsys):
+    handwritten = "# Our model\n\nWritten by hand.\n"
+    (folder / "README.md").write_text(handwritten)
+    publish(folder, REPO, dry_run=True)
+    assert (folder / "README.md").read_text() == handwritten and "Keeping" in capsys.readouterr().out
+    publish(folder, REPO, token=SECRET)
+    assert (folder / "README.md").read_text() == handwritten
+    assert "README.md" in [entry for entry in fake_hub[1][1]["allow_patterns"]]
+
+    (folder / "README.md").unlink()
+    publish(folder, REPO, dry_run=True, training_data="First description.")
+    assert "First description." in (folder / "README.md").read_text()
+    publish(folder, REPO, dry_run=True, training_data="Second description.")  # its own card: renewed
+    generated = (folder / "README.md").read_text()
+    assert "Second description." in generated and "First description." not in generated
+    (folder / "README.md").write_text(generated.replace("Second description.", "Edited by a person."))
+    publish(folder, REPO, dry_run=True, training_data="Third description.")  # edited since: kept
+    assert "Edited by a person." in (folder / "README.md").read_text()
+
+
+def _torch_pickle(path):
+    import torch
+    torch.save({"w": torch.ones(2)}, path)
+
+
+def _numpy_objects(path):
+    import numpy as np
+    with open(path, "wb") as handle:
+        np.save(handle, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+
+
+@pytest.mark.parametrize("name, write", [
+    ("MODEL.BIN", lambda path: path.write_bytes(b"data")),
+    ("weights.Pt", lambda path: path.write_bytes(b"data")),
+    ("x.pkl.bak", lambda path: path.write_bytes(b"data")),
+    ("state.dat", lambda path: path.write_bytes(b"\x80\x04\x95pickled")),
+    ("checkpoint.data", _torch_pickle),
+    ("embeddings.npy", _numpy_objects),
+])
+def test_pickles_are_found_by_any_case_extension_and_by_content(folder, no_network, name, write):
+    write(folder / name)
+    with pytest.raises(PublishError, match=rf"pickle-format files .*{name.replace('.', '[.]')}"):
+        plan_upload(folder)
+
+
+def test_plain_numpy_arrays_are_not_taken_for_pickles(folder):
+    import numpy as np
+    np.save(folder / "centroids.npy", np.zeros((2, 3), dtype=np.float32))
+    assert "centroids.npy" in {file.path for file in plan_upload(folder)}
+
+
+@pytest.mark.parametrize("repo_id", ["../x", "a/..", "org/../x", "a/.x", "a/b/c", "-a/b", "a--b/c", "a/b.", "/x",
+                                     "a/" + "n" * 97, "a/b c"])
+def test_repo_ids_the_hub_would_not_accept_are_refused(folder, no_network, repo_id):
+    with pytest.raises(PublishError, match="ORG/NAME"):
+        publish(folder, repo_id, dry_run=True)
+    assert not (folder / "README.md").exists()
+
+
+@pytest.mark.parametrize("repo_id", ["my-org/commercemm-tiny", "user_1/model.v2", "A/b"])
+def test_good_repo_ids_pass(folder, no_network, repo_id):
+    assert publish(folder, repo_id, dry_run=True)["repo_id"] == repo_id
+
+
+def _http_client_connect_errors() -> list:
+    """huggingface_hub's own HTTP client's error for a refused connection (httpx2 in huggingface_hub 2.x)."""
+    try:
+        import httpx2
+    except ImportError:
+        return []
+    return [httpx2.ConnectError("[Errno 111] Connection refused")]
+
+
+@pytest.mark.parametrize("error", [
+    huggingface_hub.errors.OfflineModeIsEnabled("offline mode is enabled"),
+    ConnectionRefusedError(111, "Connection refused"),
+    socket.gaierror(-3, "Temporary failure in name resolution"),
+    *_http_client_connect_errors(),
+])
+def test_an_unreachable_hub_is_a_clear_error(folder, monkeypatch, no_stored_token, error):
+    def unreachable(self, repo_id, **kwargs):
+        raise error
+
+    monkeypatch.setattr(HfApi, "create_repo", unreachable)
+    with pytest.raises(PublishError, match=r"Could not reach the Hugging Face Hub .*--dry-run"):
+        publish(folder, REPO, token=SECRET)
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    with pytest.raises(SystemExit, match=r"commercemm publish: Could not reach the Hugging Face Hub") as exit_info:
+        main(["publish", str(folder), "--repo-id", REPO])
+    assert SECRET not in str(exit_info.value)

@@ -4,9 +4,15 @@
 
 * a `datasets.Dataset` / `DatasetDict` object, or a folder written by `save_to_disk` (either kind);
 * a JSON Lines / JSON / CSV / TSV / Parquet file whose image columns hold paths, relative to the file's folder
-  (absolute paths work too);
-* any other folder: handed to `datasets.load_dataset(folder)`, so an image folder (`imagefolder`, with
-  `metadata.jsonl` / `metadata.csv`; further image columns as `<name>_file_name`) or a folder of data files;
+  (absolute paths work too). JSON Lines / JSON / CSV / TSV are read by `reading.read_data_file`, without type
+  inference: ids and texts come back exactly as written (`00123` stays `00123`, `NA` is a title, JSON integers of
+  any size keep their digits); a line that cannot be read is a bad row with its line number; an empty file has 0
+  rows;
+* a folder of split files (`train.jsonl`, `validation.csv`, `test.tsv`, ...) or an image folder with
+  `metadata.jsonl` / `metadata.csv` (at the top, or in `train/`, `validation/`, `test/`; each row's image in
+  `file_name`, further image columns as `<name>_file_name`, as `datasets`' imagefolder has them): read like the
+  files above (`reading.data_folder_layout`);
+* any other folder: handed to `datasets.load_dataset(folder)` (e.g. an image folder labelled by subfolder names);
 * otherwise a Hub dataset name, passed to `datasets.load_dataset(name, **load_kwargs)`.
 
 Columns are renamed to the canonical names (`image`, `text`, `label`, `product_id`; for Omni rows
@@ -15,7 +21,18 @@ Every row is checked once: each image it needs is opened with PIL (`verify()` an
 must not be empty or whitespace, a `product_id` must be present. A bad row is either skipped, with a
 `BadRowWarning` naming its split, index and reason and an entry in the returned `LoadReport`
 (`on_bad_rows="skip"`), or raises a `ValueError` naming it (`on_bad_rows="raise"`). The report's counts always add
-up: rows read = rows kept + rows skipped, per split. Image columns come back as lazily decoded `Image()` features.
+up: rows read = rows kept + rows skipped, per split. A split whose rows are all bad is an error (a wrong column or
+image folder, not data to train on). Image columns come back as lazily decoded `Image()` features.
+
+Two design choices:
+
+* Where image paths may point. A relative path starts from the data file's folder (or `image_root`), never from
+  the working directory. Paths may leave that folder (`../`, absolute paths, `~`, symlinks): catalogs often keep
+  images on shared storage, and a data file is input chosen by whoever runs the loading, trusted like a script.
+  Do not load data files from untrusted sources as they are; pass them through your own path checks first.
+* URLs. Image values such as `https://...` are not fetched (a bad row saying so): loading and the processor read
+  local files only, so training data is reproducible and works offline. The pipelines, which serve a few inputs
+  at inference time, accept URLs as transformers' own pipelines do (`transformers.image_utils.load_image`).
 
 Example:
     >>> import json, tempfile
@@ -37,6 +54,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -48,8 +66,13 @@ from datasets import Dataset, DatasetDict, Features, Image, Value
 from datasets.fingerprint import Hasher
 from PIL import Image as PILImage
 
+from .reading import (
+    LINE_COLUMN, PROBLEM_COLUMN, data_folder_layout, image_folder_rows, read_data_file, string_value,
+)
+
 
 SOURCE_TYPES = ("query", "view", "post")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 
 
@@ -59,11 +82,16 @@ class BadRowWarning(UserWarning):
 
 @dataclass(frozen=True)
 class SkippedRow:
-    """A row left out while loading: its split, its 0-based index in that split as read, and why."""
+    """A row left out while loading: its split, its 0-based index in that split as read, why, and the 1-based line
+    of the data file it starts on (None for sources without lines)."""
 
     split: str
     index: int
     reason: str
+    line: int | None = None
+
+    def where(self) -> str:
+        return f"row {self.index} (0-based{f', line {self.line}' if self.line else ''}) of split {self.split!r}"
 
 
 @dataclass
@@ -121,7 +149,26 @@ def _is_saved_dataset(folder: Path) -> bool:
     return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
 
 
-def _read_source(source, split: str | None, load_kwargs: dict) -> tuple[Dataset | DatasetDict, Path, str]:
+def _read_text_file(path: Path, split: str | None, string_columns: set[str], load_kwargs: dict) -> Dataset:
+    """A JSON Lines / JSON / CSV / TSV file through `reading.read_data_file` (no type inference), sliced like
+    `datasets` slices a split ("train[:100]", "train[10%:]")."""
+    field = load_kwargs.get("field")
+    ignored = sorted(set(load_kwargs) - {"field", "cache_dir", "keep_in_memory", "num_proc"})
+    if ignored:
+        warnings.warn(f"Ignoring {ignored} for {path}: .jsonl/.json/.csv/.tsv files are read here without "
+                      "datasets' builders (see commercemm_hf/data/reading.py).", stacklevel=5)
+    rows = read_data_file(path, string_columns, field=field)
+    if split is None or split == "train":
+        return rows
+    instruction = datasets.ReadInstruction.from_spec(split)
+    absolute = instruction.to_absolute({"train": len(rows)})
+    if any(part.splitname != "train" for part in absolute):
+        raise ValueError(f"A single file {path} has only the split 'train' (optionally sliced), not {split!r}.")
+    return datasets.concatenate_datasets([rows.select(range(part.from_, part.to)) for part in absolute])
+
+
+def _read_source(source, split: str | None, load_kwargs: dict,
+                 string_columns: set[str]) -> tuple[Dataset | DatasetDict, Path, str]:
     """(dataset or dataset dict, folder that relative image paths are resolved against, description)."""
     if isinstance(source, (Dataset, DatasetDict)):
         return (source[split] if split is not None and isinstance(source, DatasetDict) else source), Path.cwd(), \
@@ -140,14 +187,28 @@ def _read_source(source, split: str | None, load_kwargs: dict) -> tuple[Dataset 
                     raise ValueError(f"{path} has splits {sorted(loaded)}, not {split!r}.")
                 loaded = loaded[split]
             return loaded, path.resolve(), str(path)
-        return datasets.load_dataset(str(path), split=split, **load_kwargs), path.resolve(), str(path)
+        layout = data_folder_layout(path)
+        if layout is None:
+            return datasets.load_dataset(str(path), split=split, **load_kwargs), path.resolve(), str(path)
+        kind, files = layout
+        wanted = None if split is None else split.split("[", 1)[0]  # "train[:10]" -> "train"
+        if wanted is not None and wanted not in files:
+            raise ValueError(f"{path} has splits {sorted(files)}, not {wanted!r}.")
+        loaded = {}
+        for name, file in files.items():
+            if wanted in (None, name):  # each file is one split, read as the "train" split of that file
+                rows = _read_text_file(file, None if split is None else "train" + split[len(wanted):],
+                                       string_columns, load_kwargs)
+                loaded[name] = image_folder_rows(rows, file) if kind == "image folder" else rows
+        return (DatasetDict(loaded) if split is None else loaded[wanted]), path.resolve(), str(path)
     if path.is_file():
         builder = _FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise ValueError(f"Cannot read {path}: expected one of {sorted(_FILE_BUILDERS)} (or a folder).")
-        if path.suffix.lower() == ".tsv":
-            load_kwargs = {"delimiter": "\t", **load_kwargs}
-        loaded = datasets.load_dataset(builder, data_files=str(path), split=split or "train", **load_kwargs)
+        if builder == "parquet":  # typed columns: nothing to infer
+            loaded = datasets.load_dataset(builder, data_files=str(path), split=split or "train", **load_kwargs)
+        else:
+            loaded = _read_text_file(path, split, string_columns, load_kwargs)
         return loaded, path.resolve().parent, str(path)
     if isinstance(source, os.PathLike) or text.startswith((".", "/", "~")) or path.suffix.lower() in _FILE_BUILDERS:
         raise FileNotFoundError(f"No such file or folder: {text}")
@@ -181,11 +242,10 @@ class _ImageChecker:
         self.cache: dict[str, tuple[dict | None, str | None]] = {}
 
     def _resolve(self, path: str) -> Path:
+        # Relative paths start from the data's own folder only, never from the working directory: a file that is
+        # missing there must not be replaced by a same-named file wherever the program happens to run.
         candidate = Path(path).expanduser()
-        if candidate.is_absolute():
-            return candidate
-        relative = self.base_dir / candidate
-        return relative if relative.exists() or not candidate.exists() else candidate.resolve()
+        return candidate if candidate.is_absolute() else self.base_dir / candidate
 
     def __call__(self, value) -> tuple[dict | None, str | None]:
         """(value for an `Image()` column, problem or None)."""
@@ -199,30 +259,36 @@ class _ImageChecker:
             return None, "missing image"
         if not isinstance(path, str):
             return None, f"not an image path ({path!r})"
+        if _URL.match(path.strip()):
+            return None, (f"image URL not fetched ({path.strip()[:200]}): loading reads local files only; download "
+                          "the images and give their paths")
         if path not in self.cache:
             self.cache[path] = self._check_file(self._resolve(path.strip()))
         return self.cache[path]
 
     def _check_file(self, path: Path) -> tuple[dict | None, str | None]:
-        if not path.is_file():
-            return None, f"image file not found ({path})"
+        if not path.is_file():  # also refuses a named pipe or device, which would block or never end
+            return None, f"image {'is not a regular file' if path.exists() else 'file not found'} ({path})"
         problem = _open_check(lambda: str(path))
         if problem is not None:
             return None, f"unreadable image file ({path}: {problem})"
         return {"bytes": path.read_bytes() if self.embed else None, "path": str(path)}, None
 
 
-def _clean_text(value) -> str | None:
-    if value is None:
-        return None
-    text = value if isinstance(value, str) else str(value)
-    return text if text.strip() else None
+def _clean_text(value) -> tuple[str | None, str | None]:
+    """(the text, None when missing or only whitespace; problem): ids and texts are strings (integers give their
+    exact digits), never a float's, list's or boolean's repr."""
+    text, problem = string_value(value)
+    return (text if text is not None and text.strip() else None), problem
 
 
-def _joined_text(values: Sequence) -> str | None:
-    """The text of one column, or the non-empty parts of several joined with '. ' (e.g. title + description)."""
-    parts = [part.strip() for part in map(_clean_text, values) if part is not None]
-    return ". ".join(part.rstrip(".") if i < len(parts) - 1 else part for i, part in enumerate(parts)) or None
+def _joined_text(values: Sequence) -> tuple[str | None, str | None]:
+    """The text of one column, or the non-empty parts of several joined with '. ' (e.g. title + description), and
+    the first problem."""
+    cleaned = [_clean_text(value) for value in values]
+    parts = [part.strip() for part, _ in cleaned if part is not None]
+    problem = next((problem for _, problem in cleaned if problem), None)
+    return ". ".join(part.rstrip(".") if i < len(parts) - 1 else part for i, part in enumerate(parts)) or None, problem
 
 
 def _columns(spec: str | Sequence[str]) -> list[str]:
@@ -270,7 +336,8 @@ def _load_split(dataset: Dataset, split: str, plan: _Plan, base_dir: Path, on_ba
     used = sorted({column for columns in plan.inputs.values() for column in columns
                    if column in dataset.column_names})
     dataset = _undecoded(dataset, used)
-    passthrough = [column for column in dataset.column_names if column not in used]
+    read_problems = [PROBLEM_COLUMN] if PROBLEM_COLUMN in dataset.column_names else []  # from reading.py
+    passthrough = [column for column in dataset.column_names if column not in used + read_problems]
     features = Features({**plan.features, **{column: dataset.features[column] for column in passthrough},
                          "__problems__": Value("string"), "__cleared__": Value("string")})
     if plan.inputs.get("label"):  # keep the label's own feature (e.g. ClassLabel names, or strings)
@@ -281,23 +348,32 @@ def _load_split(dataset: Dataset, split: str, plan: _Plan, base_dir: Path, on_ba
         values, problems, cleared = plan.check_row(
             {canonical: [row.get(column) for column in columns] if columns else [None]
              for canonical, columns in plan.inputs.items()}, images)
+        if row.get(PROBLEM_COLUMN):  # the line could not be read, or an id/text is not a string: that is the reason
+            problems = [row[PROBLEM_COLUMN]]
         return {**values, "__problems__": "; ".join(problems), "__cleared__": ",".join(cleared)}
 
     fingerprint = Hasher.hash((dataset._fingerprint, plan.kind, plan.inputs, str(base_dir), embed, "check-v1"))
-    checked = dataset.map(check, remove_columns=used, features=features, num_proc=num_proc,
-                          load_from_cache_file=False, new_fingerprint=fingerprint,
-                          desc=f"Checking {plan.kind} rows ({split})")
+    if len(dataset) == 0:  # datasets' map adds no columns to an empty dataset
+        checked = Dataset.from_dict({name: [] for name in features}, features=features)
+    else:
+        checked = dataset.map(check, remove_columns=used + read_problems, features=features, num_proc=num_proc,
+                              load_from_cache_file=False, new_fingerprint=fingerprint,
+                              desc=f"Checking {plan.kind} rows ({split})")
     problems = list(checked["__problems__"])
-    bad = [(index, reason) for index, reason in enumerate(problems) if reason]
+    lines = list(checked[LINE_COLUMN]) if LINE_COLUMN in checked.column_names else [None] * len(checked)
+    bad = [SkippedRow(split, index, reason, lines[index]) for index, reason in enumerate(problems) if reason]
     if bad and on_bad_rows == "raise":
-        index, reason = bad[0]
         more = f" ({len(bad) - 1} more bad rows)" if len(bad) > 1 else ""
-        raise ValueError(f"Bad row {index} (0-based) of split {split!r} in {description}: {reason}{more}.")
-    for index, reason in bad:
-        report.skipped.append(SkippedRow(split, index, reason))
+        raise ValueError(f"Bad {bad[0].where()} in {description}: {bad[0].reason}{more}.")
+    if bad and len(bad) == len(checked):
+        reasons = Counter(row.reason.split(" (", 1)[0] for row in bad).most_common(3)
+        raise ValueError(f"No usable rows in split {split!r} of {description}: all {len(bad)} rows are bad (first: "
+                         f"{bad[0].where()}: {bad[0].reason}; most common: {reasons}). Check the column names "
+                         "and the image paths (relative paths start from the data file's folder).")
+    for row in bad:
+        report.skipped.append(row)
         if len(report.skipped) <= max_warnings:
-            warnings.warn(f"Skipping row {index} (0-based) of split {split!r} in {description}: {reason}",
-                          BadRowWarning, stacklevel=4)
+            warnings.warn(f"Skipping {row.where()} in {description}: {row.reason}", BadRowWarning, stacklevel=4)
     cleared_values = list(checked["__cleared__"])
     good = [index for index, reason in enumerate(problems) if not reason]
     for index in good:
@@ -306,14 +382,19 @@ def _load_split(dataset: Dataset, split: str, plan: _Plan, base_dir: Path, on_ba
     report.rows_read[split] = len(checked)
     report.rows_kept[split] = len(good)
     kept = checked.select(good) if bad else checked
-    return kept.remove_columns(["__problems__", "__cleared__"])
+    return kept.remove_columns([name for name in ("__problems__", "__cleared__", LINE_COLUMN)
+                                if name in kept.column_names])
 
 
 def _load(source, split, plan: _Plan, optional: set[str], on_bad_rows: str, embed: bool, num_proc, max_warnings,
           image_root, load_kwargs) -> tuple[Dataset | DatasetDict, LoadReport]:
     if on_bad_rows not in ("skip", "raise"):
         raise ValueError(f"on_bad_rows must be 'skip' or 'raise', got {on_bad_rows!r}.")
-    loaded, base_dir, description = _read_source(source, split, load_kwargs)
+    # ids and texts are read as strings (no type inference); images and labels keep their types
+    string_columns = {column for canonical, columns in plan.inputs.items() if canonical not in ("image", "label",
+                                                                                                 "source_image")
+                      for column in columns}
+    loaded, base_dir, description = _read_source(source, split, load_kwargs, string_columns)
     if image_root is not None:
         base_dir = Path(image_root).expanduser().resolve()
     if not isinstance(loaded, (Dataset, DatasetDict)):
@@ -323,6 +404,11 @@ def _load(source, split, plan: _Plan, optional: set[str], on_bad_rows: str, embe
     splits = loaded if isinstance(loaded, DatasetDict) else {split or "train": loaded}
     out = {}
     for name, dataset in splits.items():
+        if len(dataset) == 0:  # an empty file: 0 rows, whatever columns it would have had
+            needed = [column for canonical, columns in plan.inputs.items() if canonical not in optional
+                      for column in columns if column not in dataset.column_names]
+            for column in dict.fromkeys(needed):
+                dataset = dataset.add_column(column, [])
         present = {canonical: [c for c in columns if c in dataset.column_names] if canonical in optional else columns
                    for canonical, columns in plan.inputs.items()}
         split_plan = _Plan(plan.kind, present, plan.features, plan.check_row)
@@ -398,8 +484,10 @@ def load_image_text_dataset(source, split: str | None = None, image_column: str 
             if problem:
                 problems.append(f"image: {problem}")
         if "text" in values:
-            text = _joined_text(values["text"])
-            if text is None and require_text:
+            text, problem = _joined_text(values["text"])
+            if problem:
+                problems.append(f"text: {problem}")
+            elif text is None and require_text:
                 problems.append("text: empty text")
             out["text"] = text or ""
         if "label" in values:
@@ -407,9 +495,9 @@ def load_image_text_dataset(source, split: str | None = None, image_column: str 
             if out["label"] is None:
                 problems.append("label: missing label")
         if "product_id" in values:
-            out["product_id"] = _clean_text(values["product_id"][0])
-            if out["product_id"] is None:
-                problems.append("product_id: missing product_id")
+            out["product_id"], problem = _clean_text(values["product_id"][0])
+            if problem or out["product_id"] is None:
+                problems.append(f"product_id: {problem or 'missing product_id'}")
         return out, problems, []
 
     plan = _Plan("image-text", inputs, features, check_row)
@@ -463,10 +551,14 @@ def load_omni_dataset(source, split: str | None = None, source_type_column: str 
 
     def check_row(values: dict, images: _ImageChecker):
         problems, cleared = [], []
-        source_text = _clean_text(values["source_text"][0])
+        source_text, problem = _clean_text(values["source_text"][0])
+        if problem:
+            problems.append(f"source_text: {problem}")
         raw_image = values["source_image"][0]
         has_image = raw_image is not None and not (isinstance(raw_image, dict) and not any(raw_image.values()))
-        source_type = _clean_text(values["source_type"][0])
+        source_type, problem = _clean_text(values["source_type"][0])
+        if problem:
+            problems.append(f"source_type: {problem}")
         if source_type is None:
             source_type = {(True, False): "query", (False, True): "view", (True, True): "post"}.get(
                 (source_text is not None, has_image))
@@ -488,15 +580,15 @@ def load_omni_dataset(source, split: str | None = None, source_type_column: str 
         if source_type == "view" and source_text is not None:
             cleared.append("source_text of view rows")
             source_text = None
-        product_id = _clean_text(values["product_id"][0])
-        if product_id is None:
-            problems.append("product_id: missing product_id")
+        product_id, problem = _clean_text(values["product_id"][0])
+        if problem or product_id is None:
+            problems.append(f"product_id: {problem or 'missing product_id'}")
         image, problem = images(values["image"][0])
         if problem:
             problems.append(f"image: {problem}")
-        text = _joined_text(values["text"])
-        if text is None:
-            problems.append("text: empty product text")
+        text, problem = _joined_text(values["text"])
+        if problem or text is None:
+            problems.append(f"text: {problem or 'empty product text'}")
         out = {"source_type": source_type, "source_text": source_text, "source_image": source_image,
                "product_id": product_id.strip() if product_id else None, "image": image, "text": text}
         return out, problems, cleared

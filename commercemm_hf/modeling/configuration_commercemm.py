@@ -13,6 +13,7 @@ import math
 from typing import ClassVar
 
 from huggingface_hub.dataclasses import strict
+from transformers.activations import ACT2FN
 from transformers.configuration_utils import PreTrainedConfig
 
 
@@ -22,6 +23,51 @@ EMBEDDING_KINDS = ("text", "image", "multimodal")
 OMNI_TASKS = tuple(f"omni_{source}_to_{target}" for source in EMBEDDING_KINDS for target in EMBEDDING_KINDS)
 PRETRAINING_TASKS = IMAGE_TEXT_TASKS + OMNI_TASKS
 OMNI_SOURCE_TYPES = ("query", "view", "post")
+
+# The value domain of every numeric field that the shape checks of `validate_architecture` do not cover, by field
+# name: (lowest, highest, whether the lowest is allowed). `validate_value_domains` reads it for any config.
+_POSITIVE, _UNIT = (0.0, math.inf, False), (0.0, 1.0, True)
+_FIELD_DOMAINS = {  # type_vocab_size 0: a text encoder without token-type embeddings
+    "layer_norm_eps": _POSITIVE, "initializer_range": _POSITIVE, "type_vocab_size": (0, math.inf, True),
+    "logit_scale_init_value": (-math.inf, math.inf, True), "max_logit_scale": (-math.inf, math.inf, True),
+    "mim_teacher_temperature": _POSITIVE, "mim_student_temperature": _POSITIVE, "mim_center_momentum": _UNIT,
+}
+
+
+def validate_value_domains(config: PreTrainedConfig) -> None:
+    """Refuse a value outside its field's domain, naming the config class, the field and the value: every number
+    finite, `_FIELD_DOMAINS` ranges (e.g. `layer_norm_eps > 0`, `type_vocab_size >= 0`), a known `hidden_act`.
+
+    Example:
+        >>> from commercemm_hf import CommerceMMTextConfig
+        >>> try:
+        ...     CommerceMMTextConfig(layer_norm_eps=-1.0)
+        ... except Exception as error:  # huggingface_hub's StrictDataclassClassValidationError wraps it
+        ...     print(str(error).splitlines()[-1].strip())
+        ValueError: CommerceMMTextConfig.layer_norm_eps must be > 0 and finite, got -1.0.
+    """
+    name = type(config).__name__
+    for field, (low, high, low_allowed) in _FIELD_DOMAINS.items():
+        value = getattr(config, field, None)
+        if value is None or field not in type(config).__dataclass_fields__:
+            continue
+        inside = math.isfinite(value) and (low <= value if low_allowed else low < value) and value <= high
+        if not inside:
+            bound = "finite" if low == -math.inf else f"{'>=' if low_allowed else '>'} {low:g}" + (
+                f" and <= {high:g}" if high != math.inf else " and finite")
+            raise ValueError(f"{name}.{field} must be {bound}, got {value!r}.")
+    for field in ("hidden_dropout_prob", "attention_probs_dropout_prob", "mlm_probability", "mim_mask_ratio",
+                  "full_depth_probability", "mlm_mask_token_ratio", "mlm_random_token_ratio"):
+        value = getattr(config, field, None)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{name}.{field} must be finite, got {value!r}.")
+    if hasattr(config, "hidden_act") and config.hidden_act not in ACT2FN:
+        raise ValueError(f"{name}.hidden_act={config.hidden_act!r} is not a known activation; choose one of "
+                         f"{sorted(ACT2FN)}.")
+    weights = getattr(config, "loss_weights", None) or {}
+    bad = sorted(task for task, weight in weights.items() if not math.isfinite(weight))
+    if bad:
+        raise ValueError(f"{name}.loss_weights must be finite numbers; not for {bad}.")
 
 
 @strict
@@ -42,6 +88,7 @@ class CommerceMMStackConfig(PreTrainedConfig):
 
     def validate_architecture(self):
         """Checked when the config is built: every shape problem is named here, not deep inside a forward."""
+        validate_value_domains(self)
         for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -318,7 +365,18 @@ class CommerceMMConfig(PreTrainedConfig):
         """The config of `"text"`, `"image"` or `"fusion"`."""
         return {"text": self.text_config, "image": self.vision_config, "fusion": self.multimodal_config}[stack]
 
+    @classmethod
+    def _dict_from_json_file(cls, json_file):
+        """transformers' reader, but a config.json that is valid JSON yet not an object (a list, `null`) is named as
+        such instead of failing later with a TypeError."""
+        config_dict = super()._dict_from_json_file(json_file)
+        if not isinstance(config_dict, dict):
+            raise OSError(f"The config file {json_file} holds a JSON {type(config_dict).__name__}, not an object of "
+                          "config fields.")
+        return config_dict
+
     def validate_architecture(self):
+        validate_value_domains(self)
         if not isinstance(self.projection_dim, int) or self.projection_dim < 1:
             raise ValueError(f"CommerceMMConfig.projection_dim must be a positive integer, got {self.projection_dim!r}.")
         if self.logit_scale_init_value > self.max_logit_scale:

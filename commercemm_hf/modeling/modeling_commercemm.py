@@ -26,6 +26,7 @@ from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPo
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .checks_commercemm import check_checkpoint_dtypes, check_loaded_weights, check_pixel_batch, check_text_inputs
 from .configuration_commercemm import (
     CommerceMMConfig,
     CommerceMMFusionConfig,
@@ -296,8 +297,7 @@ class CommerceMMTextTransformer(nn.Module):
         output_hidden_states: bool = False,
         output_attentions: bool = False,
     ) -> BaseModelOutputWithPooling:
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}.")
+        check_text_inputs(input_ids, token_type_ids, self.config.type_vocab_size)
         if attention_mask is not None and attention_mask.shape != input_ids.shape:
             raise ValueError(
                 f"attention_mask shape {tuple(attention_mask.shape)} does not match input_ids {tuple(input_ids.shape)}."
@@ -359,6 +359,7 @@ class CommerceMMVisionEmbeddings(nn.Module):
                 f"pixel_values must be (batch, {self.config.num_channels}, height, width), "
                 f"got shape {tuple(pixel_values.shape)}."
             )
+        check_pixel_batch(pixel_values)
         batch_size, _, height, width = pixel_values.shape
         size = self.config.image_size
         if not interpolate_pos_encoding and (height != size or width != size):
@@ -511,19 +512,39 @@ class CommerceMMPreTrainedModel(PreTrainedModel):
         self.config._attn_implementation = self.config._attn_implementation
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, allow_partial_load: bool = False, **kwargs):
         """`PreTrainedModel.from_pretrained`, restricted to safetensors weights (a pickled `.bin` is never loaded),
-        with corrupt or truncated weight files reported as such."""
+        with corrupt or truncated weight files reported as such, and the loaded weights checked
+        (`checks_commercemm.check_loaded_weights`, and `_load_pretrained_model` below): missing or unexpected
+        backbone weights, a head loaded in part and non-finite weights are errors (the first two unless
+        `allow_partial_load=True`); a head the checkpoint lacks entirely is initialised as usual.
+
+        Example:
+            >>> model = CommerceMMModel.from_pretrained("outputs/demo/commercemm-tiny-demo")  # doctest: +SKIP
+            >>> partial = CommerceMMModel.from_pretrained("old-checkpoint", allow_partial_load=True)  # doctest: +SKIP
+        """
         if kwargs.get("use_safetensors") is False:
             raise ValueError("CommerceMM loads safetensors weights only; use_safetensors=False is not supported.")
         kwargs["use_safetensors"] = True
+        output_loading_info = kwargs.pop("output_loading_info", False)
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            model, loading_info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+            )
         except SafetensorError as error:
             raise OSError(
                 f"The safetensors weights of {str(pretrained_model_name_or_path)!r} are corrupt or truncated "
                 f"(an interrupted download or copy?): {error}"
             ) from error
+        check_loaded_weights(model, loading_info, allow_partial_load, pretrained_model_name_or_path)
+        return (model, loading_info) if output_loading_info else model
+
+    # ---- checkpoint loading hook: transformers reads the checkpoint files here, before it casts each tensor to
+    # the model's dtype, so this is where an integer tensor meant for a float weight can still be seen.
+    @staticmethod
+    def _load_pretrained_model(model, state_dict, checkpoint_files, load_config, expected_keys=None):
+        check_checkpoint_dtypes(model, state_dict, checkpoint_files)
+        return PreTrainedModel._load_pretrained_model(model, state_dict, checkpoint_files, load_config, expected_keys)
 
     def extra_auto_map(self) -> dict[str, type]:
         """Auto classes besides the one `register_for_auto_class` records, and the class each should load; written

@@ -284,6 +284,10 @@ class CommerceMMImageProcessor(PilBackend):
 
     def _file_pixels(self, source, options: dict) -> np.ndarray:
         name = repr(str(source)) if isinstance(source, (str, os.PathLike)) else "from bytes or a file object"
+        if isinstance(source, (str, os.PathLike)) and os.path.exists(source) and not (
+            os.path.isfile(source) or os.path.isdir(source)
+        ):  # PIL would block forever reading a named pipe that nobody writes to
+            raise ValueError(f"{name} is not a regular file (a named pipe, socket or device), not an image file.")
         try:
             image = Image.open(source)
         except FileNotFoundError:

@@ -47,6 +47,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..modeling.configuration_commercemm import PRESETS, CommerceMMConfig, from_scratch_initializer_range
 from ..modeling.modeling_commercemm_tasks import RETRIEVAL_TASKS, CommerceMMForRetrieval
 from .collators import stable_id
+from .disk_space import disk_full_named
 
 
 logger = logging.getLogger(__name__)
@@ -261,6 +262,8 @@ def load_splits(data_args: DataArguments, loader: Callable, **loader_kwargs) -> 
         path = getattr(data_args, f"{split}_file")
         if path:
             rows, load_report = loader(path, split="train", **loader_kwargs)
+            if not len(rows):  # an empty file: training or evaluating on it would fail far from here
+                raise ValueError(f"--{split}_file {path} holds no rows.")
             splits[split] = rows
             report[path] = report_dict(load_report)
             logger.warning(str(load_report))
@@ -272,7 +275,8 @@ def load_splits(data_args: DataArguments, loader: Callable, **loader_kwargs) -> 
 def report_dict(report) -> dict:
     return {"rows_read": report.num_read, "rows_kept": report.num_kept, "rows_skipped": report.num_skipped,
             "reasons": dict(report.reasons()),
-            "skipped": [{"split": row.split, "index": row.index, "reason": row.reason} for row in report.skipped[:100]]}
+            "skipped": [{"split": row.split, "index": row.index, "line": row.line, "reason": row.reason}
+                        for row in report.skipped[:100]]}
 
 
 def hold_out_validation(splits: DatasetDict, percentage: int, seed: int, group_column: str | None = None) -> DatasetDict:
@@ -459,9 +463,15 @@ def load_model_and_processor(model_args: ModelArguments, model_class, texts: Cal
                                                       trust_remote_code=model_args.trust_remote_code)
         else:
             corpus = texts() if texts is not None else []
-            if not corpus:
-                raise ValueError("Training a tokenizer from scratch needs training texts (or pass --tokenizer_name).")
-            logger.info(f"Training a byte-level BPE tokenizer on {len(corpus)} training texts.")
+            if corpus:
+                logger.info(f"Training a byte-level BPE tokenizer on {len(corpus)} training texts.")
+            else:
+                # Image-only rows: no text is encoded in training, but the processor (and the saved folder) still
+                # needs a tokenizer. One byte per token, no merges learned: it encodes any text, and nothing from
+                # outside the user's data goes into it.
+                logger.warning("No training texts (image-only data): the processor gets a byte-level tokenizer "
+                               "without merges. Pass --tokenizer_name to use another.")
+                corpus = ["a"]
             tokenizer = train_commercemm_tokenizer(corpus, vocab_size=model_args.vocab_size,
                                                    model_max_length=model_args.max_seq_length)
         config = CommerceMMConfig.from_preset(name, text_config={"vocab_size": len(tokenizer)}, **config_overrides)
@@ -587,6 +597,10 @@ class _HeadTrainerMixin:
 
     def _after_init(self):
         self.model_accepts_loss_kwargs = False
+
+    def _save_checkpoint(self, model, trial):
+        with disk_full_named(self._get_output_dir(trial=trial)):  # not torch's "inline_container.cc" message
+            super()._save_checkpoint(model, trial)
 
 
 class CommerceMMCategorizationTrainer(_HeadTrainerMixin, Trainer):

@@ -1,0 +1,97 @@
+"""Fine-tuning through the example scripts on data at the edges (issue 14): image-only rows from a preset, files
+whose rows are all bad or that are empty, and a disk that fills up at a checkpoint."""
+
+import json
+import os
+import runpy
+import subprocess
+import warnings
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="module")
+def run_categorization():
+    return runpy.run_path(str(EXAMPLES / "run_categorization.py"), run_name="categorization")["main"]
+
+
+@pytest.fixture()
+def image_rows(tmp_path):
+    """Rows with an image and a label, and no text column at all."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = []
+    for index, (colour, label) in enumerate([("red", "mug"), ("blue", "lamp")] * 4):
+        Image.new("RGB", (16, 16), colour).save(folder / f"{index}.png")
+        rows.append({"photo": f"{index}.png", "category": label})
+    (folder / "train.jsonl").write_text("\n".join(map(json.dumps, rows)), encoding="utf-8")
+    return folder / "train.jsonl"
+
+
+def _argv(train_file, output_dir, *extra):
+    return ["--model_name_or_path", "tiny", "--train_file", str(train_file), "--validation_file", str(train_file),
+            "--image_column", "photo", "--label_column", "category", "--output_dir", str(output_dir),
+            "--max_steps", "1", "--per_device_train_batch_size", "4", "--report_to", "none",
+            "--disable_tqdm", "true", *map(str, extra)]
+
+
+def test_image_only_rows_fine_tune_from_a_preset(run_categorization, image_rows, tmp_path):
+    from transformers import pipeline
+
+    metrics = run_categorization(_argv(image_rows, tmp_path / "out"))
+    assert "eval_accuracy" in metrics
+    classify = pipeline("product-categorization", model=str(tmp_path / "out"), trust_remote_code=True)
+    results = classify(Image.new("RGB", (16, 16), "red"), top_k=2)
+    assert sorted(result["label"] for result in results) == ["lamp", "mug"]
+
+
+def test_a_file_whose_rows_are_all_bad_is_named_before_training(run_categorization, image_rows, tmp_path):
+    for path in image_rows.parent.glob("*.png"):
+        path.unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=r"No usable rows .*train.jsonl: all 8 rows are bad.*image file not found"):
+            run_categorization(_argv(image_rows, tmp_path / "out"))
+
+
+def test_an_empty_training_file_is_named(run_categorization, image_rows, tmp_path):
+    empty = image_rows.parent / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=r"--train_file .*empty.jsonl holds no rows"):
+        run_categorization(_argv(image_rows, tmp_path / "out", "--train_file", empty))
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A real 1 MiB file system (tmpfs); skipped where mounting is not allowed (not root, no tmpfs)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_a_full_disk_at_a_checkpoint_says_no_space_left(run_categorization, image_rows, small_disk):
+    with pytest.raises(OSError, match=r"No space left on device while saving the checkpoint to .*small-disk") as error:
+        run_categorization(_argv(image_rows, small_disk / "out", "--save_strategy", "steps", "--save_steps", "1"))
+    assert error.value.errno == 28
+
+
+def test_torch_writer_failure_on_a_full_disk_says_no_space_left(small_disk):
+    import torch
+
+    from commercemm_hf.training.disk_space import disk_full_named
+
+    with pytest.raises(OSError, match=r"No space left on device while saving the optimizer state to .*small-disk"):
+        with disk_full_named(small_disk, "optimizer state"):
+            torch.save({"state": torch.zeros(2**20)}, small_disk / "optimizer.pt")  # 4 MiB onto 1 MiB
+    with pytest.raises(ValueError, match="not about space"):
+        with disk_full_named(small_disk):
+            raise ValueError("not about space")
