@@ -158,3 +158,15 @@ def test_valid_token_type_ids_still_work(model):
         ones = model.get_text_features(input_ids=input_ids, token_type_ids=torch.ones_like(input_ids)).pooler_output
     torch.testing.assert_close(plain, zeros)
     assert not torch.allclose(plain, ones)
+
+
+def test_a_pretraining_model_loads_from_a_base_model_folder(tmp_path):
+    """The MLM decoder is tied to the word embeddings: present through the tie, it is no sign that the MLM head was
+    in the checkpoint, so a base-model folder loads into the pretraining model with fresh heads."""
+    from commercemm_hf import CommerceMMForPreTraining, CommerceMMModel
+    from helpers import tiny_config
+
+    base = CommerceMMModel(tiny_config())
+    base.save_pretrained(tmp_path)
+    model = CommerceMMForPreTraining.from_pretrained(tmp_path)
+    torch.testing.assert_close(model.commercemm.text_projection.weight, base.text_projection.weight)

@@ -119,7 +119,13 @@ def check_loaded_weights(model: torch.nn.Module, loading_info: dict, allow_parti
         backbone_missing = sorted(key for key in missing if in_backbone(key))
         if backbone_missing:
             problems.append(f"{len(backbone_missing)} backbone weights are missing: {backbone_missing[:5]}")
-        loaded = [key for key in model.state_dict() if key not in missing]
+        # a weight tied to another (the MLM decoder to the word embeddings) is no sign that its head was saved
+        state = model.state_dict()
+        owners = {}
+        for key, tensor in state.items():
+            owners.setdefault(tensor.data_ptr(), []).append(key)
+        tied = {key for keys in owners.values() if len(keys) > 1 for key in keys}
+        loaded = [key for key in state if key not in missing and key not in tied]
         for head in sorted({key.split(".", 1)[0] for key in missing if not in_backbone(key)}):
             if any(key.split(".", 1)[0] == head for key in loaded):
                 part = sorted(key for key in missing if key.split(".", 1)[0] == head)
