@@ -65,6 +65,9 @@ RETRIEVAL_FIELDS = {
 
 SPLITS = ("train", "validation", "test")
 
+#: `--modalities` -> what a categorization head reads (its config's `expected_modalities`)
+MODALITY_INPUTS = {"both": ["image", "text"], "image": ["image"], "text": ["text"]}
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Arguments
@@ -739,7 +742,7 @@ def select_splits(splits: DatasetDict, data_args: DataArguments, training_args: 
 
 
 __all__ = [
-    "CategorizationArguments", "CategorizationCollator", "CommerceMMCategorizationTrainer",
+    "CategorizationArguments", "CategorizationCollator", "CommerceMMCategorizationTrainer", "MODALITY_INPUTS",
     "CommerceMMRetrievalTrainer", "DataArguments", "LabelSpec", "ModelArguments", "PretrainingArguments",
     "RETRIEVAL_FIELDS", "RetrievalArguments", "RetrievalCollator", "TASK_SOURCE_TYPE", "build_demo",
     "categorization_compute_metrics", "label_spec", "last_checkpoint", "load_categorization_data", "load_data",
