@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import transformers
 from datasets import Dataset, DatasetDict
-from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers import HfArgumentParser, Trainer, TrainerState, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..modeling.configuration_commercemm import PRESETS, CommerceMMConfig, from_scratch_initializer_range
@@ -740,6 +740,7 @@ def run_training(trainer: Trainer, splits: DatasetDict, training_args: TrainingA
                            "train_results.json and trainer_state.json. Raise --max_steps / --num_train_epochs to "
                            "train further, or pass --overwrite_output_dir to start over.")
             trainer._load_from_checkpoint(weights)
+            trainer.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))  # its epoch
             results.update(_read_json(training_args, "train_results.json"))
         else:
             trainer.add_callback(CheckpointSizeCallback())
