@@ -286,7 +286,10 @@ def _card_values(folder: Path, config: dict) -> dict:
         depth_choices=choices,
         num_labels=len(labels) or None, labels=", ".join(labels[:20]) + (", ..." if len(labels) > 20 else ""),
         pipelines=sorted(config.get("custom_pipelines") or {}),
-        zero_shot="AutoModelForZeroShotImageClassification" in (config.get("auto_map") or {}),
+        # transformers' zero-shot pipeline runs CommerceMMModel; a head fine-tuned from a CommerceMMModel folder
+        # inherits that auto_map entry, but what was saved is a head, and its task tag must say so
+        zero_shot=("AutoModelForZeroShotImageClassification" in (config.get("auto_map") or {})
+                   and not head),
     )
 
 

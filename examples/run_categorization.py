@@ -28,8 +28,10 @@ def main(argv=None):
     ft.logger.info(f"{len(labels.names)} labels ({'multi-label' if labels.multi_label else 'multi-class'}) from "
                    f"{modalities}; rows: { {name: len(rows) for name, rows in splits.items()} }")
 
+    # the head records what it reads, so the pipeline warns on inputs lacking one of those modalities
     model, processor = ft.load_model_and_processor(model_args, CommerceMMForProductCategorization,
-                                                   lambda: ft.training_texts(splits), **labels.config_overrides())
+                                                   lambda: ft.training_texts(splits), **labels.config_overrides(),
+                                                   expected_modalities=ft.MODALITY_INPUTS[modalities])
     trainer = ft.CommerceMMCategorizationTrainer(
         model=model, args=training_args, train_dataset=splits.get("train"), eval_dataset=splits.get("validation"),
         data_collator=ft.CategorizationCollator(processor, labels, modalities, model_args.max_seq_length),

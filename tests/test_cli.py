@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import logging
 
 import pytest
 
@@ -12,14 +13,19 @@ from helpers import check_publishable_and_loadable, tiny_datasets, write_jsonl
 
 
 
-def test_pretrain_command_on_jsonl_files_saves_a_folder_and_resumes(tmp_path, capsys):
+def test_pretrain_command_on_jsonl_files_saves_a_folder_and_resumes(tmp_path, capsys, caplog):
     image_text, omni = tiny_datasets(8)
     train_file = write_jsonl(image_text, tmp_path / "image_text", ["image"])
     omni_file = write_jsonl(omni, tmp_path / "omni", ["image", "source_image"])
     common = ["pretrain", "--train-file", str(train_file), "--omni-file", str(omni_file), "--batch-size", "4",
               "--save-steps", "2", "--vocab-size", "300", "--output-dir", str(tmp_path / "out")]
-    main(common + ["--steps", "2"])
+    with caplog.at_level(logging.WARNING):
+        main(common + ["--steps", "2"])
     out = capsys.readouterr().out
+    # the checkpoint's size on disk is said at its first save
+    assert any(record.getMessage().startswith("Saved checkpoint-2: ") and "optimizer state" in record.getMessage()
+               and "keeping the last 1 checkpoint (save_total_limit)" in record.getMessage()
+               for record in caplog.records)
     assert "image-text rows" in out and "Saved the Hub-ready folder" in out
     assert (tmp_path / "out" / "model" / "model.safetensors").exists()
     assert (tmp_path / "out" / "checkpoints" / "checkpoint-2").exists()

@@ -133,6 +133,12 @@ def work(tmp_path_factory, env):
         # the same run stopped after checkpoint-2, started again: resumes from checkpoint-2
         ("copy", [work / "categorization" / "checkpoint-2", work / "resumed" / "checkpoint-2"]),
         ("run_categorization.py", fast(work / "resumed", 4, "--save_steps", "2")),
+        # the finished run started again: resumes at checkpoint-4 = max_steps, trains nothing
+        ("copy", [work / "categorization", work / "rerun"]),
+        ("run_categorization.py", fast(work / "rerun", 4, "--save_steps", "2")),
+        # checkpoints kept: the default limit, and the user's
+        ("run_categorization.py", fast(work / "limited", 3, "--save_steps", "1", "--do_train")),
+        ("run_categorization.py", fast(work / "kept", 3, "--save_steps", "1", "--do_train", "--save_total_limit", "3")),
         ("run_retrieval.py", ["--task", "query_to_product", *fast(work / "query_to_product")]),
         # image_to_text starts from the pretraining folder: its encoders and processor load into the retrieval head
         *[("run_retrieval.py", ["--task", task, *fast(work / task), *once, *(
@@ -146,6 +152,7 @@ def work(tmp_path_factory, env):
     ]
     output = run_many(runs, env)
     assert f"resuming training at {work / 'resumed' / 'checkpoint-2'}" in output
+    (work / "output.txt").write_text(output)
     return work
 
 
@@ -208,6 +215,39 @@ def test_categorization_resumes_from_the_last_checkpoint(work):
         assert resumed[step] == pytest.approx(straight[step], rel=1e-4, abs=1e-4)
     assert results(work / "resumed")["eval_loss"] == pytest.approx(results(work / "categorization")["eval_loss"],
                                                                      rel=1e-4)
+
+
+def test_rerunning_a_finished_fine_tune_keeps_its_train_results(work):
+    original = json.loads((work / "categorization" / "train_results.json").read_text())
+    assert original["train_loss"] > 0.0
+    assert json.loads((work / "rerun" / "train_results.json").read_text()) == original  # not train_loss 0.0
+    assert results(work / "rerun")["train_loss"] == original["train_loss"]
+    assert (work / "rerun" / "trainer_state.json").read_text() == (work / "categorization" / "trainer_state.json").read_text()
+    assert f"{work / 'rerun' / 'checkpoint-4'} already finished this run (step 4 of 4): nothing to train" in (
+        work / "output.txt").read_text()
+    assert not (work / "rerun" / "checkpoint-5").exists()  # transformers 5.24 would train one step past max_steps
+    # evaluated with the trained weights, as the run that trained them was
+    assert results(work / "rerun")["eval_loss"] == pytest.approx(results(work / "categorization")["eval_loss"], rel=1e-5)
+
+
+def test_checkpoint_size_is_logged_and_checkpoints_are_limited_by_default(work):
+    from commercemm_hf.training.checkpoints import folder_size, megabytes
+
+    total, optimizer = folder_size(work / "categorization" / "checkpoint-2")
+    assert optimizer > (work / "categorization" / "checkpoint-2" / "model.safetensors").stat().st_size  # AdamW: 2x
+    assert (f"Saved checkpoint-2: {megabytes(total)} (model weights and trainer state {megabytes(total - optimizer)}, "
+            f"optimizer state "
+            f"{megabytes(optimizer)}) in {work / 'categorization'}; keeping the last 2 checkpoints (save_total_limit)."
+            in (work / "output.txt").read_text())
+    # --save_steps 1 over 3 steps: only the last two checkpoints stay; the user's --save_total_limit wins
+    assert sorted(path.name for path in (work / "limited").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    assert sorted(path.name for path in (work / "kept").glob("checkpoint-*")) == [f"checkpoint-{i}" for i in (1, 2, 3)]
+
+
+def test_categorization_heads_record_the_modalities_they_read(work):
+    assert json.loads((work / "categorization" / "config.json").read_text())["expected_modalities"] == ["image", "text"]
+    assert json.loads((work / "tags" / "config.json").read_text())["expected_modalities"] == ["text"]
+    assert json.loads((work / "category" / "config.json").read_text())["expected_modalities"] == ["image", "text"]
 
 
 def test_retrieval_query_to_product_on_the_demo_catalog_loads_with_product_search(work, demo_catalog, fresh_loads):

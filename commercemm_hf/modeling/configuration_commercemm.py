@@ -280,6 +280,8 @@ class CommerceMMConfig(PreTrainedConfig):
         full_depth_probability: chance that a step runs every stack at full depth when randomizing.
         retrieval_source / retrieval_target: embedding kinds ("text", "image", "multimodal") that
             `CommerceMMForRetrieval` matches, e.g. text -> multimodal for query -> product.
+        expected_modalities: what a fine-tuned head was trained on (`["image", "text"]`, `["image"]` or
+            `["text"]`; None: not recorded); the pipelines warn when an input lacks one of them.
 
     Example:
         >>> from commercemm_hf import CommerceMMConfig
@@ -333,6 +335,8 @@ class CommerceMMConfig(PreTrainedConfig):
     # --- retrieval fine-tuning (CommerceMMForRetrieval): which embeddings the source and the target use
     retrieval_source: str = "text"
     retrieval_target: str = "multimodal"
+    # --- fine-tuned heads: the modalities the head was trained on (pipelines warn on inputs lacking one)
+    expected_modalities: list[str] | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -411,6 +415,11 @@ class CommerceMMConfig(PreTrainedConfig):
         for name in ("retrieval_source", "retrieval_target"):
             if getattr(self, name) not in EMBEDDING_KINDS:
                 raise ValueError(f"CommerceMMConfig.{name} must be one of {EMBEDDING_KINDS}, got {getattr(self, name)!r}.")
+        if self.expected_modalities is not None and (
+            not self.expected_modalities or set(self.expected_modalities) - {"image", "text"}
+        ):
+            raise ValueError("CommerceMMConfig.expected_modalities must be a non-empty list of 'image' / 'text', got "
+                             f"{self.expected_modalities!r}.")
         if self.omni_pairs is not None:
             unknown = sorted(set(self.omni_pairs) - set(OMNI_TASKS))
             if unknown:

@@ -19,8 +19,12 @@ import re
 
 import torch
 from transformers import AutoConfig, AutoModel
+from transformers.utils import logging
 
 from .configuration_commercemm import CommerceMMConfig
+
+
+logger = logging.get_logger(__name__)
 
 
 TEXT_FAMILIES = ("bert", "roberta", "xlm-roberta", "camembert")
@@ -276,15 +280,33 @@ def model_from_text_vision_pretrained(model_class, text=None, vision=None, confi
         vision_config_from_backbone(vision_backbone[0]) if vision_backbone else None,
     )
     model = model_class(config)
+    imported = []
     if text_backbone:
         _, family, state_dict, _ = text_backbone
-        copy_into(model.text_model, text_state_dict_from_backbone(state_dict, family), "text")
+        weights = text_state_dict_from_backbone(state_dict, family)
+        missing = copy_into(model.text_model, weights, "text")
+        imported.append(_import_summary("text", text, family, config.text_config, weights, missing))
     if vision_backbone:
         _, family, state_dict, projection = vision_backbone
-        copy_into(model.vision_model, vision_state_dict_from_backbone(state_dict, family), "image")
+        weights = vision_state_dict_from_backbone(state_dict, family)
+        missing = copy_into(model.vision_model, weights, "image")
+        imported.append(_import_summary("image", vision, family, config.vision_config, weights, missing))
         # CLIP's visual projection is a trained image -> embedding map; keep it when the embedding sizes agree.
         if projection is not None and tuple(projection.shape) == tuple(model.image_projection.weight.shape):
             with torch.no_grad():
                 model.image_projection.weight.copy_(projection)
+            imported.append("kept CLIP's visual_projection as the image projection")
+    # one line a user sees without configuring logging: what was loaded, and what was not
+    logger.warning("Imported pretrained backbones into CommerceMM: " + "; ".join(imported) + ". The fusion encoder "
+                   "and the other projections start untrained: pretrain or fine-tune before use.")
     model.config.name_or_path = ""
     return model
+
+
+def _import_summary(kind: str, name_or_path, family: str, stack_config, weights: dict, missing: list[str]) -> str:
+    count = sum(tensor.numel() for tensor in weights.values())
+    summary = (f"{kind} tower <- {name_or_path} ({family}, {stack_config.num_hidden_layers} layers, hidden "
+               f"{stack_config.hidden_size}): {len(weights)} tensors, {count / 1e6:.1f} M parameters")
+    if missing:
+        summary += f", {len(missing)} tower tensors not in the backbone left at their initial values ({missing[:3]})"
+    return summary

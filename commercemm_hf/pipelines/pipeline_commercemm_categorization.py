@@ -7,12 +7,15 @@ This file travels as Hugging Face remote code: transformers, torch, PIL and sing
 import torch
 from transformers import Pipeline
 
-from .pipeline_commercemm_inputs import base_model, embed_rows, encode_item, normalize_item, split_depths
+from .pipeline_commercemm_inputs import (InputWarningsMixin, base_model, embed_rows, encode_item, normalize_item,
+                                          split_depths)
 
 
-class CommerceMMCategorizationPipeline(Pipeline):
+class CommerceMMCategorizationPipeline(InputWarningsMixin, Pipeline):
     """Labels with scores, best first: softmax scores for single-label heads, independent sigmoid scores for
-    multi-label heads (`config.problem_type == "multi_label_classification"`).
+    multi-label heads (`config.problem_type == "multi_label_classification"`). A head whose config records
+    `expected_modalities` (`examples/run_categorization.py` writes what it trained on) warns once per call about
+    inputs lacking one of them; an unreadable image is a ValueError naming its path.
 
     Example:
         >>> # from transformers import pipeline

@@ -6,15 +6,17 @@ This file travels as Hugging Face remote code: transformers, torch, PIL and sing
 import torch
 from transformers import Pipeline
 
-from .pipeline_commercemm_inputs import base_model, embed_rows, encode_item, normalize_item, split_depths
+from .pipeline_commercemm_inputs import (InputWarningsMixin, base_model, embed_rows, encode_item, normalize_item,
+                                          split_depths)
 
 
-class CommerceMMEmbeddingPipeline(Pipeline):
+class CommerceMMEmbeddingPipeline(InputWarningsMixin, Pipeline):
     """Embeds items given as a text, an image, or `{"image": ..., "text": ...}`.
 
     Each result holds `text_embeds`, `image_embeds` and `multimodal_embeds` (L2-normalised lists of floats, or
     `None` for a kind the item cannot give). `return_tensors=True` returns torch tensors instead. Active depths
-    (`text_depth`, `image_depth`, `fusion_depth`) pass through to the model.
+    (`text_depth`, `image_depth`, `fusion_depth`) pass through to the model. Empty and truncated texts are warned
+    about once per call, with counts; an unreadable image is a ValueError naming its path.
 
     Example:
         >>> # from transformers import pipeline

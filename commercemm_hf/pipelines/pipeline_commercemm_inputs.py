@@ -5,16 +5,35 @@ Every item becomes the same tensors (`input_ids`, `attention_mask`, `pixel_value
 that transformers' pipeline batching (`batch_size=`) can stack items of different kinds; the model then runs each
 encoder only on the rows that have its modality.
 
+An image that cannot be read (missing file, truncated or corrupt data, unreachable URL) is a `ValueError` naming the
+item and the path. Each call warns once, with counts and item indices, about texts the model sees differently from
+what was given: empty or whitespace-only texts, and texts longer than the model reads (truncated); a head whose
+config records `expected_modalities` also warns about inputs lacking one of them.
+
 This file travels as Hugging Face remote code: transformers, torch and PIL only.
 """
+
+import os
 
 import torch
 from PIL import Image
 from torch.nn import functional as F
 from transformers.image_utils import load_image
+from transformers.utils import logging
 
+
+logger = logging.get_logger(__name__)
 
 DEPTH_ARGUMENTS = ("text_depth", "image_depth", "fusion_depth")
+#: What `index_products(..., on_bad_items=...)` does with an item it cannot embed (the data loaders' `on_bad_rows`
+#: words): skip it (warn, count, keep its index and reason) or raise a ValueError naming it.
+ON_BAD_ITEMS = ("skip", "raise")
+#: How many item indices a warning lists before "..."
+SHOWN_INDICES = 10
+#: Texts tokenized at once when counting truncated texts (bounds memory on large catalogs)
+TOKENIZE_CHUNK = 1024
+#: The modalities each kind of product index needs
+INDEX_NEEDS = {"multimodal": ("image", "text"), "image": ("image",), "text": ("text",)}
 
 
 def split_depths(kwargs: dict) -> dict:
@@ -22,37 +41,195 @@ def split_depths(kwargs: dict) -> dict:
     return {name: kwargs.pop(name) for name in DEPTH_ARGUMENTS if name in kwargs}
 
 
-def normalize_item(item) -> dict:
-    """`{"image": PIL image or None, "text": str or None}` for one pipeline input, or a ValueError naming the issue."""
+def _shown(value: str, limit: int = 120) -> str:
+    return value if len(value) <= limit else value[:limit] + f"... ({len(value)} characters)"
+
+
+def read_image(image, where: str = "the input") -> Image.Image:
+    """A decoded PIL image from a PIL image, a local path, a URL or base64 data; a `ValueError` naming `where` (the
+    item) and the path when it cannot be read. Decoding happens here, so a truncated or corrupt file fails with its
+    name instead of deep inside the image processor.
+
+    Example:
+        >>> read_image("no/such/mug.jpg", "item 3")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        ValueError: item 3: cannot read the image 'no/such/mug.jpg': no such file (nor a URL or base64 image data)
+    """
+    if isinstance(image, str):
+        name = _shown(image)
+        if not image.startswith(("http://", "https://")) and not os.path.isfile(image):
+            try:  # transformers' load_image also takes base64 data
+                image = load_image(image)
+            except Exception:
+                raise ValueError(f"{where}: cannot read the image {name!r}: no such file (nor a URL or base64 image "
+                                 "data)") from None
+    else:
+        name = getattr(image, "filename", "") or "(an in-memory PIL image)"
+    try:
+        if isinstance(image, str):
+            image = load_image(image)
+        image.load()
+    except Exception as error:
+        raise ValueError(f"{where}: cannot read the image {name!r}: {type(error).__name__}: {error}") from error
+    return image
+
+
+def normalize_item(item, where: str = "the input") -> dict:
+    """`{"image": decoded PIL image or None, "text": str or None}` for one pipeline input, or a ValueError naming
+    `where` (e.g. "item 3") and the issue."""
     if isinstance(item, str):
         return {"image": None, "text": item}
     if isinstance(item, Image.Image):
-        return {"image": item, "text": None}
+        return {"image": read_image(item, where), "text": None}
     if isinstance(item, dict):
         unknown = sorted(set(item) - {"image", "text", "id", "product_id"})
         if unknown:
-            raise ValueError(f"Unknown keys {unknown} in a pipeline input; use 'image' and/or 'text'.")
+            raise ValueError(f"{where}: unknown keys {unknown} in a pipeline input; use 'image' and/or 'text'.")
         image, text = item.get("image"), item.get("text")
-        if image is not None and not isinstance(image, Image.Image):
-            if not isinstance(image, str):
-                raise ValueError(f"'image' must be a PIL image, a path or a URL, got {type(image).__name__}.")
-            image = load_image(image)
+        if image is not None:
+            if not isinstance(image, (str, Image.Image)):
+                raise ValueError(f"{where}: 'image' must be a PIL image, a path or a URL, got {type(image).__name__}.")
+            image = read_image(image, where)
         if text is not None and not isinstance(text, str):
-            raise ValueError(f"'text' must be a string, got {type(text).__name__}.")
+            raise ValueError(f"{where}: 'text' must be a string, got {type(text).__name__}.")
         if image is None and text is None:
-            raise ValueError("A pipeline input needs an image, a text, or both; got neither.")
+            raise ValueError(f"{where}: a pipeline input needs an image, a text, or both; got neither.")
         return {"image": image, "text": text}
     raise ValueError(
-        f"Cannot read a pipeline input of type {type(item).__name__}: give a text (str), a PIL image, or a dict "
-        "with 'image' and/or 'text'."
+        f"{where}: cannot read a pipeline input of type {type(item).__name__}: give a text (str), a PIL image, or a "
+        "dict with 'image' and/or 'text'."
     )
+
+
+def text_max_length(tokenizer, config) -> int:
+    """How many tokens of a text the model reads (the rest is truncated)."""
+    return min(tokenizer.model_max_length, config.text_config.max_text_length)
+
+
+def _indices(indices: list[int]) -> str:
+    return str(indices[:SHOWN_INDICES])[:-1] + (", ...]" if len(indices) > SHOWN_INDICES else "]")
+
+
+def _raw_parts(item) -> tuple[object, object]:
+    """(text, image) of a raw pipeline input without loading anything."""
+    if isinstance(item, dict):
+        return item.get("text"), item.get("image")
+    if isinstance(item, str):
+        return item, None
+    return None, item
+
+
+def warn_about_inputs(items: list, tokenizer, config, what: str = "inputs") -> dict:
+    """Warn once (for this list of raw or normalised inputs) about texts the model sees differently from what was
+    given, and inputs lacking a modality a head was trained on (`config.expected_modalities`). Returns the counts:
+    `{"empty_texts": [indices], "truncated_texts": [indices], "missing_modalities": {modality: [indices]}}`.
+
+    Example:
+        >>> # warn_about_inputs(["red mug", "  ", long_description], tokenizer, model.config)
+        >>> # WARNING ... 1 of 3 texts are empty or whitespace only (items [1]) ...
+    """
+    texts = {index: text for index, item in enumerate(items)
+             for text in [_raw_parts(item)[0]] if isinstance(text, str)}
+    empty = [index for index, text in texts.items() if not text.strip()]
+    if empty:
+        logger.warning(f"{len(empty)} of {len(texts)} texts of these {len(items)} {what} are empty or whitespace only "
+                       f"(items {_indices(empty)}): the model embeds them as an empty text, alike for every item.")
+    max_length = text_max_length(tokenizer, config)
+    filled = [index for index in texts if index not in empty]
+    truncated, longest = [], 0
+    for start in range(0, len(filled), TOKENIZE_CHUNK):
+        chunk = filled[start:start + TOKENIZE_CHUNK]
+        lengths = [len(ids) for ids in tokenizer([texts[index] for index in chunk], truncation=True,
+                                                 max_length=max_length)["input_ids"]]
+        for index, length in zip(chunk, lengths):
+            if length >= max_length:  # at the limit: count the tokens of the whole text
+                # verbose=False: no "longer than the maximum" warning, the model never sees the untruncated ids
+                full = len(tokenizer(texts[index], verbose=False)["input_ids"])
+                if full > max_length:
+                    truncated.append(index)
+                    longest = max(longest, full)
+    if truncated:
+        logger.warning(f"{len(truncated)} of {len(texts)} texts of these {len(items)} {what} are longer than the "
+                       f"{max_length} tokens the model reads and were truncated to them (items {_indices(truncated)}; "
+                       f"the longest has {longest} tokens).")
+    missing = {}
+    for modality in getattr(config, "expected_modalities", None) or []:
+        lacking = [index for index, item in enumerate(items)
+                   if _raw_parts(item)[0 if modality == "text" else 1] is None]
+        if lacking:
+            missing[modality] = lacking
+            logger.warning(f"This head was trained on {' + '.join(config.expected_modalities)} inputs, but "
+                           f"{len(lacking)} of these {len(items)} {what} have no {modality} (items "
+                           f"{_indices(lacking)}): expect less accurate results on them.")
+    return {"empty_texts": empty, "truncated_texts": truncated, "missing_modalities": missing}
+
+
+def default_product_ids(products: list, product_ids: list | None, start: int = 0) -> list[str]:
+    """`product_ids`, else each item's `"product_id"` / `"id"`, else positions `start`, `start + 1`, ..."""
+    if product_ids is None:
+        product_ids = [item.get("product_id", item.get("id")) if isinstance(item, dict) else None for item in products]
+        if any(product_id is None for product_id in product_ids):
+            product_ids = [str(start + i) for i in range(len(products))]
+    if len(product_ids) != len(products):
+        raise ValueError(f"{len(products)} products but {len(product_ids)} product ids.")
+    return [str(product_id) for product_id in product_ids]
+
+
+def check_products(products: list, product_ids: list[str], product_kind: str, on_bad_items: str = "skip",
+                   first_index: int = 0) -> tuple[list[dict], list[str], list[dict]]:
+    """`(items, ids, skipped)`: the normalised products that can be embedded into a `product_kind` index with their
+    ids, and one `{"index", "product_id", "reason"}` per product that cannot (unreadable or missing image, a
+    modality the kind needs); `on_bad_items="raise"` raises the first one's ValueError instead. `first_index` is
+    the position of `products[0]` in the caller's list (for the messages).
+
+    Example:
+        >>> # items, ids, skipped = check_products([{"image": "missing.jpg", "text": "mug"}], ["p1"], "multimodal")
+        >>> # skipped == [{"index": 0, "product_id": "p1", "reason": "product 0 (id 'p1'): cannot read the image ..."}]
+    """
+    if on_bad_items not in ON_BAD_ITEMS:
+        raise ValueError(f"on_bad_items must be one of {ON_BAD_ITEMS}, got {on_bad_items!r}.")
+    kept, kept_ids, skipped = [], [], []
+    for offset, (item, product_id) in enumerate(zip(products, product_ids)):
+        where = f"product {first_index + offset} (id {product_id!r})"
+        try:
+            normalized = normalize_item(item, where)
+            lacking = [modality for modality in INDEX_NEEDS[product_kind] if normalized[modality] is None]
+            if lacking:
+                raise ValueError(f"{where} has no {' and '.join(lacking)}, which a {product_kind} index needs.")
+        except ValueError as error:
+            if on_bad_items == "raise":
+                raise
+            skipped.append({"index": first_index + offset, "product_id": product_id, "reason": str(error)})
+            continue
+        kept.append(normalized)
+        kept_ids.append(product_id)
+    return kept, kept_ids, skipped
+
+
+def warn_about_skipped(skipped: list[dict], total: int, what: str = "products") -> None:
+    """One warning for the items a call skipped: how many, and the first reasons (each names its item)."""
+    if skipped:
+        reasons = "; ".join(row["reason"] for row in skipped[:5]) + ("; ..." if len(skipped) > 5 else "")
+        logger.warning(f"Skipped {len(skipped)} of {total} {what} that cannot be embedded (items "
+                       f"{_indices([row['index'] for row in skipped])}): {reasons}")
+
+
+class InputWarningsMixin:
+    """For a pipeline class: `warn_about_inputs` once per call on a single input or a list of inputs (generators
+    and datasets stream, so they are not scanned ahead)."""
+
+    def __call__(self, inputs, *args, **kwargs):
+        if isinstance(inputs, (str, dict, Image.Image, list)):
+            items = inputs if isinstance(inputs, list) else [inputs]
+            warn_about_inputs(items, self.tokenizer, self.model.config, "inputs")
+        return super().__call__(inputs, *args, **kwargs)
 
 
 def encode_item(item: dict, tokenizer, image_processor, config) -> dict:
     """Tensors for one normalised item (batch of one); a missing modality gets placeholder values and a flag."""
     text = item["text"]
-    max_length = min(tokenizer.model_max_length, config.text_config.max_text_length)
-    tokens = tokenizer(text if text is not None else "", truncation=True, max_length=max_length, return_tensors="pt")
+    tokens = tokenizer(text if text is not None else "", truncation=True, max_length=text_max_length(tokenizer, config),
+                       return_tensors="pt")
     if item["image"] is not None:
         pixel_values = image_processor(item["image"], return_tensors="pt")["pixel_values"]
     else:

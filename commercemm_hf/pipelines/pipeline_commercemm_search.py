@@ -15,7 +15,9 @@ import os
 import torch
 from transformers import Pipeline
 
-from .pipeline_commercemm_inputs import base_model, collate, embed_rows, encode_item, normalize_item, split_depths
+from .pipeline_commercemm_inputs import (ON_BAD_ITEMS, base_model, check_products, collate, default_product_ids,
+                                          embed_rows, encode_item, normalize_item, split_depths, warn_about_inputs,
+                                          warn_about_skipped)
 
 
 INDEX_EMBEDDINGS = "product_embeddings.f32"
@@ -150,12 +152,38 @@ class CommerceMMProductSearchPipeline(Pipeline):
         return torch.cat(chunks)
 
     def index_products(self, products: list, product_ids: list | None = None, product_kind: str = "multimodal",
-                       batch_size: int = 32, **depths) -> ProductIndex:
-        """Embed `products` (items with `"image"` and/or `"text"`) and start a new index with them."""
+                       batch_size: int = 32, on_bad_items: str = "skip", **depths) -> ProductIndex:
+        """Embed `products` (items with `"image"` and/or `"text"`) and start a new index with them.
+
+        A product that cannot be embedded (an unreadable or missing image, no image or text where `product_kind`
+        needs one) is skipped with one warning naming each (`self.skipped_products`: its index, id and reason), or
+        with `on_bad_items="raise"` a ValueError naming it. Empty and truncated texts are warned about once, with
+        counts. Images are read a batch at a time.
+        """
         if product_kind not in ("multimodal", "image", "text"):
             raise ValueError(f"product_kind must be 'multimodal', 'image' or 'text', got {product_kind!r}.")
+        if on_bad_items not in ON_BAD_ITEMS:
+            raise ValueError(f"on_bad_items must be one of {ON_BAD_ITEMS}, got {on_bad_items!r}.")
+        products = list(products)
+        product_ids = default_product_ids(products, product_ids)
         self.product_index = ProductIndex(base_model(self.model).config.projection_dim, product_kind, self.index_backend)
-        return self.add(products, product_ids, batch_size=batch_size, **depths)
+        self.skipped_products, texts = [], [None] * len(products)
+        for start in range(0, len(products), batch_size):
+            chunk = range(start, min(start + batch_size, len(products)))
+            items, ids, skipped = check_products(products[chunk.start:chunk.stop], product_ids[chunk.start:chunk.stop],
+                                                 product_kind, on_bad_items, first_index=start)
+            self.skipped_products += skipped
+            kept = sorted(set(chunk) - {row["index"] for row in skipped})
+            for index, item in zip(kept, items):
+                texts[index] = item["text"]
+            if items:
+                self.add(items, ids, batch_size=batch_size, **depths)
+        warn_about_skipped(self.skipped_products, len(products))
+        if not len(self.product_index):
+            raise ValueError(f"None of the {len(products)} products can be embedded"
+                             + (f": {self.skipped_products[0]['reason']}" if self.skipped_products else "."))
+        warn_about_inputs(texts, self.tokenizer, base_model(self.model).config, "products")
+        return self.product_index
 
     def add(self, products: list, product_ids: list | None = None, batch_size: int = 32, **depths) -> ProductIndex:
         """Embed only the new `products` and append them to the index."""

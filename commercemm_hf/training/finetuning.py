@@ -41,11 +41,12 @@ import numpy as np
 import torch
 import transformers
 from datasets import Dataset, DatasetDict
-from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers import HfArgumentParser, Trainer, TrainerState, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..modeling.configuration_commercemm import PRESETS, CommerceMMConfig, from_scratch_initializer_range
 from ..modeling.modeling_commercemm_tasks import RETRIEVAL_TASKS, CommerceMMForRetrieval
+from .checkpoints import DEFAULT_SAVE_TOTAL_LIMIT, CheckpointSizeCallback, finished_run
 from .collators import stable_id
 from .disk_space import disk_full_named
 
@@ -65,6 +66,9 @@ RETRIEVAL_FIELDS = {
 }
 
 SPLITS = ("train", "validation", "test")
+
+#: `--modalities` -> what a categorization head reads (its config's `expected_modalities`)
+MODALITY_INPUTS = {"both": ["image", "text"], "image": ["image"], "text": ["text"]}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -176,12 +180,22 @@ def parse_arguments(dataclass_types: Sequence[type], argv: Sequence[str] | None 
         # several processes without GPUs (torchrun / accelerate launch on CPU): DDP over gloo, not one run per process
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
     if len(argv) == 1 and argv[0].endswith(".json"):
-        parsed = parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+        import json
+
+        json_file = os.path.abspath(argv[0])
+        parsed = parser.parse_json_file(json_file=json_file)
+        with open(json_file) as handle:
+            given = set(json.load(handle))
     else:
         parsed = parser.parse_args_into_dataclasses(args=argv)
+        given = {arg[2:].split("=")[0].replace("-", "_") for arg in argv if arg.startswith("--")}
     training_args = parsed[-1]
     if not isinstance(training_args, TrainingArguments):
         raise TypeError("The last dataclass must be TrainingArguments.")
+    if "save_total_limit" not in given and training_args.save_total_limit is None:
+        # TrainingArguments keeps every checkpoint (weights + optimizer state, ~4x the model each); the user's
+        # --save_total_limit always wins
+        training_args.save_total_limit = DEFAULT_SAVE_TOTAL_LIMIT
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         training_args.do_train = training_args.do_eval = True
         training_args.do_predict = None  # "when test rows exist"
@@ -214,7 +228,7 @@ def setup_logging(training_args: TrainingArguments) -> None:
     if training_args.should_log:
         transformers.utils.logging.set_verbosity_info()
     log_level = training_args.get_process_log_level()
-    for name in (__name__, "__main__"):
+    for name in (__name__, "__main__", CheckpointSizeCallback.__module__):
         logging.getLogger(name).setLevel(log_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
@@ -707,6 +721,16 @@ def save_json(training_args: TrainingArguments, name: str, value) -> None:
             json.dump(value, handle, indent=2, default=str)
 
 
+def _read_json(training_args: TrainingArguments, name: str) -> dict:
+    import json
+
+    path = os.path.join(training_args.output_dir, name)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as handle:
+        return json.load(handle)
+
+
 def run_training(trainer: Trainer, splits: DatasetDict, training_args: TrainingArguments, model_args: ModelArguments,
                  hub_model=None) -> dict[str, float]:
     """Train (resuming from the last checkpoint), evaluate on `validation`, test on `test`, write the metrics files
@@ -719,12 +743,27 @@ def run_training(trainer: Trainer, splits: DatasetDict, training_args: TrainingA
         if "train" not in splits:
             raise ValueError("--do_train needs training rows (--train_file or a dataset with a train split).")
         checkpoint = last_checkpoint(training_args, model_args)
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        metrics = {**train_result.metrics, "train_samples": len(splits["train"])}
-        trainer.log_metrics("train", metrics)
-        trainer.save_metrics("train", metrics)
-        trainer.save_state()
-        results.update(metrics)
+        finished = finished_run(checkpoint, training_args)
+        if finished is not None:
+            # a finished run started again: training would do nothing (train_loss 0.0) or one step past the end,
+            # and overwrite the metrics and state of the run that trained; evaluate and save its weights instead
+            best = finished.get("best_model_checkpoint") if training_args.load_best_model_at_end else None
+            weights = best if best and os.path.isdir(best) else checkpoint
+            logger.warning(f"{checkpoint} already finished this run (step {finished['global_step']} of "
+                           f"{finished.get('max_steps')}): nothing to train; loading {weights} and keeping "
+                           "train_results.json and trainer_state.json. Raise --max_steps / --num_train_epochs to "
+                           "train further, or pass --overwrite_output_dir to start over.")
+            trainer._load_from_checkpoint(weights)
+            trainer.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))  # its epoch
+            results.update(_read_json(training_args, "train_results.json"))
+        else:
+            trainer.add_callback(CheckpointSizeCallback())
+            train_result = trainer.train(resume_from_checkpoint=checkpoint)
+            metrics = {**train_result.metrics, "train_samples": len(splits["train"])}
+            trainer.log_metrics("train", metrics)
+            trainer.save_metrics("train", metrics)
+            trainer.save_state()
+            results.update(metrics)
     for split, wanted, prefix in (("validation", training_args.do_eval, "eval"),
                                   ("test", training_args.do_predict, "test")):
         if wanted is None and split not in splits:
@@ -753,7 +792,7 @@ def select_splits(splits: DatasetDict, data_args: DataArguments, training_args: 
 
 
 __all__ = [
-    "CategorizationArguments", "CategorizationCollator", "CommerceMMCategorizationTrainer",
+    "CategorizationArguments", "CategorizationCollator", "CommerceMMCategorizationTrainer", "MODALITY_INPUTS",
     "CommerceMMRetrievalTrainer", "DataArguments", "LabelSpec", "ModelArguments", "PretrainingArguments",
     "RETRIEVAL_FIELDS", "RetrievalArguments", "RetrievalCollator", "TASK_SOURCE_TYPE", "build_demo",
     "categorization_compute_metrics", "label_spec", "last_checkpoint", "load_categorization_data", "load_data",

@@ -19,6 +19,7 @@ from transformers.trainer_callback import PrinterCallback
 
 from ..modeling.configuration_commercemm import IMAGE_TEXT_TASKS, OMNI_TASKS, PRETRAINING_TASKS, CommerceMMConfig
 from ..modeling.modeling_commercemm_pretraining import CommerceMMForPreTraining
+from .checkpoints import CheckpointSizeCallback
 from .trainer import CommerceMMPretrainingTrainer
 
 
@@ -109,6 +110,7 @@ def pretrain(model: CommerceMMForPreTraining, processor, image_text_rows, omni_r
     trainer = CommerceMMPretrainingTrainer(model=model, args=args, train_dataset=image_text_rows,
                                            omni_dataset=omni_rows, processor=processor, omni_batch_size=omni_batch_size,
                                            modality_randomization=modality_randomization)
+    trainer.add_callback(CheckpointSizeCallback())  # a checkpoint holds the optimizer state too: say how big
     if not show_progress:
         trainer.remove_callback(PrinterCallback)  # without a progress bar, Trainer prints every log dict instead
     trainer.train(resume_from_checkpoint=True if resume else None)

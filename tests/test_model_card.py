@@ -1,0 +1,37 @@
+"""The rendered model card tells the truth about how to install and what was saved."""
+
+import json
+
+from commercemm_hf import CommerceMMConfig, CommerceMMForProductCategorization, CommerceMMModel
+from commercemm_hf.hub import save_hub_folder
+from commercemm_hf.publish import render_model_card
+
+from helpers import tiny_config
+
+
+REPO = "my-org/commercemm-tiny"
+
+
+def test_card_install_line_is_true(tmp_path, processor, tokenizer):
+    folder = save_hub_folder(CommerceMMModel(tiny_config(vocab_size=len(tokenizer))), processor, tmp_path / "base")
+    text = render_model_card(folder, REPO).text
+    assert "pip install commercemm-hf" not in text  # the package is not on PyPI
+    assert "No install needed" in text and "trust_remote_code=True" in text
+    assert "not on PyPI" in text and "pip install path/to/commercemm-hf" in text
+
+
+def test_head_fine_tuned_from_a_base_folder_is_not_tagged_zero_shot(tmp_path, processor, tokenizer):
+    """A head fine-tuned from a CommerceMMModel folder inherits its config's auto_map (zero-shot entry included), as
+    examples/run_categorization.py --model_name_or_path does; its card's task tag must still be the head's."""
+    base = save_hub_folder(CommerceMMModel(tiny_config(vocab_size=len(tokenizer))), processor, tmp_path / "base")
+    config = CommerceMMConfig.from_pretrained(base, id2label={0: "mug", 1: "lamp"}, label2id={"mug": 0, "lamp": 1})
+    head = save_hub_folder(CommerceMMForProductCategorization(config), processor, tmp_path / "head")
+    saved = json.loads((head / "config.json").read_text())
+    assert saved["architectures"] == ["CommerceMMForProductCategorization"]
+    assert "AutoModelForZeroShotImageClassification" in saved["auto_map"]  # inherited from the base folder
+    card = render_model_card(head, REPO)
+    assert card.data.pipeline_tag is None
+    assert "zero-shot-image-classification" not in card.text
+    assert "a categorization head with 2 labels (mug, lamp)" in card.text
+    base_card = render_model_card(base, REPO)  # the base model does serve transformers' zero-shot pipeline
+    assert base_card.data.pipeline_tag == "zero-shot-image-classification"
