@@ -156,3 +156,10 @@ def test_logit_scale_is_one_dimensional_and_older_scalar_checkpoints_still_load(
     for model_class, owner in ((CommerceMMModel, lambda m: m), (CommerceMMForPreTraining, lambda m: m.commercemm)):
         loaded = owner(model_class.from_pretrained(tmp_path))
         assert loaded.logit_scale.shape == (1,) and float(loaded.logit_scale) == pytest.approx(3.21)
+
+
+def test_a_full_disk_at_a_pretraining_checkpoint_says_no_space_left(tokenizer, processor, data, small_disk):
+    trainer = make_trainer(tokenizer, processor, data, small_disk / "out", max_steps=2, save_steps=1)
+    with pytest.raises(OSError, match=r"No space left on device while saving the checkpoint to .*small-disk") as error:
+        trainer.train()
+    assert error.value.errno == 28

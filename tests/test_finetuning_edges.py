@@ -66,18 +66,6 @@ def test_an_empty_training_file_is_named(run_categorization, image_rows, tmp_pat
         run_categorization(_argv(image_rows, tmp_path / "out", "--train_file", empty))
 
 
-@pytest.fixture()
-def small_disk(tmp_path):
-    """A real 1 MiB file system (tmpfs); skipped where mounting is not allowed (not root, no tmpfs)."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here")
-    yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=True)
-
-
 def test_a_full_disk_at_a_checkpoint_says_no_space_left(run_categorization, image_rows, small_disk):
     with pytest.raises(OSError, match=r"No space left on device while saving the checkpoint to .*small-disk") as error:
         run_categorization(_argv(image_rows, small_disk / "out", "--save_strategy", "steps", "--save_steps", "1"))

@@ -33,6 +33,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..modeling.configuration_commercemm import IMAGE_TEXT_TASKS, OMNI_TASKS, PRETRAINING_TASKS
 from .collators import CommerceMMOmniCollator, CommerceMMPretrainingCollator
+from .disk_space import disk_full_named
 
 
 logger = logging.getLogger(__name__)
@@ -235,7 +236,8 @@ class CommerceMMPretrainingTrainer(Trainer):
         self._barrier()
         self._get_output_dir = lambda trial=None: staging_root  # Trainer writes into the staging folder
         try:
-            super()._save_checkpoint(model, trial)
+            with disk_full_named(staging_root):  # "No space left on device", not torch's inline_container.cc message
+                super()._save_checkpoint(model, trial)
         finally:
             del self._get_output_dir
         if self.args.should_save:
