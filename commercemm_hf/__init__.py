@@ -67,8 +67,11 @@ from .pipelines import register_pipelines  # noqa: E402
 
 register_pipelines()
 
+from .encoding import CommerceMMEncoder  # noqa: E402
+
 __all__ = [
     "CommerceMMConfig",
+    "CommerceMMEncoder",
     "CommerceMMForPreTraining",
     "CommerceMMForPreTrainingOutput",
     "CommerceMMForProductCategorization",

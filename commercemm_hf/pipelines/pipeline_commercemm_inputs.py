@@ -244,9 +244,10 @@ def encode_item(item: dict, tokenizer, image_processor, config) -> dict:
     }
 
 
-def embed_rows(model, inputs: dict, depths: dict) -> dict[str, torch.Tensor]:
-    """L2-normalised text / image / multimodal embeddings of a batch, NaN on rows lacking the modality, plus
-    `"preferred"`: multimodal where both are given, else the one present."""
+def embed_rows(model, inputs: dict, depths: dict, normalize: bool = True) -> dict[str, torch.Tensor]:
+    """Text / image / multimodal embeddings of a batch (L2-normalised unless `normalize=False`), NaN on rows lacking
+    the modality, plus `"preferred"`: multimodal where both are given, else the one present."""
+    unit = (lambda values: F.normalize(values, dim=-1)) if normalize else (lambda values: values)
     has_text, has_image = inputs["has_text"].bool(), inputs["has_image"].bool()
     batch_size = has_text.shape[0]
     dim = model.config.projection_dim
@@ -256,14 +257,14 @@ def embed_rows(model, inputs: dict, depths: dict) -> dict[str, torch.Tensor]:
     if len(text_rows):
         ids, mask = _trim(inputs["input_ids"][text_rows], inputs["attention_mask"][text_rows])
         features = model.get_text_features(ids, mask, text_depth=depths.get("text_depth"))
-        out["text"][text_rows] = F.normalize(features.pooler_output.float(), dim=-1)
+        out["text"][text_rows] = unit(features.pooler_output.float())
     if len(image_rows):
         features = model.get_image_features(inputs["pixel_values"][image_rows], image_depth=depths.get("image_depth"))
-        out["image"][image_rows] = F.normalize(features.pooler_output.float(), dim=-1)
+        out["image"][image_rows] = unit(features.pooler_output.float())
     if len(both_rows):
         ids, mask = _trim(inputs["input_ids"][both_rows], inputs["attention_mask"][both_rows])
         features = model.get_multimodal_features(ids, inputs["pixel_values"][both_rows], mask, **depths)
-        out["multimodal"][both_rows] = F.normalize(features.pooler_output.float(), dim=-1)
+        out["multimodal"][both_rows] = unit(features.pooler_output.float())
     preferred = torch.where(has_text[:, None], out["text"], out["image"])
     out["preferred"] = torch.where((has_text & has_image)[:, None], out["multimodal"], preferred)
     return out
