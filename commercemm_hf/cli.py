@@ -161,6 +161,49 @@ def run_pretrain(args) -> Path:
     return folder
 
 
+def default_threads() -> tuple[int, str]:
+    """(threads, why): the cores this process may use minus the 1-minute load average, at least 1.
+
+    torch starts one intra-op thread per core; when other jobs hold some of them, those threads wait on each other
+    (busy-waiting at each parallel region), so a run under load burns several times the CPU of an idle one for the
+    same work. Starting below the busy cores avoids that; an idle machine keeps every core."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return cores, f"{cores} cores"
+    threads = max(1, min(cores, round(cores - load)))
+    return threads, f"{cores} cores, load average {load:.1f}"
+
+
+def configure_threads(threads: int | None) -> int:
+    """Set torch's CPU threads: `threads` when given, else OMP_NUM_THREADS when set, else `default_threads()`; say so.
+
+    Example:
+        >>> configure_threads(1)
+        Using 1 CPU thread (--threads).
+        1
+    """
+    import os
+
+    import torch
+
+    if threads is not None:
+        if threads < 1:
+            raise SystemExit(f"--threads must be at least 1, got {threads}.")
+        why = "--threads"
+    elif os.environ.get("OMP_NUM_THREADS"):
+        threads, why = torch.get_num_threads(), "OMP_NUM_THREADS"
+    else:
+        threads, why = default_threads()
+        why += "; --threads N or OMP_NUM_THREADS sets it"
+    torch.set_num_threads(threads)
+    print(f"Using {threads} CPU thread{'s' if threads > 1 else ''} ({why}).", flush=True)
+    return threads
+
+
 def training_arguments_from_flags(flags: list[str]) -> dict:
     """The `TrainingArguments` fields that `flags` set, as keyword arguments: any `TrainingArguments` flag, with
     underscores or dashes (`--bf16`, `--gradient_accumulation_steps 4`, `--gradient-checkpointing`,
@@ -306,8 +349,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="commercemm", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    compute = argparse.ArgumentParser(add_help=False)
+    compute.add_argument("--threads", type=int, default=None,
+                         help="CPU threads for torch (default: OMP_NUM_THREADS when set, else the cores this process "
+                              "may use minus the current load average, at least 1)")
 
-    demo = commands.add_parser("demo", help="the end-to-end demo on the synthetic catalog")
+    demo = commands.add_parser("demo", parents=[compute], help="the end-to-end demo on the synthetic catalog")
     demo.add_argument("--output-dir", default="outputs/demo")
     demo.add_argument("--num-products", type=int, default=400)
     demo.add_argument("--steps", type=int, default=300)
@@ -315,7 +362,7 @@ def main(argv=None):
     demo.add_argument("--seed", type=int, default=0)
 
     train = commands.add_parser(
-        "pretrain", help="pretrain on your data (or the demo catalog)",
+        "pretrain", parents=[compute], help="pretrain on your data (or the demo catalog)",
         epilog="Every transformers TrainingArguments flag works too, with underscores or dashes, e.g. --bf16, "
                "--gradient_accumulation_steps 4, --gradient_checkpointing, --dataloader_num_workers 4, "
                "--logging_steps 50, --report_to wandb, --warmup_steps 500, --max_grad_norm 1.0, "
@@ -351,7 +398,7 @@ def main(argv=None):
     train.add_argument("--output-dir", default="outputs/pretrain")
     train.add_argument("--seed", type=int, default=0)
 
-    ablation = commands.add_parser("ablation", help="pretraining ablations on the demo catalog, as one table")
+    ablation = commands.add_parser("ablation", parents=[compute], help="pretraining ablations on the demo catalog, as one table")
     ablation.add_argument("--output-dir", default="outputs/ablation")
     ablation.add_argument("--num-products", type=int, default=1000)
     ablation.add_argument("--steps", type=int, default=300)
@@ -359,7 +406,7 @@ def main(argv=None):
     ablation.add_argument("--variants", help="comma-separated substrings of variant names (default: all)")
     ablation.add_argument("--seed", type=int, default=0)
 
-    evaluate = commands.add_parser("evaluate", help="the 7 downstream tasks of a saved model")
+    evaluate = commands.add_parser("evaluate", parents=[compute], help="the 7 downstream tasks of a saved model")
     evaluate.add_argument("model", help="a CommerceMM folder (pretrained or retrieval fine-tuned) or Hub id")
     evaluate.add_argument("--categorization-model", help="a fine-tuned multi-class categorization folder (task 1)")
     evaluate.add_argument("--attribute-model", help="a fine-tuned multi-label categorization folder (task 2)")
@@ -393,6 +440,8 @@ def main(argv=None):
         parser.error(f"unrecognized arguments: {' '.join(training_flags)}")
     if args.command == "pretrain":
         args.training_arguments = training_arguments_from_flags(training_flags)
+    if args.command != "publish":
+        configure_threads(args.threads)
     if args.command == "demo":
         run_demo(args.output_dir, args.num_products, args.steps, args.batch_size, args.seed)
     elif args.command == "pretrain":

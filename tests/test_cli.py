@@ -110,3 +110,32 @@ def test_pretrain_command_takes_every_training_arguments_flag(tmp_path, monkeypa
         main(["pretrain", "--output_dir", str(tmp_path / "x")])
     with pytest.raises(SystemExit):
         main(["demo", "--bf16"])
+
+
+@pytest.mark.parametrize("load, expected", [(0.1, 2), (0.9, 1), (1.6, 1), (7.0, 1)])
+def test_default_threads_leave_the_busy_cores_to_other_jobs(monkeypatch, load, expected):
+    import os
+
+    from commercemm_hf.cli import default_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    threads, why = default_threads()
+    assert threads == expected and "2 cores" in why
+
+
+def test_threads_option_and_omp_num_threads_are_respected(monkeypatch, capsys):
+    import torch
+
+    from commercemm_hf.cli import configure_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert configure_threads(1) == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert configure_threads(None) == torch.get_num_threads()
+        assert "OMP_NUM_THREADS" in capsys.readouterr().out
+        with pytest.raises(SystemExit, match="at least 1"):
+            configure_threads(0)
+    finally:
+        torch.set_num_threads(before)
