@@ -345,7 +345,8 @@ def run_publish_command(args) -> dict:
         raise SystemExit(f"commercemm publish: {error}") from None
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The `commercemm` argument parser (every subcommand and flag)."""
     parser = argparse.ArgumentParser(prog="commercemm", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -435,11 +436,22 @@ def main(argv=None):
                                                             "(default: HF_TOKEN, then the stored `hf auth login`)")
     publish.add_argument("--commit-message", help="the Hub commit message")
 
+    return parser
+
+
+def parse_arguments(argv=None) -> argparse.Namespace:
+    """Parse a `commercemm` command line; `pretrain`'s unknown flags go to `TrainingArguments`."""
+    parser = build_parser()
     args, training_flags = parser.parse_known_args(argv)
     if training_flags and args.command != "pretrain":
         parser.error(f"unrecognized arguments: {' '.join(training_flags)}")
     if args.command == "pretrain":
         args.training_arguments = training_arguments_from_flags(training_flags)
+    return args
+
+
+def main(argv=None):
+    args = parse_arguments(argv)
     if args.command != "publish":
         configure_threads(args.threads)
     if args.command == "demo":

@@ -300,7 +300,10 @@ def hold_out_validation(splits: DatasetDict, percentage: int, seed: int, group_c
         return splits
     train = splits["train"]
     if group_column:
-        held = [stable_id(f"{seed}:{value}") % 100 < percentage for value in train[group_column]]
+        # exactly `percentage` of the groups (rounded, at least one), chosen by a seeded hash of each group's value
+        groups = sorted(set(train[group_column]), key=lambda value: stable_id(f"{seed}:{value}"))
+        chosen = set(groups[:max(1, round(len(groups) * percentage / 100))])
+        held = [value in chosen for value in train[group_column]]
         validation_rows = [i for i, flag in enumerate(held) if flag]
         train_rows = [i for i, flag in enumerate(held) if not flag]
         if not validation_rows or not train_rows:
