@@ -133,7 +133,7 @@ class CommerceMMPretrainingCollator:
         generator = generator if generator is not None else self.generator
         input_ids = batch["input_ids"]
         device, (batch_size, length) = input_ids.device, input_ids.shape
-        special = torch.isin(input_ids, self.special_ids.to(device)) | batch["attention_mask"].eq(0)
+        special = torch.isin(input_ids, self.special_ids.to(device, non_blocking=True)) | batch["attention_mask"].eq(0)
         select, replace, randomize = shape_draws(generator, 3, batch_size, length, device=device)
         random_tokens = shape_draws(generator, batch_size, length, device=device, high=self.vocab_size)
         selected = (select < self.mlm_probability) & ~special

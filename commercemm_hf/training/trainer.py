@@ -211,15 +211,17 @@ class CommerceMMPretrainingTrainer(Trainer):
             for name in ("mim_kl_target_entropy", "mim_kl_target_usage_entropy", "itm_accuracy"):
                 if outputs.get(name) is not None:
                     logged[name] = outputs[name]
+            # summed on the device (no host sync per loss and step; read at log time), as a mean: DataParallel
+            # (several GPUs, one process) gathers one value per GPU
             for name, value in logged.items():
-                self._task_loss_sums[name] += float(value.detach())
+                self._task_loss_sums[name] = self._task_loss_sums[name] + value.detach().float().mean()
                 self._task_loss_counts[name] += 1
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._task_loss_counts:
             for name, total in self._task_loss_sums.items():
-                logs[name] = round(total / self._task_loss_counts[name], 4)
+                logs[name] = round(float(total) / self._task_loss_counts[name], 4)
             self._task_loss_sums.clear()
             self._task_loss_counts.clear()
         super().log(logs, start_time)
@@ -245,7 +247,8 @@ class CommerceMMPretrainingTrainer(Trainer):
                 # the per-task loss sums since the last log go along, so the first log after a resume averages the
                 # same micro-steps as the uninterrupted run's
                 json.dump({"omni_position": self.omni_position, "global_step": self.state.global_step,
-                           "task_loss_sums": self._task_loss_sums, "task_loss_counts": self._task_loss_counts}, handle)
+                           "task_loss_sums": {name: float(total) for name, total in self._task_loss_sums.items()},
+                           "task_loss_counts": self._task_loss_counts}, handle)
         self._barrier()
         if self.args.should_save:
             if os.path.exists(final):
