@@ -783,6 +783,10 @@ def run_training(trainer: Trainer, splits: DatasetDict, training_args: TrainingA
         folder = save_hub_folder(hub_model if hub_model is not None else trainer.model, trainer.processing_class,
                                  training_args.output_dir)
         logger.warning(f"Saved the Hub-ready model folder {folder}.")
+    # every process waits for rank 0's save, then leaves the process group: a torchrun process that exits with gloo
+    # threads still running can abort ("terminate called without an active exception", exit code -6)
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
     return results
 
 
