@@ -87,13 +87,14 @@ def _wide_to_gray(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.rint(gray, out=gray).clip(0, 255).astype(np.uint8), mode="L")
 
 
-def to_rgb_image(image: Image.Image) -> Image.Image:
+def to_rgb_image(image: Image.Image, convert: bool = True) -> Image.Image:
     """An 8-bit RGB PIL image for a PIL image of any mode, turned upright by its EXIF orientation tag.
 
     Transparency (alpha channels, premultiplied alpha, palette or colour-key transparency) is composited onto white;
     16-bit, 32-bit and float images are scaled to 8 bits by their range (see `_wide_to_gray`); every other mode
     (`1`, `L`, `P`, `CMYK`, `YCbCr`, `LAB`, `HSV`, ...) goes through PIL's conversion. Embedded ICC profiles are not
-    applied (as in transformers' processors). The input image is never modified.
+    applied (as in transformers' processors). The input image is never modified. With `convert=False`
+    (`do_convert_rgb=False`) an image that is not RGB already is a `ValueError` instead.
 
     Example:
         >>> from PIL import Image
@@ -112,6 +113,11 @@ def to_rgb_image(image: Image.Image) -> Image.Image:
         image, mode = image.convert("RGBA"), "RGBA"
     if mode == "RGB":
         return image
+    if not convert:
+        raise ValueError(
+            f"a {mode} image is not RGB and do_convert_rgb=False: give RGB images, or leave do_convert_rgb on "
+            "(the model reads 3 channels)."
+        )
     if mode in _TRANSPARENT_MODES:
         if mode != "RGBA":  # LA / PA to RGBA; premultiplied RGBa / La are un-premultiplied first
             image = (image.convert("LA") if mode == "La" else image).convert("RGBA")
@@ -135,13 +141,13 @@ def _channel_axis_first(shape: tuple, is_torch: bool, input_data_format) -> bool
     return first
 
 
-def array_to_rgb_image(array, input_data_format=None) -> Image.Image:
+def array_to_rgb_image(array, input_data_format=None, convert: bool = True) -> Image.Image:
     """An RGB PIL image for one image as a numpy array or torch tensor.
 
     Shapes: (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4 (4 = RGBA, composited onto white). When both ends
     could be channels (e.g. (3, 5, 4)), `input_data_format` decides, else torch tensors are read channels-first and
     numpy arrays channels-last. dtypes: uint8; uint16 (scaled / 257); bool; float in [0, 1] (anything else, or
-    NaN, is refused rather than guessed).
+    NaN, is refused rather than guessed). `convert=False`: only 3-channel arrays are taken (see `to_rgb_image`).
 
     Example:
         >>> import numpy as np
@@ -179,7 +185,19 @@ def array_to_rgb_image(array, input_data_format=None) -> Image.Image:
     elif array.dtype != np.uint8:
         raise ValueError(f"unsupported image array dtype {array.dtype} ({_UNSUPPORTED_DTYPE}).")
     image = Image.fromarray(np.ascontiguousarray(array))
-    return to_rgb_image(image) if image.mode != "RGB" else image
+    return to_rgb_image(image, convert) if image.mode != "RGB" else image
+
+
+def _per_channel(value, name: str) -> torch.Tensor:
+    """`image_mean` / `image_std` as 3 per-channel floats: one value (every channel) or three (R, G, B)."""
+    values = torch.tensor(value, dtype=torch.float32).flatten()
+    if values.numel() not in (1, 3):
+        raise ValueError(
+            f"{name} must be one value or three (R, G, B: the processor outputs RGB), got {list(values.tolist())}."
+        )
+    if name == "image_std" and not bool((values > 0).all()):
+        raise ValueError(f"image_std must be positive, got {list(values.tolist())}.")
+    return values.expand(3)
 
 
 class CommerceMMImageProcessor(PilBackend):
@@ -200,8 +218,9 @@ class CommerceMMImageProcessor(PilBackend):
 
     Output: `BatchFeature` with `pixel_values`, float32 `(batch, 3, crop_height, crop_width)`; a torch tensor by
     default, numpy with `return_tensors="np"`, a list of per-image arrays with `return_tensors=None`.
-    `do_convert_rgb` is always on (the model reads three channels). With `do_center_crop=False` images of different
-    sizes come back only as a list (`return_tensors=None`).
+    `do_convert_rgb=False` converts nothing: an image that is not RGB already is then a `ValueError` naming it (the
+    model reads three channels). `image_mean` / `image_std` hold one value or three. With `do_center_crop=False`
+    images of different sizes come back only as a list (`return_tensors=None`).
 
     Example:
         >>> from PIL import Image
@@ -300,7 +319,7 @@ class CommerceMMImageProcessor(PilBackend):
             except (OSError, SyntaxError, ValueError, EOFError) as error:
                 raise ValueError(f"cannot read the image file {name} ({error}).") from None
             # convert and resize while the file is open: a closed PIL image loses its pixels
-            return np.asarray(self._resize_and_crop(to_rgb_image(image), options))
+            return np.asarray(self._resize_and_crop(to_rgb_image(image, options["do_convert_rgb"]), options))
 
     def _pixels(self, item, options: dict) -> np.ndarray:
         """(H, W, 3) uint8 pixels of one input item, resized and cropped."""
@@ -313,9 +332,9 @@ class CommerceMMImageProcessor(PilBackend):
         if isinstance(item, (str, os.PathLike)) or hasattr(item, "read"):
             return self._file_pixels(item, options)
         if isinstance(item, Image.Image):
-            image = to_rgb_image(item)
+            image = to_rgb_image(item, options["do_convert_rgb"])
         elif isinstance(item, (np.ndarray, torch.Tensor)):
-            image = array_to_rgb_image(item, options["input_data_format"])
+            image = array_to_rgb_image(item, options["input_data_format"], options["do_convert_rgb"])
         else:
             raise ValueError(
                 f"unsupported type {type(item).__name__}; give a PIL image, a numpy array, a torch tensor, a file "
@@ -351,6 +370,7 @@ class CommerceMMImageProcessor(PilBackend):
             "reducing_gap": kwargs.get("reducing_gap"),
             "fast_jpeg_decode": bool(kwargs.get("fast_jpeg_decode")),
             "input_data_format": kwargs.get("input_data_format"),
+            "do_convert_rgb": kwargs.get("do_convert_rgb") is not False,
         }
         pixels = []
         for index, item in enumerate(self._as_items(images)):
@@ -387,8 +407,7 @@ class CommerceMMImageProcessor(PilBackend):
         scale = torch.full((3,), float(kwargs["rescale_factor"]) if kwargs.get("do_rescale") else 1.0)
         shift = torch.zeros(3)
         if kwargs.get("do_normalize"):
-            mean = torch.tensor(kwargs["image_mean"], dtype=torch.float32).expand(3)
-            std = torch.tensor(kwargs["image_std"], dtype=torch.float32).expand(3)
+            mean, std = (_per_channel(kwargs[name], name) for name in ("image_mean", "image_std"))
             scale, shift = scale / std, -mean / std
         return scale, shift
 
