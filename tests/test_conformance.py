@@ -244,19 +244,32 @@ def test_processor_call_has_no_hidden_defaults():
 # ---------------------------------------------------------------------------------------------- 9. image processor
 
 
-def test_do_convert_rgb_false_is_honoured(processor):
+def test_do_convert_rgb_false_keeps_each_images_channels(processor):
     image_processor = processor.image_processor
     rgb = random_image(1)
     torch.testing.assert_close(image_processor(rgb, do_convert_rgb=False)["pixel_values"],
                                image_processor(rgb)["pixel_values"])
-    for not_rgb in (random_image(2, mode="L"), random_image(3, mode="RGBA"), np.zeros((20, 20, 4), np.uint8)):
-        with pytest.raises(ValueError, match="image 0: a (L|RGBA) image is not RGB and do_convert_rgb=False"):
-            image_processor(not_rgb, do_convert_rgb=False)
-        assert image_processor(not_rgb)["pixel_values"].shape[1] == 3  # converted by default
+    plain = dict(do_convert_rgb=False, do_normalize=False, do_rescale=False)
+    rgba = np.random.default_rng(2).integers(0, 256, (32, 32, 4), dtype=np.uint8)
+    rgba[..., 3] = 0  # fully "transparent": kept as data, not composited onto white
+    kept = image_processor(Image.fromarray(rgba, "RGBA"), **plain)["pixel_values"]
+    assert kept.shape == (1, 4, 32, 32)
+    torch.testing.assert_close(kept[0], torch.from_numpy(rgba).permute(2, 0, 1).float())
+    torch.testing.assert_close(image_processor(rgba, **plain)["pixel_values"], kept)  # the array the same
+    gray = image_processor(random_image(3, mode="L"), do_convert_rgb=False, image_mean=[0.5], image_std=[0.5])
+    assert gray["pixel_values"].shape == (1, 1, 32, 32)
+    assert image_processor(random_image(3, mode="L"))["pixel_values"].shape == (1, 3, 32, 32)  # converted by default
+    with pytest.raises(ValueError, match=r"image_mean must be one value or 4 .* got \[0.48"):
+        image_processor(rgba, do_convert_rgb=False)  # CLIP's 3 means for 4 channels
+    with pytest.raises(ValueError, match=r"different channel counts \[1, 3\]"):
+        image_processor([random_image(4), random_image(5, mode="L")], do_convert_rgb=False, image_mean=0.5,
+                        image_std=0.5)
+    with pytest.raises(ValueError, match="image 0: a P image has no 8-bit channels to keep"):
+        image_processor(random_image(6, mode="P"), do_convert_rgb=False)
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(image_mean=[0.5] * 4, image_std=[0.5] * 4), r"image_mean must be one value or three .* got \[0.5, 0.5, 0.5, 0.5\]"),
+    (dict(image_mean=[0.5] * 4, image_std=[0.5] * 4), r"image_mean must be one value or 3 .* got \[0.5, 0.5, 0.5, 0.5\]"),
     (dict(image_std=[0.5, 0.0, 0.5]), "image_std must be positive"),
 ])
 def test_bad_mean_or_std_is_a_clear_error(processor, kwargs, message):

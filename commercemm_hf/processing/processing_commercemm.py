@@ -6,7 +6,7 @@ This file travels as Hugging Face remote code: it imports transformers and singl
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpack
 
-from .image_processing_commercemm import CommerceMMImageProcessor, CommerceMMImagesKwargs
+from .image_processing_commercemm import CommerceMMImageProcessor, CommerceMMImageProcessorKwargs
 
 
 class CommerceMMProcessorKwargs(ProcessingKwargs, total=False):
@@ -16,7 +16,7 @@ class CommerceMMProcessorKwargs(ProcessingKwargs, total=False):
     `padding="max_length"` keeps padding so) and below the call's own arguments, as in every transformers processor.
     """
 
-    images_kwargs: CommerceMMImagesKwargs
+    images_kwargs: CommerceMMImageProcessorKwargs
     _defaults = {
         "text_kwargs": {"padding": True, "truncation": True, "return_token_type_ids": False},
         "common_kwargs": {"return_tensors": "pt"},
