@@ -94,7 +94,9 @@ def test_torch_compile_fullgraph_equals_eager_and_keeps_the_vocabulary_check(mod
     torch._dynamo.reset()
     for kind, (wrapper_class, names) in FEATURES.items():
         wrapper = wrapper_class(model).eval()
-        compiled = torch.compile(wrapper, fullgraph=True, dynamic=True, backend="aot_eager")
+        # backend="eager": Dynamo captures the whole graph (fullgraph: no break) and runs it as is; torch.export above
+        # already covers the ATen-level trace, and inductor would only add minutes of C++ compilation on CPU
+        compiled = torch.compile(wrapper, fullgraph=True, dynamic=True, backend="eager")
         for batch_size, length, padded in ((2, 7, True), (4, 10, True), (3, 5, False)):
             inputs = {name: value for name, value in batch(batch_size, length, seed=length, padded=padded).items()
                       if name in names}
