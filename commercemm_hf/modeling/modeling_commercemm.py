@@ -1,8 +1,11 @@
 """CommerceMM model: image encoder, text encoder, multimodal fusion encoder and the shared embedding space.
 
 The three stacks share one transformer layer (`CommerceMMEncoderLayer`, pre- or post-LN by config), one attention
-module that goes through transformers' attention interface (SDPA by default, eager selectable), and one encoder
-loop that can stop after the first *k* layers (modality randomization: one set of weights, several depths).
+module that goes through transformers' attention interface (SDPA by default; eager, flex and flash selectable, per
+stack if wanted), and one encoder loop that can stop after the first *k* layers (modality randomization: one set of
+weights, several depths). Each stack's mask comes from transformers' `masking_utils` for the attention
+implementation of that stack, with no branch on tensor values, so the feature functions `torch.export` with
+dynamic batch and length and `torch.compile(fullgraph=True)`.
 
 Embeddings follow transformers 5's CLIP convention: `get_text_features`, `get_image_features` and
 `get_multimodal_features` return a `BaseModelOutputWithPooling` whose `pooler_output` is the projected
