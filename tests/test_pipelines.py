@@ -171,8 +171,8 @@ def test_index_rejects_corrupt_files_and_bad_shapes(tmp_path):
         index.search(torch.zeros(1, 8), top_k=1)
     index.add(F.normalize(torch.randn(3, 8), dim=-1), ["a", "b", "c"])
     index.save(str(tmp_path))
-    data = (tmp_path / "product_embeddings.f32").read_bytes()
-    (tmp_path / "product_embeddings.f32").write_bytes(data[:-4])
+    data = (tmp_path / "product_vectors.safetensors").read_bytes()  # the vectors file (was product_embeddings.f32)
+    (tmp_path / "product_vectors.safetensors").write_bytes(data[:-4])
     with pytest.raises(ValueError, match="corrupt"):
         ProductIndex.load(str(tmp_path))
 
