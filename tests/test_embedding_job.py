@@ -188,3 +188,19 @@ def test_demo_catalog_shards_exported_to_qdrant_give_the_faiss_flat_top_k(job, t
         (other / "embedding_job.json").write_text(json.dumps({**manifest, "dim": 32}))
         export_to_qdrant(other, client, "small")
     client.close()
+
+
+def test_a_streaming_dataset_gives_the_same_shards(job, reference, tmp_path):
+    from commercemm_hf.search.embedding_job import embed_products
+
+    work, products, _ = job
+    stream = products.to_iterable_dataset(num_shards=3)  # no len(): read through once
+    embed_products(work / "model", stream, tmp_path / "stream", kinds=("multimodal", "text", "image"),
+                   batch_size=2, shard_size=SHARD_SIZE, metadata_columns=("category",), progress=False,
+                   source=str(work / "products"))
+    streamed = shard_contents(tmp_path / "stream")
+    assert sorted(streamed) == sorted(reference)
+    for number in reference:  # the manifest's model path differs from the CLI's; the shards do not
+        for name, value in reference[number][0].items():
+            np.testing.assert_allclose(streamed[number][0][name], value, atol=1e-5, rtol=0)
+        assert streamed[number][1] == reference[number][1]
