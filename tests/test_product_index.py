@@ -272,3 +272,18 @@ def test_untrainable_sizes_and_unknown_parameters_give_clear_errors(catalog):
         hnsw.set_search_parameters(nprobe=4)
     with pytest.raises(ValueError, match="cannot build index_type"):
         ProductIndex(DIM, index_type="NoSuchType12")
+
+
+def test_faiss_minus_one_results_never_reach_the_caller(catalog):
+    """IVF with nprobe=1 holds ~190 products per list: FAISS pads a top-500 with -1, which the index answers
+    exactly instead of returning row -1 (the last product) or None."""
+    vectors, queries, ids, _ = catalog
+    index = ProductIndex(DIM, index_type="IVF16,Flat", nprobe=1)
+    index.add(vectors, ids)
+    index.train()  # (it would train at the first search anyway)
+    raw_scores, raw_rows = index._faiss_index.search(queries[:4].numpy(), 500)
+    assert (raw_rows == -1).any()  # the situation under test
+    scores, rows = index.search(queries[:4], top_k=500)
+    assert rows.shape == (4, 500) and bool((rows >= 0).all()) and None not in index.ids_of(rows.flatten())
+    exact = (queries[:4] @ vectors.t()).topk(500)
+    torch.testing.assert_close(scores, exact.values, atol=1e-5, rtol=0)
