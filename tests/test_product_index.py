@@ -287,3 +287,18 @@ def test_faiss_minus_one_results_never_reach_the_caller(catalog):
     assert rows.shape == (4, 500) and bool((rows >= 0).all()) and None not in index.ids_of(rows.flatten())
     exact = (queries[:4] @ vectors.t()).topk(500)
     torch.testing.assert_close(scores, exact.values, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("index_type", ["hnsw", "IVF16,Flat"])
+def test_without_kept_vectors_filters_and_files_use_faiss_own_copy(index_type, catalog, tmp_path):
+    vectors, queries, ids, metadata = catalog
+    index = _built(index_type, catalog, keep_vectors=False)
+    reference = _built(index_type, catalog)
+    assert index._vectors is None and reference._vectors is not None
+    for filter in (None, {"category": "c3"}, {"category": "c0", "in_stock": True}):
+        assert [[h["product_id"] for h in hits] for hits in index.query(queries, 10, filter)] == \
+            [[h["product_id"] for h in hits] for hits in reference.query(queries, 10, filter)]
+    torch.testing.assert_close(index.embeddings, vectors)  # FAISS's reconstructions of full-precision codes
+    index.save(tmp_path / "index")
+    loaded = ProductIndex.load(tmp_path / "index")
+    assert loaded._vectors is None and loaded.query(queries, 10, {"category": "c3"}) == index.query(queries, 10, {"category": "c3"})
