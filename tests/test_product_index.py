@@ -193,7 +193,7 @@ def test_load_refuses_mismatched_shapes_and_versions(catalog, tmp_path):
     from safetensors.numpy import load_file, save_file
 
     vectors, _, ids, _ = catalog
-    index = ProductIndex(DIM, index_type="hnsw")
+    index = ProductIndex(DIM, index_type="hnsw", keep_vectors=True)  # the safetensors file then holds the vectors
     index.add(vectors[:50], ids[:50], [{"category": "a"}] * 50)
     index.save(tmp_path / "good")
     meta = json.loads((tmp_path / "good" / "product_index.json").read_text())
@@ -293,8 +293,9 @@ def test_faiss_minus_one_results_never_reach_the_caller(catalog):
 def test_without_kept_vectors_filters_and_files_use_faiss_own_copy(index_type, catalog, tmp_path):
     vectors, queries, ids, metadata = catalog
     index = _built(index_type, catalog, keep_vectors=False)
-    reference = _built(index_type, catalog)
+    reference = _built(index_type, catalog, keep_vectors=True)
     assert index._vectors is None and reference._vectors is not None
+    assert _built(index_type, catalog)._vectors is None  # the default for FAISS types
     for filter in (None, {"category": "c3"}, {"category": "c0", "in_stock": True}):
         assert [[h["product_id"] for h in hits] for hits in index.query(queries, 10, filter)] == \
             [[h["product_id"] for h in hits] for hits in reference.query(queries, 10, filter)]

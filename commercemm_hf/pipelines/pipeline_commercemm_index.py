@@ -159,8 +159,9 @@ class ProductIndex:
         backend: exact search in "torch", "faiss" (FAISS's kNN), or "auto" (FAISS when installed). FAISS index types
             always use FAISS.
         index_type: "flat", "hnsw", "ivfpq" or a FAISS factory string.
-        keep_vectors: keep the float32 vectors besides the FAISS structure (exact fallback for filters, saved in the
-            safetensors file). Default: yes unless the FAISS type compresses them (PQ, SQ, ...).
+        keep_vectors: keep the float32 vectors besides a FAISS type's own structure (saved in the safetensors
+            file). Default: only for "flat", which is its vectors; a FAISS type's exact fallback for narrow filters
+            reads FAISS's reconstructions (exact for HNSW/IVF over flat storage, decoded codes for PQ/SQ).
         train_size: how many products a type that needs training waits for (and samples) before training.
         use_gpu: put the FAISS structure on the GPUs (default: when the installed FAISS sees one).
         search_params: FAISS search parameters such as `nprobe=32` or `efSearch=128` (see `set_search_parameters`).
@@ -193,8 +194,10 @@ class ProductIndex:
         self._num_pending = 0
         if backend == "faiss" or self.is_approximate:
             import_faiss(f"index_type={index_type!r}" if self.is_approximate else "backend='faiss'")
-        if keep_vectors is None:
-            keep_vectors = not self.is_approximate or self._stores_full_vectors()
+        if self.is_approximate:
+            self._probe()  # an unknown factory string fails here, not at the first add
+        if keep_vectors is None:  # FAISS types hold the vectors (or their codes) themselves: no second copy
+            keep_vectors = not self.is_approximate
         if not keep_vectors and not self.is_approximate:
             raise ValueError("A flat (exact) index is its vectors: keep_vectors=False needs a FAISS index type.")
         self.keep_vectors = bool(keep_vectors)
@@ -250,13 +253,6 @@ class ProductIndex:
         except RuntimeError as error:
             raise ValueError(f"FAISS cannot build index_type {self.index_type!r} ({factory!r}) for dim "
                              f"{self.dim}: {error}") from error
-
-    def _stores_full_vectors(self) -> bool:
-        probe = self._probe()
-        try:
-            return probe.sa_code_size() >= 4 * self.dim
-        except RuntimeError:  # no standalone codec: assume it holds full vectors (e.g. HNSW over a flat storage)
-            return True
 
     # ------------------------------------------------------------------------------------------------ updates
 
