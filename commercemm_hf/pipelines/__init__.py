@@ -16,7 +16,8 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .pipeline_commercemm_categorization import CommerceMMCategorizationPipeline
 from .pipeline_commercemm_embedding import CommerceMMEmbeddingPipeline
-from .pipeline_commercemm_search import CommerceMMProductSearchPipeline, ProductIndex
+from .pipeline_commercemm_index import ProductIndex
+from .pipeline_commercemm_search import CommerceMMProductSearchPipeline
 
 
 #: task -> (pipeline class, transformers Auto class that loads its model, the model class names it serves)
@@ -46,7 +47,8 @@ def custom_pipelines_for(model) -> dict[str, dict]:
 
 
 def pipeline_code_files() -> list[Path]:
-    """The files a folder needs for its custom pipelines (each pipeline file and their shared input module)."""
+    """The files a folder needs for its custom pipelines (each pipeline file and the shared input, index and shard
+    modules they import)."""
     return sorted(PIPELINE_FOLDER.glob("pipeline_commercemm_*.py"))
 
 

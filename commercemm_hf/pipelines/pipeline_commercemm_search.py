@@ -1,115 +1,23 @@
 """`product-search`: index a catalog once, then query it by text, image or both.
 
-The index holds one L2-normalised embedding per product (by default the multimodal one) and its id. Search is exact:
-a matrix product in torch, or FAISS's flat inner-product index when `faiss` is installed (same results). The index
-saves (raw float32 embeddings + a JSON sidecar; nothing is pickled), loads, and grows with `add(...)` without
-re-embedding what it holds.
+The index (`ProductIndex`, in `pipeline_commercemm_index.py`) holds one L2-normalised embedding per product (by
+default the multimodal one), its id and optional string metadata. Search is exact by default (torch, or FAISS's
+brute-force kNN when installed); `index_type="hnsw"`, `"ivfpq"` or a FAISS factory string gives an approximate
+index for large catalogs. The index saves (safetensors + JSON + FAISS's own format; nothing is pickled), loads,
+grows with `add(...)` without re-embedding what it holds, and builds from the shards `commercemm embed` writes.
 
 This file travels as Hugging Face remote code: transformers, torch, PIL and single-dot siblings only (FAISS is
 optional and imported only when asked for).
 """
 
-import json
-import os
-
 import torch
 from transformers import Pipeline
 
+from .pipeline_commercemm_index import ProductIndex
 from .pipeline_commercemm_inputs import (ON_BAD_ITEMS, base_model, check_products, collate, default_product_ids,
                                           embed_rows, encode_item, normalize_item, split_depths, warn_about_inputs,
                                           warn_about_skipped)
-
-
-INDEX_EMBEDDINGS = "product_embeddings.f32"
-INDEX_METADATA = "product_index.json"
-
-
-class ProductIndex:
-    """Product embeddings `(n, dim)` with their ids; exact top-k search in torch or FAISS."""
-
-    def __init__(self, dim: int, product_kind: str = "multimodal", backend: str = "auto"):
-        if backend not in ("auto", "torch", "faiss"):
-            raise ValueError(f"backend must be 'auto', 'torch' or 'faiss', got {backend!r}.")
-        self.dim, self.product_kind = dim, product_kind
-        self.embeddings = torch.zeros(0, dim)
-        self.product_ids: list[str] = []
-        self.backend = backend
-        self._faiss_index = None
-        if backend == "faiss":
-            self._faiss()  # fail now, not at the first search, if FAISS is missing
-
-    def __len__(self) -> int:
-        return len(self.product_ids)
-
-    def _faiss(self):
-        try:
-            import faiss
-        except ImportError as error:
-            raise ImportError("backend='faiss' needs the faiss-cpu package (pip install faiss-cpu).") from error
-        return faiss
-
-    def _use_faiss(self) -> bool:
-        if self.backend == "torch":
-            return False
-        if self.backend == "faiss":
-            return True
-        try:
-            import faiss  # noqa: F401
-        except ImportError:
-            return False
-        return True
-
-    def add(self, embeddings: torch.Tensor, product_ids: list[str]):
-        embeddings = embeddings.detach().float().cpu()
-        if embeddings.dim() != 2 or embeddings.shape[1] != self.dim or len(product_ids) != embeddings.shape[0]:
-            raise ValueError(f"Expected ({len(product_ids)}, {self.dim}) embeddings, got {tuple(embeddings.shape)}.")
-        product_ids = [str(product_id) for product_id in product_ids]
-        duplicates = sorted((set(product_ids) & set(self.product_ids)) | {p for p in product_ids if product_ids.count(p) > 1})
-        if duplicates:
-            raise ValueError(f"Product ids already in the index or repeated: {duplicates[:10]}.")
-        if torch.isnan(embeddings).any():
-            raise ValueError("Some product embeddings are NaN: every product needs the modalities of the index's kind.")
-        self.embeddings = torch.cat([self.embeddings, embeddings])
-        self.product_ids.extend(product_ids)
-        if self._faiss_index is not None:
-            self._faiss_index.add(embeddings.numpy())
-
-    def search(self, queries: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores and row indices of the `top_k` best products for each query, best first."""
-        if not len(self):
-            raise ValueError("The product index is empty: call index_products(...) or load_index(...) first.")
-        queries = queries.detach().float().cpu()
-        top_k = min(top_k, len(self))
-        if self._use_faiss():
-            if self._faiss_index is None:
-                faiss = self._faiss()
-                self._faiss_index = faiss.IndexFlatIP(self.dim)
-                self._faiss_index.add(self.embeddings.numpy())
-            scores, indices = self._faiss_index.search(queries.numpy(), top_k)
-            return torch.from_numpy(scores), torch.from_numpy(indices)
-        return (queries @ self.embeddings.t()).topk(top_k, dim=1)
-
-    def save(self, folder: str):
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, INDEX_EMBEDDINGS), "wb") as handle:
-            handle.write(self.embeddings.contiguous().numpy().astype("<f4").tobytes())
-        with open(os.path.join(folder, INDEX_METADATA), "w") as handle:
-            json.dump({"dim": self.dim, "product_kind": self.product_kind, "count": len(self),
-                       "product_ids": self.product_ids, "format": "float32 little-endian, row-major"}, handle)
-
-    @classmethod
-    def load(cls, folder: str, backend: str = "auto") -> "ProductIndex":
-        with open(os.path.join(folder, INDEX_METADATA)) as handle:
-            meta = json.load(handle)
-        with open(os.path.join(folder, INDEX_EMBEDDINGS), "rb") as handle:
-            data = bytearray(handle.read())
-        expected = meta["count"] * meta["dim"] * 4
-        if len(data) != expected or len(meta["product_ids"]) != meta["count"]:
-            raise ValueError(f"The index in {folder} is corrupt: {len(data)} bytes of embeddings, expected {expected}.")
-        index = cls(meta["dim"], meta["product_kind"], backend)
-        embeddings = torch.frombuffer(data, dtype=torch.float32).reshape(meta["count"], meta["dim"]).clone()
-        index.add(embeddings, meta["product_ids"])
-        return index
+from .pipeline_commercemm_shards import read_embedding_shards
 
 
 class CommerceMMProductSearchPipeline(Pipeline):
@@ -121,6 +29,9 @@ class CommerceMMProductSearchPipeline(Pipeline):
         >>> # search.index_products([{"image": img, "text": "red mug"}, ...], product_ids=["p1", ...])
         >>> # search("red mug", top_k=5)          # or an image, or {"image": ..., "text": ...}
         >>> # search.save_index("catalog_index"); search.load_index("catalog_index")
+        >>> # large catalogs: embed once with `commercemm embed`, then an approximate index from the shards
+        >>> # search = pipeline("product-search", model=..., trust_remote_code=True, index_type="hnsw")
+        >>> # search.index_from_shards("embeddings/"); search("red mug", top_k=5, filter={"category": "mugs"})
     """
 
     _load_tokenizer = True
@@ -128,10 +39,16 @@ class CommerceMMProductSearchPipeline(Pipeline):
     _load_processor = False
     _load_feature_extractor = False
 
-    def __init__(self, *args, index_backend: str = "auto", **kwargs):
+    def __init__(self, *args, index_backend: str = "auto", index_type: str = "flat", index_options: dict | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
-        self.index_backend = index_backend
+        self.index_backend, self.index_type, self.index_options = index_backend, index_type, dict(index_options or {})
         self.product_index: ProductIndex | None = None
+
+    def _new_index(self, product_kind: str) -> ProductIndex:
+        """An empty index of this pipeline's `index_type` (and `index_options`, e.g. `{"efSearch": 128}`)."""
+        return ProductIndex(base_model(self.model).config.projection_dim, product_kind, self.index_backend,
+                            self.index_type, **self.index_options)
 
     # ------------------------------------------------------------------------------------------------ the index
 
@@ -166,7 +83,7 @@ class CommerceMMProductSearchPipeline(Pipeline):
             raise ValueError(f"on_bad_items must be one of {ON_BAD_ITEMS}, got {on_bad_items!r}.")
         products = list(products)
         product_ids = default_product_ids(products, product_ids)
-        self.product_index = ProductIndex(base_model(self.model).config.projection_dim, product_kind, self.index_backend)
+        self.product_index = self._new_index(product_kind)
         self.skipped_products, texts = [], [None] * len(products)
         for start in range(0, len(products), batch_size):
             chunk = range(start, min(start + batch_size, len(products)))
@@ -199,10 +116,21 @@ class CommerceMMProductSearchPipeline(Pipeline):
         self.product_index.add(embeddings, list(product_ids))
         return self.product_index
 
-    def save_index(self, folder: str):
+    def index_from_shards(self, folder: str, product_kind: str = "multimodal") -> ProductIndex:
+        """Start a new index from the embedding shards `commercemm embed` wrote into `folder` (ids and metadata
+        included), without re-embedding; products lacking `product_kind` are skipped and counted in a warning."""
+        if product_kind not in ("multimodal", "image", "text"):
+            raise ValueError(f"product_kind must be 'multimodal', 'image' or 'text', got {product_kind!r}.")
+        self.product_index = self._new_index(product_kind)
+        for vectors, ids, metadata in read_embedding_shards(folder, product_kind,
+                                                            expected_dim=self.product_index.dim):
+            self.product_index.add(vectors, ids, metadata)
+        return self.product_index
+
+    def save_index(self, folder: str, overwrite: bool = False):
         if self.product_index is None:
             raise ValueError("There is no index to save: call index_products(...) first.")
-        self.product_index.save(folder)
+        self.product_index.save(folder, overwrite=overwrite)
 
     def load_index(self, folder: str) -> ProductIndex:
         self.product_index = ProductIndex.load(folder, self.index_backend)
@@ -210,11 +138,15 @@ class CommerceMMProductSearchPipeline(Pipeline):
 
     # ------------------------------------------------------------------------------------------------ queries
 
-    def _sanitize_parameters(self, top_k=None, **kwargs):
+    def _sanitize_parameters(self, top_k=None, filter=None, **kwargs):
         forward_params = split_depths(kwargs)
         if kwargs:
             raise ValueError(f"Unknown arguments for product-search: {sorted(kwargs)}.")
         postprocess_params = {}
+        if filter is not None:
+            if not isinstance(filter, dict):
+                raise ValueError(f"filter must be a dict of metadata field -> value or list of values, got {filter!r}.")
+            postprocess_params["filter"] = filter
         if top_k is not None:
             if not isinstance(top_k, int) or top_k < 1:
                 raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
@@ -230,7 +162,5 @@ class CommerceMMProductSearchPipeline(Pipeline):
         with torch.no_grad():
             return {"query_embeds": embed_rows(base_model(self.model), model_inputs, depths)["preferred"]}
 
-    def postprocess(self, model_outputs, top_k=10):
-        scores, indices = self.product_index.search(model_outputs["query_embeds"], top_k)
-        ids = self.product_index.product_ids
-        return [{"product_id": ids[int(i)], "score": float(s)} for s, i in zip(scores[0], indices[0])]
+    def postprocess(self, model_outputs, top_k=10, filter=None):
+        return self.product_index.query(model_outputs["query_embeds"], top_k, filter)[0]
