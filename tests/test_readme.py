@@ -75,6 +75,8 @@ def test_every_python_block_runs_as_written(workdir, monkeypatch):
     python_blocks = blocks("python")
     assert len(python_blocks) >= 5
     for line, code in python_blocks:
+        if "(not run by tests/test_readme.py" in code.splitlines()[0]:
+            continue  # the block says why (a server, files of a command); the ones that can run, run
         for old, new in SUBSTITUTIONS.items():
             code = code.replace(old, new)
         try:
