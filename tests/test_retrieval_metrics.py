@@ -124,3 +124,28 @@ def test_large_input_is_vectorised_and_fast():
     metrics = retrieval_metrics(scores, torch.arange(2000))
     assert time.perf_counter() - start < 2.0
     assert 0.0 <= metrics["recall@1"] <= 0.01
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 7, 1024])
+def test_blocks_of_queries_give_the_numbers_of_the_whole_score_matrix(block_size, monkeypatch):
+    from commercemm_hf.evaluation import embedding_retrieval_metrics
+    from commercemm_hf.evaluation import retrieval as retrieval_module
+
+    generator = torch.Generator().manual_seed(0)
+    # few distinct values: many tied scores, so the pessimistic tie-breaking is exercised block by block
+    queries = torch.randint(-1, 2, (23, 4), generator=generator).float()
+    products = torch.randint(-1, 2, (11, 4), generator=generator).float()
+    gold = torch.randint(0, 11, (23,), generator=generator)
+    relevance = torch.rand(23, 11, generator=generator) < 0.3
+    relevance[torch.arange(23), gold] = True
+    expected = [retrieval_metrics(queries @ products.t(), target, ks=(1, 2, 5)) for target in (gold, relevance)]
+    shapes = []
+    original = retrieval_module._check_scores
+    monkeypatch.setattr(retrieval_module, "_check_scores", lambda scores: shapes.append(tuple(scores.shape))
+                        or original(scores))
+    got = [embedding_retrieval_metrics(queries, products, target, ks=(1, 2, 5), block_size=block_size)
+           for target in (gold, relevance)]
+    assert got == expected
+    assert max(rows for rows, _ in shapes) == min(block_size, 23)  # never more than a block of score rows
+    with pytest.raises(ValueError, match="one entry per query"):
+        embedding_retrieval_metrics(queries, products, gold[:5])

@@ -62,13 +62,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-from datasets import Dataset, DatasetDict, Features, Image, Value
+from datasets import Dataset, DatasetDict, Features, Image, IterableDataset, IterableDatasetDict, Value
 from datasets.fingerprint import Hasher
 from PIL import Image as PILImage
 
 from .reading import (
-    LINE_COLUMN, PROBLEM_COLUMN, data_folder_layout, image_folder_rows, read_data_file, string_value,
+    LINE_COLUMN, PROBLEM_COLUMN, TEXT_FORMATS, data_folder_layout, image_folder_rows, read_data_file, string_value,
 )
+from .shards import FILE_COLUMN, as_stream, read_shards, shard_files, shards_folder
 
 
 SOURCE_TYPES = ("query", "view", "post")
@@ -89,9 +90,11 @@ class SkippedRow:
     index: int
     reason: str
     line: int | None = None
+    file: str | None = None  # the shard the row is in, for sources of several files
 
     def where(self) -> str:
-        return f"row {self.index} (0-based{f', line {self.line}' if self.line else ''}) of split {self.split!r}"
+        line = f", line {self.line}{f' of {self.file}' if self.file else ''}" if self.line else ""
+        return f"row {self.index} (0-based{line}) of split {self.split!r}"
 
 
 @dataclass
@@ -167,14 +170,36 @@ def _read_text_file(path: Path, split: str | None, string_columns: set[str], loa
     return datasets.concatenate_datasets([rows.select(range(part.from_, part.to)) for part in absolute])
 
 
-def _read_source(source, split: str | None, load_kwargs: dict,
-                 string_columns: set[str]) -> tuple[Dataset | DatasetDict, Path, str]:
+def _read_source(source, split: str | None, load_kwargs: dict, string_columns: set[str],
+                 streaming: bool = False) -> tuple[Dataset | DatasetDict | IterableDataset, Path, str]:
     """(dataset or dataset dict, folder that relative image paths are resolved against, description)."""
     if isinstance(source, (Dataset, DatasetDict)):
         return (source[split] if split is not None and isinstance(source, DatasetDict) else source), Path.cwd(), \
             f"<{type(source).__name__}>"
+    if isinstance(source, IterableDataset):
+        return source, Path.cwd(), "<IterableDataset>"
+    if isinstance(source, IterableDatasetDict):
+        return as_stream(source, split), Path.cwd(), "<IterableDatasetDict>"
+    shards = None if isinstance(source, (str, os.PathLike)) and Path(os.fspath(source)).expanduser().is_dir() and \
+        (_is_saved_dataset(Path(os.fspath(source)).expanduser()) or
+         data_folder_layout(Path(os.fspath(source)).expanduser())) else shard_files(source)
+    if shards is not None:
+        if split is not None and split.split("[", 1)[0] != "train":
+            raise ValueError(f"Shards are one split, 'train', not {split!r}.")
+        description = os.fspath(source) if not isinstance(source, (list, tuple)) else \
+            f"{len(shards)} shards ({shards[0]}, ...)"
+        return read_shards(shards, string_columns, load_kwargs, streaming), shards_folder(shards), description
     text = os.fspath(source)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
     path = Path(text).expanduser()
+    if streaming and (path.is_file() or path.is_dir() and not _is_saved_dataset(path)
+                      and data_folder_layout(path) is None):
+        if path.is_file() and path.suffix.lower() in (".parquet", *TEXT_FORMATS):
+            return read_shards([path], string_columns, load_kwargs, True), path.resolve().parent, str(path)
+        if path.is_dir():
+            return as_stream(datasets.load_dataset(str(path), split=split, streaming=True, **load_kwargs), split), \
+                path.resolve(), str(path)
     if path.is_dir():
         if _is_saved_dataset(path):
             ignored = sorted(set(load_kwargs) - {"keep_in_memory", "storage_options"})
@@ -212,6 +237,8 @@ def _read_source(source, split: str | None, load_kwargs: dict,
         return loaded, path.resolve().parent, str(path)
     if isinstance(source, os.PathLike) or text.startswith((".", "/", "~")) or path.suffix.lower() in _FILE_BUILDERS:
         raise FileNotFoundError(f"No such file or folder: {text}")
+    if streaming:
+        load_kwargs = {**load_kwargs, "streaming": True}
     return datasets.load_dataset(text, split=split, **load_kwargs), Path.cwd(), text
 
 
@@ -220,9 +247,15 @@ def _read_source(source, split: str | None, load_kwargs: dict,
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _open_check(opener) -> str | None:
-    """None when the image opens, verifies and fully decodes; else the error."""
+def _open_check(opener, full: bool = True) -> str | None:
+    """None when the image opens, verifies and fully decodes (`full`), or when its header opens with a size and a
+    mode (not `full`: no decode, ~0.1 ms a file); else the error."""
     try:
+        if not full:
+            with PILImage.open(opener()) as image:
+                if image.width < 1 or image.height < 1:
+                    return "empty image"
+                return None if image.mode else "image without a mode"
         with PILImage.open(opener()) as image:
             image.verify()
         with PILImage.open(opener()) as image:
@@ -237,9 +270,10 @@ def _open_check(opener) -> str | None:
 class _ImageChecker:
     """Resolves an image value (path string, {"bytes", "path"} dict or None) and checks it once per path."""
 
-    def __init__(self, base_dir: Path, embed: bool):
-        self.base_dir, self.embed = base_dir, embed
-        self.cache: dict[str, tuple[dict | None, str | None]] = {}
+    def __init__(self, base_dir: Path, embed: bool, full: bool = True, cache: bool = True):
+        self.base_dir, self.embed, self.full = base_dir, embed, full
+        # a stream reads each row once: no per-path cache growing with the catalog
+        self.cache: dict[str, tuple[dict | None, str | None]] | None = {} if cache else None
 
     def _resolve(self, path: str) -> Path:
         # Relative paths start from the data's own folder only, never from the working directory: a file that is
@@ -249,9 +283,13 @@ class _ImageChecker:
 
     def __call__(self, value) -> tuple[dict | None, str | None]:
         """(value for an `Image()` column, problem or None)."""
+        if isinstance(value, PILImage.Image):  # a decoded image, e.g. from a user's map over a stream
+            if value.width < 1 or value.height < 1:
+                return None, "unreadable image (empty image)"
+            return Image().encode_example(value), None
         if isinstance(value, dict) and value.get("bytes"):
             data = value["bytes"]
-            problem = _open_check(lambda: io.BytesIO(data))
+            problem = _open_check(lambda: io.BytesIO(data), self.full)
             return ({"bytes": data, "path": value.get("path")}, None) if problem is None else \
                 (None, f"unreadable image ({problem})")
         path = value.get("path") if isinstance(value, dict) else value
@@ -262,6 +300,8 @@ class _ImageChecker:
         if _URL.match(path.strip()):
             return None, (f"image URL not fetched ({path.strip()[:200]}): loading reads local files only; download "
                           "the images and give their paths")
+        if self.cache is None:
+            return self._check_file(self._resolve(path.strip()))
         if path not in self.cache:
             self.cache[path] = self._check_file(self._resolve(path.strip()))
         return self.cache[path]
@@ -269,7 +309,7 @@ class _ImageChecker:
     def _check_file(self, path: Path) -> tuple[dict | None, str | None]:
         if not path.is_file():  # also refuses a named pipe or device, which would block or never end
             return None, f"image {'is not a regular file' if path.exists() else 'file not found'} ({path})"
-        problem = _open_check(lambda: str(path))
+        problem = _open_check(lambda: str(path), self.full)
         if problem is not None:
             return None, f"unreadable image file ({path}: {problem})"
         return {"bytes": path.read_bytes() if self.embed else None, "path": str(path)}, None
@@ -331,18 +371,8 @@ def _require_columns(dataset: Dataset, plan: _Plan, optional: set[str]) -> None:
                          f"remove them first (e.g. dataset.remove_columns({clashes})).")
 
 
-def _load_split(dataset: Dataset, split: str, plan: _Plan, base_dir: Path, on_bad_rows: str, embed: bool,
-                num_proc: int | None, description: str, report: LoadReport, max_warnings: int) -> Dataset:
-    used = sorted({column for columns in plan.inputs.values() for column in columns
-                   if column in dataset.column_names})
-    dataset = _undecoded(dataset, used)
-    read_problems = [PROBLEM_COLUMN] if PROBLEM_COLUMN in dataset.column_names else []  # from reading.py
-    passthrough = [column for column in dataset.column_names if column not in used + read_problems]
-    features = Features({**plan.features, **{column: dataset.features[column] for column in passthrough},
-                         "__problems__": Value("string"), "__cleared__": Value("string")})
-    if plan.inputs.get("label"):  # keep the label's own feature (e.g. ClassLabel names, or strings)
-        features["label"] = dataset.features[plan.inputs["label"][0]]
-    images = _ImageChecker(base_dir, embed)
+def _row_check(plan: _Plan, images: _ImageChecker):
+    """The function `map` applies to each source row: canonical values plus `__problems__` / `__cleared__`."""
 
     def check(row):
         values, problems, cleared = plan.check_row(
@@ -352,7 +382,33 @@ def _load_split(dataset: Dataset, split: str, plan: _Plan, base_dir: Path, on_ba
             problems = [row[PROBLEM_COLUMN]]
         return {**values, "__problems__": "; ".join(problems), "__cleared__": ",".join(cleared)}
 
-    fingerprint = Hasher.hash((dataset._fingerprint, plan.kind, plan.inputs, str(base_dir), embed, "check-v1"))
+    return check
+
+
+def _checked_features(dataset, plan: _Plan) -> tuple[list[str], list[str], Features]:
+    """(source columns used, bookkeeping columns from reading.py, features of the checked rows)."""
+    names = list(dataset.column_names or [])
+    used = sorted({column for columns in plan.inputs.values() for column in columns if column in names})
+    read_problems = [PROBLEM_COLUMN] if PROBLEM_COLUMN in names else []  # from reading.py
+    passthrough = [column for column in names if column not in used + read_problems]
+    source_features = dataset.features or {}
+    features = Features({**plan.features, **{column: source_features[column] for column in passthrough
+                                             if column in source_features},
+                         "__problems__": Value("string"), "__cleared__": Value("string")})
+    if plan.inputs.get("label") and plan.inputs["label"][0] in source_features:
+        features["label"] = source_features[plan.inputs["label"][0]]  # e.g. ClassLabel names, or strings
+    return used, read_problems, features
+
+
+def _load_split(dataset: Dataset, split: str, plan: _Plan, base_dir: Path, on_bad_rows: str, embed: bool,
+                num_proc: int | None, description: str, report: LoadReport, max_warnings: int,
+                image_check: str = "full") -> Dataset:
+    used = sorted({column for columns in plan.inputs.values() for column in columns
+                   if column in dataset.column_names})
+    dataset = _undecoded(dataset, used)
+    used, read_problems, features = _checked_features(dataset, plan)
+    check = _row_check(plan, _ImageChecker(base_dir, embed, full=image_check == "full"))
+    fingerprint = Hasher.hash((dataset._fingerprint, plan.kind, plan.inputs, str(base_dir), embed, image_check, "check-v1"))
     if len(dataset) == 0:  # datasets' map adds no columns to an empty dataset
         checked = Dataset.from_dict({name: [] for name in features}, features=features)
     else:
@@ -361,7 +417,9 @@ def _load_split(dataset: Dataset, split: str, plan: _Plan, base_dir: Path, on_ba
                               desc=f"Checking {plan.kind} rows ({split})")
     problems = list(checked["__problems__"])
     lines = list(checked[LINE_COLUMN]) if LINE_COLUMN in checked.column_names else [None] * len(checked)
-    bad = [SkippedRow(split, index, reason, lines[index]) for index, reason in enumerate(problems) if reason]
+    files = list(checked[FILE_COLUMN]) if FILE_COLUMN in checked.column_names else [None] * len(checked)
+    bad = [SkippedRow(split, index, reason, lines[index], files[index]) for index, reason in enumerate(problems)
+           if reason]
     if bad and on_bad_rows == "raise":
         more = f" ({len(bad) - 1} more bad rows)" if len(bad) > 1 else ""
         raise ValueError(f"Bad {bad[0].where()} in {description}: {bad[0].reason}{more}.")
@@ -382,25 +440,71 @@ def _load_split(dataset: Dataset, split: str, plan: _Plan, base_dir: Path, on_ba
     report.rows_read[split] = len(checked)
     report.rows_kept[split] = len(good)
     kept = checked.select(good) if bad else checked
-    return kept.remove_columns([name for name in ("__problems__", "__cleared__", LINE_COLUMN)
+    return kept.remove_columns([name for name in ("__problems__", "__cleared__", LINE_COLUMN, FILE_COLUMN)
                                 if name in kept.column_names])
 
 
+def _stream_split(stream: IterableDataset, split: str, plan: _Plan, optional: set[str], base_dir: Path,
+                  on_bad_rows: str, embed: bool, image_check: str, description: str, report: LoadReport,
+                  max_warnings: int) -> IterableDataset:
+    """The rows of a stream, checked as they are read: bad rows are dropped (or raise) and counted in `report`
+    when the stream is iterated (in the process that iterates it)."""
+    if stream.features is None:
+        stream = stream._resolve_features()  # reads the first rows only
+    present = {canonical: [c for c in columns if c in stream.column_names] if canonical in optional else columns
+               for canonical, columns in plan.inputs.items()}
+    plan = _Plan(plan.kind, present, plan.features, plan.check_row)
+    _require_columns(stream, plan, optional)
+    stream = _undecoded(stream, [column for columns in plan.inputs.values() for column in columns])
+    used, read_problems, features = _checked_features(stream, plan)
+    check = _row_check(plan, _ImageChecker(base_dir, embed, full=image_check == "full", cache=False))
+    position = {"index": -1}
+    report.rows_read.setdefault(split, 0)
+    report.rows_kept.setdefault(split, 0)
+
+    def keep(row) -> bool:
+        position["index"] += 1
+        report.rows_read[split] += 1
+        if not row["__problems__"]:
+            report.rows_kept[split] += 1
+            for what in filter(None, row["__cleared__"].split(",")):
+                report.cleared[what] += 1
+            return True
+        bad = SkippedRow(split, position["index"], row["__problems__"], row.get(LINE_COLUMN), row.get(FILE_COLUMN))
+        if on_bad_rows == "raise":
+            raise ValueError(f"Bad {bad.where()} in {description}: {bad.reason}.")
+        report.skipped.append(bad)
+        if len(report.skipped) <= max_warnings:
+            warnings.warn(f"Skipping {bad.where()} in {description}: {bad.reason}", BadRowWarning, stacklevel=2)
+        return False
+
+    checked = stream.map(check, remove_columns=used + read_problems, features=features).filter(keep)
+    return checked.remove_columns([name for name in ("__problems__", "__cleared__", LINE_COLUMN, FILE_COLUMN)
+                                   if name in checked.column_names])
+
+
 def _load(source, split, plan: _Plan, optional: set[str], on_bad_rows: str, embed: bool, num_proc, max_warnings,
-          image_root, load_kwargs) -> tuple[Dataset | DatasetDict, LoadReport]:
+          image_root, load_kwargs, streaming: bool = False,
+          image_check: str | None = None) -> tuple[Dataset | DatasetDict | IterableDataset, LoadReport]:
     if on_bad_rows not in ("skip", "raise"):
         raise ValueError(f"on_bad_rows must be 'skip' or 'raise', got {on_bad_rows!r}.")
+    image_check = image_check or ("header" if streaming else "full")
+    if image_check not in ("header", "full"):
+        raise ValueError(f"image_check must be 'header' or 'full', got {image_check!r}.")
     # ids and texts are read as strings (no type inference); images and labels keep their types
     string_columns = {column for canonical, columns in plan.inputs.items() if canonical not in ("image", "label",
                                                                                                  "source_image")
                       for column in columns}
-    loaded, base_dir, description = _read_source(source, split, load_kwargs, string_columns)
+    loaded, base_dir, description = _read_source(source, split, load_kwargs, string_columns, streaming)
     if image_root is not None:
         base_dir = Path(image_root).expanduser().resolve()
-    if not isinstance(loaded, (Dataset, DatasetDict)):
-        raise TypeError(f"Expected a Dataset or DatasetDict from {description}, got {type(loaded).__name__} "
-                        "(streaming datasets are not supported here).")
     report = LoadReport(description, plan.kind)
+    if streaming or isinstance(loaded, IterableDataset):
+        stream = _stream_split(as_stream(loaded, split), (split or "train").split("[", 1)[0], plan, optional,
+                               base_dir, on_bad_rows, embed, image_check, description, report, max_warnings)
+        return stream, report
+    if not isinstance(loaded, (Dataset, DatasetDict)):
+        raise TypeError(f"Expected a Dataset or DatasetDict from {description}, got {type(loaded).__name__}.")
     splits = loaded if isinstance(loaded, DatasetDict) else {split or "train": loaded}
     out = {}
     for name, dataset in splits.items():
@@ -414,7 +518,7 @@ def _load(source, split, plan: _Plan, optional: set[str], on_bad_rows: str, embe
         split_plan = _Plan(plan.kind, present, plan.features, plan.check_row)
         _require_columns(dataset, split_plan, optional)
         out[name] = _load_split(dataset, name, split_plan, base_dir, on_bad_rows, embed, num_proc, description,
-                                report, max_warnings)
+                                report, max_warnings, image_check)
     hidden = report.num_skipped - max_warnings
     if hidden > 0:
         warnings.warn(f"... and {hidden} more bad rows skipped in {description} (see the returned LoadReport).",
@@ -431,7 +535,8 @@ def load_image_text_dataset(source, split: str | None = None, image_column: str 
                             text_column: str | Sequence[str] | None = "text", label_column: str | None = None,
                             product_id_column: str | None = None, on_bad_rows: str = "skip",
                             require_text: bool = True, embed_images: bool = False, image_root=None,
-                            num_proc: int | None = None, max_warnings: int = 20, **load_kwargs) -> tuple[Dataset | DatasetDict, LoadReport]:
+                            num_proc: int | None = None, max_warnings: int = 20, streaming: bool = False,
+                            image_check: str | None = None, **load_kwargs) -> tuple[Dataset | DatasetDict, LoadReport]:
     """Load image-text rows (`image`, `text`, optional `label` and `product_id`) and a `LoadReport`.
 
     Args:
@@ -448,6 +553,11 @@ def load_image_text_dataset(source, split: str | None = None, image_column: str 
         image_root: the folder relative image paths start from (default: the data file's folder, the image
             folder, the saved dataset's folder, or the working directory for in-memory and Hub datasets).
         num_proc: processes for checking rows.
+        streaming: return a `datasets.IterableDataset` read shard by shard, its rows checked as they are read (bad
+            rows dropped and counted in the report as the stream is iterated); an `IterableDataset` passed in is
+            always streamed.
+        image_check: "full" (open, verify and decode every image once; the default without streaming) or "header"
+            (open the header: size and mode, no decode; the default when streaming).
         max_warnings: how many bad rows get a warning each (then one warning for the rest). `load_kwargs` go to `datasets.load_dataset` / `load_from_disk`.
 
     Returns:
@@ -502,7 +612,7 @@ def load_image_text_dataset(source, split: str | None = None, image_column: str 
 
     plan = _Plan("image-text", inputs, features, check_row)
     return _load(source, split, plan, set(), on_bad_rows, embed_images, num_proc, max_warnings, image_root,
-                 load_kwargs)
+                 load_kwargs, streaming, image_check)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -515,7 +625,8 @@ def load_omni_dataset(source, split: str | None = None, source_type_column: str 
                       product_id_column: str = "product_id", image_column: str = "image",
                       text_column: str | Sequence[str] = "text", on_bad_rows: str = "skip",
                       embed_images: bool = False, image_root=None, num_proc: int | None = None,
-                      max_warnings: int = 20, **load_kwargs) -> tuple[Dataset | DatasetDict, LoadReport]:
+                      max_warnings: int = 20, streaming: bool = False,
+                            image_check: str | None = None, **load_kwargs) -> tuple[Dataset | DatasetDict, LoadReport]:
     """Load Omni-Retrieval rows (`source_type`, `source_text`, `source_image`, `product_id`, `image`, `text`) and a
     `LoadReport`.
 
@@ -595,7 +706,7 @@ def load_omni_dataset(source, split: str | None = None, source_type_column: str 
 
     plan = _Plan("omni", inputs, features, check_row)
     return _load(source, split, plan, optional, on_bad_rows, embed_images, num_proc, max_warnings, image_root,
-                 load_kwargs)
+                 load_kwargs, streaming, image_check)
 
 
 __all__ = ["BadRowWarning", "LoadReport", "SkippedRow", "load_image_text_dataset", "load_omni_dataset"]

@@ -80,7 +80,8 @@ def retrieval_metrics(scores: torch.Tensor, gold: torch.Tensor, ks=(1, 5, 10)) -
     `recall@k` is the share of a query's relevant candidates found in its top k, `mrr` uses the first relevant
     candidate and `ndcg@10` uses binary gains; every query needs at least one relevant candidate. Ties are broken
     pessimistically either way: a relevant candidate ranks after every irrelevant one with an equal score.
-    All metrics are averaged over queries.
+    All metrics are averaged over queries. For embeddings of a large catalog use `embedding_retrieval_metrics`,
+    which never holds the whole score matrix.
 
     Example:
         >>> import torch
@@ -93,32 +94,72 @@ def retrieval_metrics(scores: torch.Tensor, gold: torch.Tensor, ks=(1, 5, 10)) -
     """
     scores = _check_scores(scores).float()
     gold = torch.as_tensor(gold, device=scores.device)
+    return _mean_metrics(_per_query_metrics(scores, gold, ks))
+
+
+def _per_query_metrics(scores: torch.Tensor, gold: torch.Tensor, ks) -> dict[str, torch.Tensor]:
+    """Each metric of each query (not yet averaged), so blocks of queries can be evaluated one at a time."""
     if gold.dtype == torch.bool:
         return _multi_relevant_metrics(scores, gold, ks)
     ranks = gold_ranks(scores, gold).float()
-    metrics = {f"recall@{k}": float((ranks <= k).float().mean()) for k in ks}
-    metrics["mrr"] = float((1.0 / ranks).mean())
+    metrics = {f"recall@{k}": (ranks <= k).float() for k in ks}
+    metrics["mrr"] = 1.0 / ranks
     # one relevant item: DCG = 1 / log2(rank + 1) within the top 10, ideal DCG = 1
-    metrics["ndcg@10"] = float(torch.where(ranks <= 10, 1.0 / torch.log2(ranks + 1.0), torch.zeros_like(ranks)).mean())
+    metrics["ndcg@10"] = torch.where(ranks <= 10, 1.0 / torch.log2(ranks + 1.0), torch.zeros_like(ranks))
     return metrics
 
 
-def _multi_relevant_metrics(scores: torch.Tensor, relevance: torch.Tensor, ks) -> dict[str, float]:
+def _mean_metrics(per_query: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {name: float(values.mean()) for name, values in per_query.items()}
+
+
+def _multi_relevant_metrics(scores: torch.Tensor, relevance: torch.Tensor, ks) -> dict[str, torch.Tensor]:
     ordered = relevant_in_rank_order(scores, relevance).float()
     num_relevant = ordered.sum(dim=1)
     if (num_relevant == 0).any():
         missing = torch.nonzero(num_relevant == 0).flatten()[:5].tolist()
         raise ValueError(f"Every query needs at least one relevant candidate; queries {missing} have none.")
-    metrics = {f"recall@{k}": float((ordered[:, :k].sum(dim=1) / num_relevant).mean()) for k in ks}
+    metrics = {f"recall@{k}": ordered[:, :k].sum(dim=1) / num_relevant for k in ks}
     first = ordered.argmax(dim=1).float() + 1.0  # rank of the first relevant candidate
-    metrics["mrr"] = float((1.0 / first).mean())
+    metrics["mrr"] = 1.0 / first
     depth = min(10, scores.shape[1])
     discounts = _ndcg_discounts(depth, scores.device)
     dcg = (ordered[:, :depth] * discounts).sum(dim=1)
     ideal_hits = torch.arange(depth, device=scores.device)[None, :] < num_relevant[:, None]
     idcg = (ideal_hits.float() * discounts).sum(dim=1)
-    metrics["ndcg@10"] = float((dcg / idcg).mean())
+    metrics["ndcg@10"] = dcg / idcg
     return metrics
+
+
+def embedding_retrieval_metrics(query_embeds: torch.Tensor, candidate_embeds: torch.Tensor, gold, ks=(1, 5, 10),
+                                block_size: int = 1024) -> dict[str, float]:
+    """`retrieval_metrics(query_embeds @ candidate_embeds.T, gold, ks)`, computed one block of `block_size` queries
+    at a time: memory O(block_size x candidates) plus one number per query and metric, never the whole queries x
+    candidates score matrix (100k queries x 1M products would be 400 GB). The same ranks and pessimistic ties as
+    `retrieval_metrics`; `gold` as there (a bool relevance matrix is read a block of rows at a time).
+
+    Example:
+        >>> import torch
+        >>> queries, products = torch.eye(3), torch.eye(3)
+        >>> embedding_retrieval_metrics(queries, products, torch.tensor([0, 2, 2]), ks=(1,), block_size=2)["recall@1"]
+        0.6666666865348816
+    """
+    query_embeds, candidate_embeds = torch.as_tensor(query_embeds), torch.as_tensor(candidate_embeds)
+    if query_embeds.dim() != 2 or candidate_embeds.dim() != 2 or query_embeds.shape[1] != candidate_embeds.shape[1]:
+        raise ValueError(f"Embeddings must be (queries, dim) and (candidates, dim) of one dim, got "
+                         f"{tuple(query_embeds.shape)} and {tuple(candidate_embeds.shape)}.")
+    if block_size < 1:
+        raise ValueError(f"block_size must be positive, got {block_size}.")
+    gold = torch.as_tensor(gold)
+    if gold.shape[:1] != query_embeds.shape[:1]:
+        raise ValueError(f"gold must have one entry per query ({query_embeds.shape[0]}), got {tuple(gold.shape)}.")
+    candidates_t = candidate_embeds.float().t()
+    blocks = []
+    for start in range(0, max(len(query_embeds), 1), block_size):
+        scores = _check_scores(query_embeds[start:start + block_size].float() @ candidates_t)
+        block = _per_query_metrics(scores, gold[start:start + block_size].to(scores.device), ks)
+        blocks.append({name: values.cpu() for name, values in block.items()})
+    return _mean_metrics({name: torch.cat([block[name] for block in blocks]) for name in blocks[0]})
 
 
 def distinct_products(product_ids) -> tuple[list[int], torch.Tensor]:
@@ -136,4 +177,4 @@ def distinct_products(product_ids) -> tuple[list[int], torch.Tensor]:
     return list(first_row.values()), torch.tensor([position[product_id] for product_id in product_ids])
 
 
-__all__ = ["distinct_products", "gold_ranks", "relevant_in_rank_order", "retrieval_metrics"]
+__all__ = ["distinct_products", "embedding_retrieval_metrics", "gold_ranks", "relevant_in_rank_order", "retrieval_metrics"]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
-from .retrieval import distinct_products, retrieval_metrics
+from .retrieval import distinct_products, embedding_retrieval_metrics
 
 
 SOURCE_EMBEDDING = {"query": "text", "view": "image", "post": "multimodal"}
@@ -75,7 +75,7 @@ def omni_retrieval_metrics(model, processor, omni_dataset, batch_size: int = 32,
         source_embeds = embed(model, processor, sources["source_image"] if kind != "text" else None,
                               sources["source_text"] if kind != "image" else None, kind, batch_size, **depths)
         gold = product_of_row[rows]
-        metrics.update(_named(retrieval_metrics(source_embeds @ product_embeds.t(), gold, ks=ks), f"{source_type}_to_product"))
+        metrics.update(_named(embedding_retrieval_metrics(source_embeds, product_embeds, gold, ks=ks), f"{source_type}_to_product"))
     model.train(was_training)
     return metrics
 
@@ -89,8 +89,8 @@ def image_text_retrieval_metrics(model, processor, dataset, batch_size: int = 32
     image_embeds = embed(model, processor, dataset["image"], None, "image", batch_size, **depths)
     text_embeds = embed(model, processor, None, dataset["text"], "text", batch_size, **depths)
     gold = torch.arange(len(dataset))
-    metrics = _named(retrieval_metrics(image_embeds @ text_embeds.t(), gold, ks=ks), "image_to_text")
-    metrics.update(_named(retrieval_metrics(text_embeds @ image_embeds.t(), gold, ks=ks), "text_to_image"))
+    metrics = _named(embedding_retrieval_metrics(image_embeds, text_embeds, gold, ks=ks), "image_to_text")
+    metrics.update(_named(embedding_retrieval_metrics(text_embeds, image_embeds, gold, ks=ks), "text_to_image"))
     model.train(was_training)
     return metrics
 

@@ -673,7 +673,7 @@ class CommerceMMRetrievalTrainer(_HeadTrainerMixin, Trainer):
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         import time
 
-        from ..evaluation.retrieval import distinct_products, retrieval_metrics
+        from ..evaluation.retrieval import distinct_products, embedding_retrieval_metrics
 
         rows = eval_dataset if eval_dataset is not None else self.eval_dataset
         if isinstance(rows, dict):
@@ -686,7 +686,7 @@ class CommerceMMRetrievalTrainer(_HeadTrainerMixin, Trainer):
         if sources.shape[0] != len(rows) or products.shape[0] != len(product_rows):
             raise RuntimeError(f"Gathered {sources.shape[0]} source and {products.shape[0]} product embeddings for "
                                f"{len(rows)} sources and {len(product_rows)} products.")
-        metrics = retrieval_metrics(sources @ products.t(), gold, ks=(1, 5, 10))
+        metrics = embedding_retrieval_metrics(sources, products, gold, ks=(1, 5, 10))
         metrics = {f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}
         metrics[f"{metric_key_prefix}_num_queries"] = len(rows)
         metrics[f"{metric_key_prefix}_num_products"] = len(product_rows)

@@ -26,7 +26,10 @@ from collections import defaultdict
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
+from accelerate.data_loader import skip_first_batches
 from accelerate.utils import DistributedType
+from datasets import IterableDataset
+from datasets.distributed import split_dataset_by_node
 from transformers import Trainer
 from transformers.distributed.fsdp import is_fsdp_managed_module
 from transformers.trainer_utils import get_last_checkpoint
@@ -79,6 +82,9 @@ class CommerceMMPretrainingTrainer(Trainer):
             retrieval recall on the Omni rows).
         omni_batch_size: Omni rows per device per micro-step (default: `per_device_train_batch_size`).
         modality_randomization: sample active depths per step (default: `model.config.modality_randomization`).
+        shuffle_buffer_size: rows in the shuffle buffer of each stream given as a `datasets.IterableDataset`
+            (e.g. `load_image_text_dataset(..., streaming=True)`); 0 keeps the stream's order. An IterableDataset
+            needs `max_steps`. A `Dataset` is shuffled whole, as before.
 
     Example:
         >>> # trainer = CommerceMMPretrainingTrainer(model=model, args=TrainingArguments("out", max_steps=100),
@@ -88,7 +94,7 @@ class CommerceMMPretrainingTrainer(Trainer):
 
     def __init__(self, model=None, args=None, train_dataset=None, omni_dataset=None, processor=None,
                  eval_dataset=None, eval_omni_dataset=None, omni_batch_size: int | None = None,
-                 modality_randomization: bool | None = None, **kwargs):
+                 modality_randomization: bool | None = None, shuffle_buffer_size: int = 10_000, **kwargs):
         if omni_dataset is None:
             raise ValueError("CommerceMMPretrainingTrainer needs omni_dataset (the second data stream).")
         if processor is None:
@@ -100,6 +106,12 @@ class CommerceMMPretrainingTrainer(Trainer):
                 # layers above the sampled depths, and the heads of the other pass, get no gradient
                 args.ddp_find_unused_parameters = True
         collator = CommerceMMPretrainingCollator(processor, model.config, masking=False)
+        self.shuffle_buffer_size = shuffle_buffer_size
+        if isinstance(train_dataset, IterableDataset) and shuffle_buffer_size:
+            # Trainer streams an IterableDataset as it is (split between processes by accelerate, `set_epoch`
+            # each epoch, the first batches read and dropped on resume); the buffer shuffles it
+            train_dataset = train_dataset.shuffle(seed=args.seed if args is not None else 42,
+                                                  buffer_size=shuffle_buffer_size)
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=collator, processing_class=processor, **kwargs)
         self.omni_dataset = omni_dataset
@@ -120,7 +132,28 @@ class CommerceMMPretrainingTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------------ the Omni stream
 
+    def _omni_stream_loader(self, epoch: int, skip_batches: int) -> DataLoader:
+        """The Omni rows of a `datasets.IterableDataset`: this process's share (`split_dataset_by_node`), shuffled
+        with a buffer of `shuffle_buffer_size` rows (reseeded each epoch by `set_epoch`), the first `skip_batches`
+        batches of the epoch left out. The order depends only on (seed, epoch, world size, workers), so the
+        position (epoch, batches) restores it exactly: with `dataloader_num_workers=0` by skipping rows before they
+        are decoded, with workers by reading and dropping the batches (the workers' round-robin order)."""
+        rows = self.omni_dataset
+        if self.args.world_size > 1:
+            rows = split_dataset_by_node(rows, rank=self.args.process_index, world_size=self.args.world_size)
+        if self.shuffle_buffer_size:
+            rows = rows.shuffle(seed=self.args.seed, buffer_size=self.shuffle_buffer_size)
+        workers = self.args.dataloader_num_workers
+        if skip_batches and not workers:
+            rows = rows.skip(skip_batches * self.omni_batch_size)
+        rows.set_epoch(epoch)
+        loader = DataLoader(rows, batch_size=self.omni_batch_size, collate_fn=self.omni_collator,
+                            num_workers=workers)
+        return skip_first_batches(loader, skip_batches) if skip_batches and workers else loader
+
     def _omni_loader(self, epoch: int, skip_batches: int) -> DataLoader:
+        if isinstance(self.omni_dataset, IterableDataset):
+            return self._omni_stream_loader(epoch, skip_batches)
         sampler = DistributedSampler(self.omni_dataset, num_replicas=self.args.world_size, rank=self.args.process_index,
                                      shuffle=True,
                                      seed=self.args.seed)
