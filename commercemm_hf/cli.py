@@ -13,6 +13,8 @@
                         of a saved model on the demo catalog or your files, zero-shot or with fine-tuned heads
   commercemm publish    write the model card (MODEL_CARD.md, with the measured metrics) into a Hub-ready folder and
                         upload it with huggingface_hub (--dry-run: list the files, no network)
+  commercemm export     the text, image and multimodal embeddings as ONNX graphs (dynamic batch and length,
+                        --quantize int8), checked against eager PyTorch on padded batches (see export.py)
 """
 
 import argparse
@@ -388,6 +390,10 @@ def main(argv=None):
                                                             "(default: HF_TOKEN, then the stored `hf auth login`)")
     publish.add_argument("--commit-message", help="the Hub commit message")
 
+    from .export import add_export_parser
+
+    add_export_parser(commands)
+
     args, training_flags = parser.parse_known_args(argv)
     if training_flags and args.command != "pretrain":
         parser.error(f"unrecognized arguments: {' '.join(training_flags)}")
@@ -403,6 +409,8 @@ def main(argv=None):
         run_evaluate_command(args)
     elif args.command == "publish":
         run_publish_command(args)
+    elif args.command == "export":
+        args.handler(args)
 
 
 if __name__ == "__main__":
