@@ -25,7 +25,8 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6", "faiss-cpu>=1.8", "deepspeed>=0.16",
+        # parameterized: transformers' vendored common tests (tests/common/) expand their cases with it
+        "test": ["pytest>=8", "hypothesis>=6", "faiss-cpu>=1.8", "deepspeed>=0.16", "parameterized>=0.9",
                  # serving: `commercemm export` (ONNX through torch.export), ONNX Runtime, sentence-transformers
                  "onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.20", "sentence-transformers>=5.0"],
         # A real pretrained BERT-architecture text tower that installs offline (all-MiniLM-L6-v2).

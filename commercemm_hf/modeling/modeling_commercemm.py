@@ -1,8 +1,11 @@
 """CommerceMM model: image encoder, text encoder, multimodal fusion encoder and the shared embedding space.
 
 The three stacks share one transformer layer (`CommerceMMEncoderLayer`, pre- or post-LN by config), one attention
-module that goes through transformers' attention interface (SDPA by default, eager selectable), and one encoder
-loop that can stop after the first *k* layers (modality randomization: one set of weights, several depths).
+module that goes through transformers' attention interface (SDPA by default; eager, flex and flash selectable, per
+stack if wanted), and one encoder loop that can stop after the first *k* layers (modality randomization: one set of
+weights, several depths). Each stack's mask comes from transformers' `masking_utils` for the attention
+implementation of that stack, with no branch on tensor values, so the feature functions `torch.export` with
+dynamic batch and length and `torch.compile(fullgraph=True)`.
 
 Embeddings follow transformers 5's CLIP convention: `get_text_features`, `get_image_features` and
 `get_multimodal_features` return a `BaseModelOutputWithPooling` whose `pooler_output` is the projected
@@ -21,10 +24,12 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.conversion_mapping import register_checkpoint_conversion_mapping
 from transformers.core_model_loading import ConversionOps, WeightConverter, _IdentityOp
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
 
 from .checks_commercemm import check_checkpoint_dtypes, check_loaded_weights, check_pixel_batch, check_text_inputs
 from .configuration_commercemm import (
@@ -53,6 +58,8 @@ class CommerceMMOutput(ModelOutput):
             was computed (`multimodal_embeds` needs paired images and texts).
         text_model_output / vision_model_output / multimodal_model_output: each stack's per-token hidden states
             (`last_hidden_state`, optional `hidden_states` / `attentions`) and unprojected [CLS] (`pooler_output`).
+        pooler_output: the one embedding of each input: `multimodal_embeds` when fused, else the embedding of the one
+            modality given (what transformers' `image-feature-extraction` pipeline returns with `pool=True`).
     """
 
     logits_per_image: torch.FloatTensor | None = None
@@ -63,6 +70,7 @@ class CommerceMMOutput(ModelOutput):
     text_model_output: BaseModelOutputWithPooling | None = None
     vision_model_output: BaseModelOutputWithPooling | None = None
     multimodal_model_output: BaseModelOutputWithPooling | None = None
+    pooler_output: torch.FloatTensor | None = None
 
     def to_tuple(self):
         return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
@@ -95,13 +103,14 @@ def eager_attention_forward(
 class CommerceMMAttention(nn.Module):
     """Multi-head self-attention through transformers' attention interface.
 
-    `self.config` is the model's top-level config, whose `_attn_implementation` (sdpa by default, or eager, ...)
-    `from_pretrained(..., attn_implementation=...)` and `set_attn_implementation` set; the sizes come from the stack.
+    `self.config` is its stack's config, whose `_attn_implementation` (sdpa by default, or eager, flex, flash, ...)
+    `from_pretrained(..., attn_implementation=...)` and `set_attn_implementation` set, per stack if asked (e.g.
+    `{"text_config": "eager"}`); the stack's mask is built for the same implementation.
     """
 
-    def __init__(self, config: CommerceMMConfig, stack_config: CommerceMMStackConfig):
+    def __init__(self, stack_config: CommerceMMStackConfig):
         super().__init__()
-        self.config = config
+        self.config = stack_config
         hidden_size = stack_config.hidden_size
         self.head_dim = hidden_size // stack_config.num_attention_heads
         self.scaling = self.head_dim**-0.5
@@ -150,10 +159,10 @@ class CommerceMMMLP(nn.Module):
 class CommerceMMEncoderLayer(GradientCheckpointingLayer):
     """One transformer block, pre-LN (ViT, fusion) or post-LN (BERT) as `config.pre_layer_norm` says."""
 
-    def __init__(self, config: CommerceMMConfig, stack_config: CommerceMMStackConfig):
+    def __init__(self, stack_config: CommerceMMStackConfig):
         super().__init__()
         self.pre_layer_norm = stack_config.pre_layer_norm
-        self.self_attn = CommerceMMAttention(config, stack_config)
+        self.self_attn = CommerceMMAttention(stack_config)
         self.attention_norm = nn.LayerNorm(stack_config.hidden_size, eps=stack_config.layer_norm_eps)
         self.mlp = CommerceMMMLP(stack_config)
         self.mlp_norm = nn.LayerNorm(stack_config.hidden_size, eps=stack_config.layer_norm_eps)
@@ -174,12 +183,11 @@ class CommerceMMEncoderLayer(GradientCheckpointingLayer):
 class CommerceMMEncoder(nn.Module):
     """A stack of `CommerceMMEncoderLayer`s that can run only its first `depth` layers."""
 
-    def __init__(self, config: CommerceMMConfig, stack_config: CommerceMMStackConfig):
+    def __init__(self, stack_config: CommerceMMStackConfig):
         super().__init__()
+        self.config = stack_config
         self.stack_name = type(stack_config).__name__
-        self.layers = nn.ModuleList(
-            [CommerceMMEncoderLayer(config, stack_config) for _ in range(stack_config.num_hidden_layers)]
-        )
+        self.layers = nn.ModuleList([CommerceMMEncoderLayer(stack_config) for _ in range(stack_config.num_hidden_layers)])
 
     def forward(
         self,
@@ -189,7 +197,13 @@ class CommerceMMEncoder(nn.Module):
         output_hidden_states: bool = False,
         output_attentions: bool = False,
     ) -> BaseModelOutput:
+        """`attention_mask` is the 2-d `(batch, length)` 1/0 padding mask (or None); it is turned into the mask the
+        stack's attention implementation reads (additive for eager, boolean or None for sdpa, a BlockMask for flex,
+        the 2-d mask itself for flash) by transformers' `masking_utils`, so every backend sees the same padding."""
         depth = check_depth(depth, len(self.layers), self.stack_name)
+        attention_mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask
+        )
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.layers[:depth]:
@@ -214,13 +228,20 @@ def check_depth(depth: int | None, num_layers: int, stack: str) -> int:
     return depth
 
 
-def additive_attention_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """`(batch, length)` 1/0 padding mask -> `(batch, 1, 1, length)` additive mask; `None` when nothing is padded,
-    which lets SDPA pick its fastest kernel."""
-    if attention_mask is None or bool(attention_mask.all()):
-        return None
-    mask = attention_mask[:, None, None, :].to(dtype)
-    return (1.0 - mask) * torch.finfo(dtype).min
+def check_vocabulary(input_ids: torch.Tensor, vocab_size: int) -> None:
+    """Ids outside the embedding table are an error. Eagerly a `ValueError` naming the range; under torch.compile /
+    torch.export a runtime assertion inside the graph (no data-dependent branch, no graph break)."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        torch._assert_async(
+            (input_ids.max() < vocab_size) & (input_ids.min() >= 0),
+            f"input_ids hold ids outside the text vocabulary of {vocab_size} tokens",
+        )
+    elif input_ids.numel() and (input_ids.max() >= vocab_size or input_ids.min() < 0):
+        raise ValueError(
+            f"input_ids hold ids outside the text vocabulary of {vocab_size} tokens "
+            f"(min {int(input_ids.min())}, max {int(input_ids.max())}): was the text tokenized with this "
+            "model's tokenizer?"
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -263,12 +284,7 @@ class CommerceMMTextEmbeddings(nn.Module):
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if inputs_embeds is None:
-            if input_ids.max() >= self.config.vocab_size or input_ids.min() < 0:
-                raise ValueError(
-                    f"input_ids hold ids outside the text vocabulary of {self.config.vocab_size} tokens "
-                    f"(min {int(input_ids.min())}, max {int(input_ids.max())}): was the text tokenized with this "
-                    "model's tokenizer?"
-                )
+            check_vocabulary(input_ids, self.config.vocab_size)
             inputs_embeds = self.word_embeddings(input_ids)
         embeddings = inputs_embeds + self.position_embeddings(self.position_ids(input_ids, attention_mask))
         if self.token_type_embeddings is not None:
@@ -285,7 +301,7 @@ class CommerceMMTextTransformer(nn.Module):
         super().__init__()
         self.config = config.text_config
         self.embeddings = CommerceMMTextEmbeddings(config.text_config)
-        self.encoder = CommerceMMEncoder(config, config.text_config)
+        self.encoder = CommerceMMEncoder(config.text_config)
 
     def forward(
         self,
@@ -305,7 +321,7 @@ class CommerceMMTextTransformer(nn.Module):
         hidden_states = self.embeddings(input_ids, attention_mask, token_type_ids, inputs_embeds)
         encoder_outputs = self.encoder(
             hidden_states,
-            additive_attention_mask(attention_mask, hidden_states.dtype),
+            attention_mask,
             depth=depth,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
@@ -403,7 +419,7 @@ class CommerceMMVisionTransformer(nn.Module):
             if vision_config.pre_layernorm
             else None
         )
-        self.encoder = CommerceMMEncoder(config, vision_config)
+        self.encoder = CommerceMMEncoder(vision_config)
         self.post_layernorm = nn.LayerNorm(vision_config.hidden_size, eps=vision_config.layer_norm_eps)
 
     def forward(
@@ -443,7 +459,7 @@ class CommerceMMFusionTransformer(nn.Module):
         self.image_to_fusion = nn.Linear(config.vision_config.hidden_size, multimodal_config.hidden_size)
         self.text_to_fusion = nn.Linear(config.text_config.hidden_size, multimodal_config.hidden_size)
         self.modality_type_embeddings = nn.Embedding(3, multimodal_config.hidden_size)
-        self.encoder = CommerceMMEncoder(config, multimodal_config)
+        self.encoder = CommerceMMEncoder(multimodal_config)
         self.post_layernorm = nn.LayerNorm(multimodal_config.hidden_size, eps=multimodal_config.layer_norm_eps)
 
     def forward(
@@ -473,7 +489,7 @@ class CommerceMMFusionTransformer(nn.Module):
             attention_mask = torch.cat([always_attended, text_attention_mask], dim=1)
         encoder_outputs = self.encoder(
             hidden_states,
-            additive_attention_mask(attention_mask, hidden_states.dtype),
+            attention_mask,
             depth=depth,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
@@ -492,6 +508,42 @@ class CommerceMMFusionTransformer(nn.Module):
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def save_custom_pipeline_code(config: CommerceMMConfig, save_directory) -> None:
+    """Copy the code of every pipeline `config.custom_pipelines` names into `save_directory` (with its single-dot
+    imports), so a re-saved folder keeps serving `pipeline(task, model=folder, trust_remote_code=True)`.
+
+    The class comes from transformers' pipeline registry when this process registered it (`import commercemm_hf`),
+    else from the folder or Hub repository the model was loaded from (`config._name_or_path`), through
+    transformers' own dynamic-module loader; `custom_object_save` then writes the files.
+    """
+    import os
+
+    from transformers.dynamic_module_utils import custom_object_save, get_class_from_dynamic_module
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    pipelines = getattr(config, "custom_pipelines", None) or {}
+    os.makedirs(save_directory, exist_ok=True)
+    for task, entry in pipelines.items():
+        impl = entry.get("impl") if isinstance(entry, dict) else None
+        if not impl or "." not in impl:
+            raise ValueError(f"config.custom_pipelines[{task!r}] has no 'impl' of the form 'module.Class': {entry!r}.")
+        module_name, class_name = impl.rsplit(".", 1)
+        if os.path.isfile(os.path.join(save_directory, f"{module_name}.py")):
+            continue
+        registered = PIPELINE_REGISTRY.supported_tasks.get(task, {}).get("impl")
+        if registered is not None and registered.__name__ == class_name:
+            pipeline_class = registered
+        else:
+            source = getattr(config, "_name_or_path", None)
+            if not source:
+                raise ValueError(
+                    f"config.custom_pipelines names {impl} for {task!r}, but its code is neither registered in this "
+                    "process nor in a folder this model was loaded from; import the package that defines it."
+                )
+            pipeline_class = get_class_from_dynamic_module(impl, source)
+        custom_object_save(pipeline_class, save_directory)
+
+
 class CommerceMMPreTrainedModel(PreTrainedModel):
     config: CommerceMMConfig
     config_class = CommerceMMConfig
@@ -507,9 +559,14 @@ class CommerceMMPreTrainedModel(PreTrainedModel):
 
     def __init__(self, config: CommerceMMConfig, *inputs, **kwargs):
         super().__init__(config, *inputs, **kwargs)
-        # The stacks are plain modules reading the top-level config's attention implementation; keep the sub-configs
-        # in step so the saved config says the same.
-        self.config._attn_implementation = self.config._attn_implementation
+        # Each stack reads its own sub-config's attention implementation. A stack left unset follows the top-level
+        # choice; one chosen on its own (`attn_implementation={"text_config": "eager"}`) is kept, checked the same way.
+        for key in self.config.sub_configs:
+            stack_config = getattr(self.config, key)
+            requested = stack_config._attn_implementation or self.config._attn_implementation
+            if requested != self.config._attn_implementation:
+                requested = self._check_and_adjust_attn_implementation(requested, is_init_check=True)
+            stack_config._attn_implementation_internal = requested
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, allow_partial_load: bool = False, **kwargs):
@@ -558,14 +615,34 @@ class CommerceMMPreTrainedModel(PreTrainedModel):
             for auto_class, model_class in self.extra_auto_map().items():
                 auto_map[auto_class] = f"{model_class.__module__.split('.')[-1]}.{model_class.__name__}"
             self.config.auto_map = auto_map
+        # before the weights: `push_to_hub=True` uploads what is in the folder once `super().save_pretrained` is done
+        save_custom_pipeline_code(self.config, save_directory)
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     def set_attn_implementation(self, attn_implementation: str | dict, **kwargs):
-        """Switch attention (e.g. `"eager"` to get attention weights, `"sdpa"`) for all three stacks at once."""
-        if isinstance(attn_implementation, str):
+        """Switch attention (e.g. `"eager"` to get attention weights, `"sdpa"`, `"flex_attention"`) for all three
+        stacks at once, or per stack with a dict (`{"text_config": "eager"}`). A rejected choice changes nothing."""
+        configs = [self.config] + [getattr(self.config, key) for key in self.config.sub_configs]
+        previous = [config._attn_implementation_internal for config in configs]
+        try:
+            # Check and set each stack's choice first: transformers then finds them already set and does not warn
+            # that it set them without a sub-model to check them against (the stacks are plain modules).
             for key in self.config.sub_configs:
-                getattr(self.config, key)._attn_implementation_internal = attn_implementation
-        super().set_attn_implementation(attn_implementation, **kwargs)
+                stack_config = getattr(self.config, key)
+                requested = (
+                    attn_implementation
+                    if isinstance(attn_implementation, str)
+                    else attn_implementation.get(key, stack_config._attn_implementation)
+                )
+                if requested != stack_config._attn_implementation:
+                    stack_config._attn_implementation_internal = self._check_and_adjust_attn_implementation(
+                        requested, is_init_check=False
+                    )
+            super().set_attn_implementation(attn_implementation, **kwargs)
+        except Exception:
+            for config, implementation in zip(configs, previous):
+                config._attn_implementation_internal = implementation
+            raise
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -695,6 +772,17 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
     def _depth(self, stack: str, depth: int | None) -> int | None:
         return depth if depth is not None else getattr(self.config, f"{stack}_depth")
 
+    def _output_flags(self, output_hidden_states: bool | None, output_attentions: bool | None) -> dict[str, bool]:
+        """The `output_*` flags of a call, falling back to `config.output_hidden_states` / `output_attentions`."""
+        return {
+            "output_hidden_states": bool(
+                output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+            ),
+            "output_attentions": bool(
+                output_attentions if output_attentions is not None else self.config.output_attentions
+            ),
+        }
+
     def encode_text(
         self,
         input_ids: torch.Tensor,
@@ -710,8 +798,7 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             depth=self._depth("text", text_depth),
-            output_hidden_states=bool(output_hidden_states),
-            output_attentions=bool(output_attentions),
+            **self._output_flags(output_hidden_states, output_attentions),
         )
 
     def encode_image(
@@ -729,8 +816,7 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
             bool_masked_pos=bool_masked_pos,
             depth=self._depth("image", image_depth),
             interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=bool(output_hidden_states),
-            output_attentions=bool(output_attentions),
+            **self._output_flags(output_hidden_states, output_attentions),
         )
 
     def fuse(
@@ -748,8 +834,7 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
             text_outputs.last_hidden_state,
             text_attention_mask,
             depth=self._depth("fusion", fusion_depth),
-            output_hidden_states=bool(output_hidden_states),
-            output_attentions=bool(output_attentions),
+            **self._output_flags(output_hidden_states, output_attentions),
         )
 
     @staticmethod
@@ -757,6 +842,7 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         outputs.pooler_output = projection(outputs.pooler_output)
         return outputs
 
+    @can_return_tuple
     def get_text_features(
         self,
         input_ids: torch.Tensor,
@@ -781,6 +867,7 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         )
         return self._projected(outputs, self.text_projection)
 
+    @can_return_tuple
     def get_image_features(
         self,
         pixel_values: torch.Tensor,
@@ -804,6 +891,7 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         )
         return self._projected(outputs, self.image_projection)
 
+    @can_return_tuple
     def get_multimodal_features(
         self,
         input_ids: torch.Tensor,
@@ -828,13 +916,15 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
             >>> out.pooler_output.shape
             torch.Size([1, 128])
         """
-        text_outputs = self.encode_text(input_ids, attention_mask, token_type_ids, text_depth)
-        image_outputs = self.encode_image(pixel_values, None, image_depth, interpolate_pos_encoding)
+        # the towers' own hidden states / attentions are not part of this output: only the fusion encoder's
+        text_outputs = self.encode_text(input_ids, attention_mask, token_type_ids, text_depth, False, False)
+        image_outputs = self.encode_image(pixel_values, None, image_depth, interpolate_pos_encoding, False, False)
         outputs = self.fuse(
             image_outputs, text_outputs, attention_mask, fusion_depth, output_hidden_states, output_attentions
         )
         return self._projected(outputs, self.multimodal_projection)
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -848,7 +938,6 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         interpolate_pos_encoding: bool = False,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> CommerceMMOutput | tuple:
         r"""Embed images, texts or both.
@@ -860,7 +949,6 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         """
         if input_ids is None and pixel_values is None:
             raise ValueError("CommerceMMModel needs pixel_values, input_ids, or both; got neither.")
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         text_outputs = image_outputs = fused_outputs = None
         text_embeds = image_embeds = multimodal_embeds = None
         logits_per_image = logits_per_text = None
@@ -893,7 +981,10 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         elif compute_multimodal:
             raise ValueError("compute_multimodal=True needs both pixel_values and input_ids.")
 
-        output = CommerceMMOutput(
+        pooled = next(embeds for embeds in (multimodal_embeds, text_embeds, image_embeds) if embeds is not None)
+        if text_embeds is not None and image_embeds is not None and multimodal_embeds is None:
+            pooled = None  # unpaired or unfused texts and images have no one embedding per input
+        return CommerceMMOutput(
             logits_per_image=logits_per_image,
             logits_per_text=logits_per_text,
             text_embeds=text_embeds,
@@ -902,8 +993,8 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
             text_model_output=text_outputs,
             vision_model_output=image_outputs,
             multimodal_model_output=fused_outputs,
+            pooler_output=pooled,
         )
-        return output if return_dict else output.to_tuple()
 
 
 class _ScalarToOneElement(ConversionOps):

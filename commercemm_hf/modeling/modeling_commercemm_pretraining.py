@@ -223,8 +223,6 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
     """
 
     _tied_weights_keys = {"mlm_head.decoder.weight": "commercemm.text_model.embeddings.word_embeddings.weight"}
-    # not stored (it is the word embeddings); lets Trainer's resume re-tie it instead of warning that it is missing
-    _keys_to_ignore_on_save = ["mlm_head.decoder.weight"]
 
     def __init__(self, config: CommerceMMConfig):
         super().__init__(config)
@@ -242,6 +240,9 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
         # DINO-style centre of the teacher logits: subtracting it keeps one prototype from winning every image.
         self.register_buffer("mim_center", torch.zeros(config.mim_num_prototypes))
         self._external_teacher = None
+        # Tied, the decoder weight is the word embeddings: not stored, and Trainer's resume re-ties it instead of
+        # warning that it is missing. Untied, it is a weight of its own and must be saved.
+        self._keys_to_ignore_on_save = ["mlm_head.decoder.weight"] if config.tie_word_embeddings else None
         self.post_init()
 
     def extra_auto_map(self) -> dict[str, type]:

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_commercemm import EMBEDDING_KINDS, CommerceMMConfig
 from .modeling_commercemm import CommerceMMModel, CommerceMMPreTrainedModel
@@ -45,12 +46,16 @@ def embed_inputs(model: CommerceMMModel, kind: str | None = None, input_ids=None
     if kind not in EMBEDDING_KINDS:
         raise ValueError(f"Unknown embedding kind {kind!r}; choose one of {EMBEDDING_KINDS}.")
     depth = {key: depths.get(key) for key in ("text_depth", "image_depth", "fusion_depth")}
+    # return_dict=True: a head configured with `return_dict=False` still reads the features by name here
     if kind == "text" and input_ids is not None:
-        return model.get_text_features(input_ids, attention_mask, text_depth=depth["text_depth"]).pooler_output, kind
+        return model.get_text_features(input_ids, attention_mask, text_depth=depth["text_depth"],
+                                       return_dict=True).pooler_output, kind
     if kind == "image" and pixel_values is not None:
-        return model.get_image_features(pixel_values, image_depth=depth["image_depth"]).pooler_output, kind
+        return model.get_image_features(pixel_values, image_depth=depth["image_depth"],
+                                        return_dict=True).pooler_output, kind
     if kind == "multimodal" and available == "multimodal":
-        return model.get_multimodal_features(input_ids, pixel_values, attention_mask, **depth).pooler_output, kind
+        return model.get_multimodal_features(input_ids, pixel_values, attention_mask, **depth,
+                                             return_dict=True).pooler_output, kind
     raise ValueError(f"A {kind} embedding needs {'an image and a text' if kind == 'multimodal' else 'a ' + kind}; "
                      f"the inputs give {available} only.")
 
@@ -84,8 +89,9 @@ class CommerceMMForProductCategorization(CommerceMMPreTrainedModel):
     def extra_auto_map(self) -> dict[str, type]:
         return {"AutoModel": CommerceMMModel, "AutoModelForImageClassification": CommerceMMForProductCategorization}
 
+    @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, labels=None, text_depth=None,
-                image_depth=None, fusion_depth=None, return_dict=None, **kwargs) -> SequenceClassifierOutput:
+                image_depth=None, fusion_depth=None, **kwargs) -> SequenceClassifierOutput:
         embeds, _ = embed_inputs(self.commercemm, None, input_ids, attention_mask, pixel_values,
                                  text_depth=text_depth, image_depth=image_depth, fusion_depth=fusion_depth)
         logits = self.classifier(self.classifier_norm(embeds))
@@ -132,6 +138,7 @@ class CommerceMMForRetrieval(CommerceMMPreTrainedModel):
     """
 
     accepts_loss_kwargs = False  # as for categorization: a batch-mean loss that Trainer scales
+    main_input_name = "source_input_ids"  # the first argument of `forward`
 
     def __init__(self, config: CommerceMMConfig):
         super().__init__(config)
@@ -143,9 +150,10 @@ class CommerceMMForRetrieval(CommerceMMPreTrainedModel):
         `AutoModel` for embedding and search, and back into this class with `from_pretrained`."""
         return self.commercemm.save_pretrained(save_directory, *args, **kwargs)
 
+    @can_return_tuple
     def forward(self, source_input_ids=None, source_attention_mask=None, source_pixel_values=None, input_ids=None,
                 attention_mask=None, pixel_values=None, target_index=None, return_loss: bool = True, text_depth=None,
-                image_depth=None, fusion_depth=None, return_dict=None, **kwargs) -> CommerceMMRetrievalOutput:
+                image_depth=None, fusion_depth=None, **kwargs) -> CommerceMMRetrievalOutput:
         depths = dict(text_depth=text_depth, image_depth=image_depth, fusion_depth=fusion_depth)
         source_embeds = target_embeds = logits = loss = None
         if source_input_ids is not None or source_pixel_values is not None:

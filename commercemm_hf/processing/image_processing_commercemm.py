@@ -33,7 +33,7 @@ from transformers.image_utils import (
 from transformers.processing_utils import ImagesKwargs
 
 
-class CommerceMMImagesKwargs(ImagesKwargs, total=False):
+class CommerceMMImageProcessorKwargs(ImagesKwargs, total=False):
     """Image kwargs beyond transformers' `ImagesKwargs`.
 
     fast_jpeg_decode: decode JPEG files given by path (or bytes) at a reduced scale with PIL's `draft` when they are
@@ -47,6 +47,9 @@ class CommerceMMImagesKwargs(ImagesKwargs, total=False):
 
     fast_jpeg_decode: bool | None
     reducing_gap: float | None
+
+
+CommerceMMImagesKwargs = CommerceMMImageProcessorKwargs  # the earlier name
 
 
 _ORIENTATION_TAG = 0x0112
@@ -148,6 +151,13 @@ def array_to_rgb_image(array, input_data_format=None) -> Image.Image:
         >>> array_to_rgb_image(np.ones((2, 3, 3))).size
         (3, 2)
     """
+    image = Image.fromarray(np.ascontiguousarray(array_to_uint8(array, input_data_format)))
+    return to_rgb_image(image) if image.mode != "RGB" else image
+
+
+def array_to_uint8(array, input_data_format=None) -> np.ndarray:
+    """One image array or tensor as uint8 (H, W) or (H, W, C), C in 1, 3, 4: the layout and dtype rules of
+    `array_to_rgb_image`, without any channel conversion."""
     is_torch = isinstance(array, torch.Tensor)
     if is_torch:
         array = array.detach().cpu()
@@ -178,8 +188,38 @@ def array_to_rgb_image(array, input_data_format=None) -> Image.Image:
         array = ((array.astype(np.uint32) * 2 + 257) // 514).astype(np.uint8)  # round(value / 257)
     elif array.dtype != np.uint8:
         raise ValueError(f"unsupported image array dtype {array.dtype} ({_UNSUPPORTED_DTYPE}).")
-    image = Image.fromarray(np.ascontiguousarray(array))
-    return to_rgb_image(image) if image.mode != "RGB" else image
+    return array
+
+
+#: PIL modes whose bands `do_convert_rgb=False` reads as they are (8 bits per channel)
+_BAND_MODES = ("L", "LA", "RGB", "RGBA", "CMYK")
+
+
+def _pil_channels(image: Image.Image) -> np.ndarray:
+    """(H, W, C) uint8 bands of a PIL image, unconverted (`do_convert_rgb=False`), turned upright by EXIF."""
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"the image is empty (size {image.size}).")
+    if _exif_orientation(image) != 1:
+        image = ImageOps.exif_transpose(image)
+    if image.mode not in _BAND_MODES:
+        raise ValueError(
+            f"a {image.mode} image has no 8-bit channels to keep with do_convert_rgb=False (modes kept as they are: "
+            f"{', '.join(_BAND_MODES)}); leave do_convert_rgb on to convert it to RGB."
+        )
+    return np.asarray(image).reshape(image.height, image.width, -1)
+
+
+def _per_channel(value, name: str, channels: int) -> torch.Tensor:
+    """`image_mean` / `image_std` as `channels` per-channel floats: one value (every channel) or one per channel."""
+    values = torch.tensor(value, dtype=torch.float32).flatten()
+    if values.numel() not in (1, channels):
+        raise ValueError(
+            f"{name} must be one value or {channels} (one per channel of the images: RGB unless do_convert_rgb=False "
+            f"keeps other channels), got {list(values.tolist())}."
+        )
+    if name == "image_std" and not bool((values > 0).all()):
+        raise ValueError(f"image_std must be positive, got {list(values.tolist())}.")
+    return values.expand(channels)
 
 
 class CommerceMMImageProcessor(PilBackend):
@@ -200,8 +240,10 @@ class CommerceMMImageProcessor(PilBackend):
 
     Output: `BatchFeature` with `pixel_values`, float32 `(batch, 3, crop_height, crop_width)`; a torch tensor by
     default, numpy with `return_tensors="np"`, a list of per-image arrays with `return_tensors=None`.
-    `do_convert_rgb` is always on (the model reads three channels). With `do_center_crop=False` images of different
-    sizes come back only as a list (`return_tensors=None`).
+    `do_convert_rgb=False` converts nothing: each image keeps its channels (L: 1, RGBA / 4-channel arrays: 4, ...),
+    each resized on its own, for a model whose `vision_config.num_channels` matches; `image_mean` / `image_std` then
+    give one value, or one per channel. With `do_center_crop=False` images of different sizes come back only as a
+    list (`return_tensors=None`).
 
     Example:
         >>> from PIL import Image
@@ -210,7 +252,7 @@ class CommerceMMImageProcessor(PilBackend):
         torch.Size([2, 3, 64, 64])
     """
 
-    valid_kwargs = CommerceMMImagesKwargs
+    valid_kwargs = CommerceMMImageProcessorKwargs
     resample = PILImageResampling.BICUBIC
     image_mean = OPENAI_CLIP_MEAN
     image_std = OPENAI_CLIP_STD
@@ -266,7 +308,7 @@ class CommerceMMImageProcessor(PilBackend):
         part = image.resize((x1 - x0, y1 - y0), resample, box=box, reducing_gap=gap)
         if part.size == (crop.width, crop.height):
             return part
-        canvas = Image.new("RGB", (crop.width, crop.height))  # black padding, as transformers' center_crop pads 0
+        canvas = Image.new(part.mode, (crop.width, crop.height))  # black padding, as transformers' center_crop pads 0
         canvas.paste(part, (x0 - left, y0 - top))
         return canvas
 
@@ -304,6 +346,8 @@ class CommerceMMImageProcessor(PilBackend):
             except (OSError, SyntaxError, ValueError, EOFError) as error:
                 raise ValueError(f"cannot read the image file {name} ({error}).") from None
             # convert and resize while the file is open: a closed PIL image loses its pixels
+            if not options["do_convert_rgb"]:
+                return self._resize_and_crop_channels(_pil_channels(image), options)
             return np.asarray(self._resize_and_crop(to_rgb_image(image), options))
 
     def _pixels(self, item, options: dict) -> np.ndarray:
@@ -316,6 +360,10 @@ class CommerceMMImageProcessor(PilBackend):
             raise ValueError(f"URLs are not fetched ({item!r}): download the image and give its path or bytes.")
         if isinstance(item, (str, os.PathLike)) or hasattr(item, "read"):
             return self._file_pixels(item, options)
+        if not options["do_convert_rgb"] and isinstance(item, (Image.Image, np.ndarray, torch.Tensor)):
+            channels = (_pil_channels(item) if isinstance(item, Image.Image)
+                        else array_to_uint8(item, options["input_data_format"]))
+            return self._resize_and_crop_channels(channels.reshape(*channels.shape[:2], -1), options)
         if isinstance(item, Image.Image):
             image = to_rgb_image(item)
         elif isinstance(item, (np.ndarray, torch.Tensor)):
@@ -326,6 +374,15 @@ class CommerceMMImageProcessor(PilBackend):
                 "path or image bytes."
             )
         return np.asarray(self._resize_and_crop(image, options))
+
+    def _resize_and_crop_channels(self, channels: np.ndarray, options: dict) -> np.ndarray:
+        """(H, W, C) uint8 -> resized and cropped (H', W', C): RGB as one image (as with do_convert_rgb), any other
+        channel count one channel at a time, so no channel is read as alpha or colour."""
+        if channels.shape[-1] == 3:
+            return np.asarray(self._resize_and_crop(Image.fromarray(np.ascontiguousarray(channels)), options))
+        bands = [self._resize_and_crop(Image.fromarray(np.ascontiguousarray(channels[..., index])), options)
+                 for index in range(channels.shape[-1])]
+        return np.stack([np.asarray(band) for band in bands], axis=-1)
 
     @staticmethod
     def _as_items(images) -> list:
@@ -355,6 +412,7 @@ class CommerceMMImageProcessor(PilBackend):
             "reducing_gap": kwargs.get("reducing_gap"),
             "fast_jpeg_decode": bool(kwargs.get("fast_jpeg_decode")),
             "input_data_format": kwargs.get("input_data_format"),
+            "do_convert_rgb": kwargs.get("do_convert_rgb") is not False,
         }
         pixels = []
         for index, item in enumerate(self._as_items(images)):
@@ -364,7 +422,13 @@ class CommerceMMImageProcessor(PilBackend):
                 raise ValueError(f"image {index}: {error}") from error
             except (OSError, SyntaxError, EOFError) as error:  # lazily loaded PIL images fail only now
                 raise ValueError(f"image {index}: cannot read the image data ({error}).") from error
-        scale, shift = self._scale_and_shift(kwargs)
+        channel_counts = sorted({array.shape[-1] for array in pixels})
+        if len(channel_counts) > 1:
+            raise ValueError(
+                f"Images with different channel counts {channel_counts} (do_convert_rgb=False keeps each image's "
+                "channels) cannot form one batch: give images of one kind, or leave do_convert_rgb on."
+            )
+        scale, shift = self._scale_and_shift(kwargs, channel_counts[0])
         channels_last = kwargs.get("data_format") is not None and (
             ChannelDimension(kwargs["data_format"]) == ChannelDimension.LAST
         )
@@ -386,26 +450,26 @@ class CommerceMMImageProcessor(PilBackend):
         return BatchFeature({"pixel_values": values}, tensor_type=return_tensors)
 
     @staticmethod
-    def _scale_and_shift(kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    def _scale_and_shift(kwargs, channels: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel a, b with (pixel * rescale_factor - mean) / std == pixel * a + b."""
-        scale = torch.full((3,), float(kwargs["rescale_factor"]) if kwargs.get("do_rescale") else 1.0)
-        shift = torch.zeros(3)
+        scale = torch.full((channels,), float(kwargs["rescale_factor"]) if kwargs.get("do_rescale") else 1.0)
+        shift = torch.zeros(channels)
         if kwargs.get("do_normalize"):
-            mean = torch.tensor(kwargs["image_mean"], dtype=torch.float32).expand(3)
-            std = torch.tensor(kwargs["image_std"], dtype=torch.float32).expand(3)
+            mean, std = (_per_channel(kwargs[name], name, channels) for name in ("image_mean", "image_std"))
             scale, shift = scale / std, -mean / std
         return scale, shift
 
     @staticmethod
     def _rescale_and_normalize(batch: np.ndarray, scale, shift, channels_last: bool) -> torch.Tensor:
-        """(B, H, W, 3) uint8 -> float32 (B, 3, H, W) or (B, H, W, 3), in one fused multiply-add over the batch."""
+        """(B, H, W, C) uint8 -> float32 (B, C, H, W) or (B, H, W, C), in one fused multiply-add over the batch."""
         if channels_last:
             return torch.addcmul(shift, torch.from_numpy(batch), scale)
         # transposing the small uint8 batch first lets the float pass run over contiguous memory (2x faster than
         # reading the permuted uint8 view; the same values)
         pixels = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
         out = torch.empty(pixels.shape, dtype=torch.float32)
-        return torch.addcmul(shift.view(3, 1, 1), pixels, scale.view(3, 1, 1), out=out)
+        return torch.addcmul(shift.view(-1, 1, 1), pixels, scale.view(-1, 1, 1), out=out)
 
 
-__all__ = ["CommerceMMImageProcessor", "array_to_rgb_image", "to_rgb_image"]
+__all__ = ["CommerceMMImageProcessor", "CommerceMMImageProcessorKwargs", "array_to_rgb_image", "array_to_uint8",
+           "to_rgb_image"]

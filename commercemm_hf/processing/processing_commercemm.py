@@ -4,18 +4,23 @@ This file travels as Hugging Face remote code: it imports transformers and singl
 """
 
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.processing_utils import ProcessingKwargs, ProcessorMixin
+from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpack
 
-from .image_processing_commercemm import CommerceMMImageProcessor, CommerceMMImagesKwargs
+from .image_processing_commercemm import CommerceMMImageProcessor, CommerceMMImageProcessorKwargs
 
 
 class CommerceMMProcessorKwargs(ProcessingKwargs, total=False):
-    """Per-modality kwargs; `images_kwargs` adds `fast_jpeg_decode` and `reducing_gap`."""
+    """Per-modality kwargs; `images_kwargs` adds `fast_jpeg_decode` and `reducing_gap`.
 
-    images_kwargs: CommerceMMImagesKwargs
+    The defaults rank below what the saved tokenizer says (`tokenizer_config.json`: a tokenizer saved with
+    `padding="max_length"` keeps padding so) and below the call's own arguments, as in every transformers processor.
+    """
 
-
-_NO_LIMIT = int(1e29)  # transformers' "no model_max_length" is VERY_LARGE_INTEGER = 1e30
+    images_kwargs: CommerceMMImageProcessorKwargs
+    _defaults = {
+        "text_kwargs": {"padding": True, "truncation": True, "return_token_type_ids": False},
+        "common_kwargs": {"return_tensors": "pt"},
+    }
 
 
 def _text_list(text) -> list[str]:
@@ -45,10 +50,11 @@ class CommerceMMProcessor(ProcessorMixin):
       strings. Either, or both; the two batches may differ in size (the CLIP-style forward scores every image
       against every text).
     * Texts are padded to the longest (`padding=True`) and truncated to `max_length`, by default the tokenizer's
-      `model_max_length`, so a very long description never overflows the model; `''` gives `[CLS] [SEP]`.
+      `model_max_length`, so a very long description never overflows the model; `''` gives `[CLS] [SEP]`. What the
+      saved tokenizer's config says (e.g. `padding="max_length"`, `max_length=...`) wins over these defaults.
     * `token_type_ids` are left out (CommerceMM reads one segment) unless `return_token_type_ids=True`.
     * Other keyword arguments go to the image processor or the tokenizer, whichever takes them, or per modality
-      with `images_kwargs={...}` / `text_kwargs={...}` (these win over the named arguments).
+      with `images_kwargs={...}` / `text_kwargs={...}`; giving one both ways is a `ValueError`, as in transformers.
     * A `ValueError` names the problem: no input, text that is not a string or a list of strings, a bad image.
 
     `save_pretrained` writes `processor_config.json` and the tokenizer files; `from_pretrained` (or
@@ -81,34 +87,19 @@ class CommerceMMProcessor(ProcessorMixin):
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "pixel_values"]
 
-    def __call__(self, images=None, text=None, padding=True, truncation=True, max_length=None, return_tensors="pt",
-                 return_token_type_ids: bool = False, **kwargs) -> BatchFeature:
+    def __call__(self, images=None, text=None, **kwargs: Unpack[CommerceMMProcessorKwargs]) -> BatchFeature:
         if images is None and text is None:
             raise ValueError("CommerceMMProcessor needs images, text, or both; got neither.")
         texts = _text_list(text) if text is not None else None
-        own_text_kwargs = dict(kwargs.pop("text_kwargs", None) or {})
         merged = self._merge_kwargs(
             CommerceMMProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
         )
         data = {}
         if texts is not None:
-            if max_length is None and truncation and self.tokenizer.model_max_length < _NO_LIMIT:
-                max_length = self.tokenizer.model_max_length
-            text_kwargs = {
-                **merged["text_kwargs"],
-                "padding": padding,
-                "truncation": truncation,
-                "max_length": max_length,
-                "return_tensors": return_tensors,
-                "return_token_type_ids": return_token_type_ids,
-                **own_text_kwargs,
-            }
-            data.update(self.tokenizer(texts, **text_kwargs))
+            data.update(self.tokenizer(texts, **merged["text_kwargs"]))
         if images is not None:
-            images_kwargs = merged["images_kwargs"]
-            images_kwargs.setdefault("return_tensors", return_tensors)
-            data.update(self.image_processor(images, **images_kwargs))
-        return BatchFeature(data=data, tensor_type=return_tensors)
+            data.update(self.image_processor(images, **merged["images_kwargs"]))
+        return BatchFeature(data=data, tensor_type=merged["text_kwargs"].get("return_tensors"))
 
 
 __all__ = ["CommerceMMProcessor"]
