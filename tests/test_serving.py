@@ -87,3 +87,78 @@ def test_export_refuses_unknown_options(folder):
         export_onnx(folder, quantize="int4")
     with pytest.raises(ValueError, match="unknown graphs"):
         export_onnx(folder, graphs=("audio",))
+
+
+def product_items():
+    images = [random_image(20 + i) for i in range(3)]
+    return ["red ceramic mug", {"image": images[0]}, {"image": images[1], "text": "green leather backpack acme"},
+            "lamp", {"image": images[2], "text": "x"}]
+
+
+def test_embedding_pipeline_onnx_backend_equals_torch(exported, folder):
+    from transformers import pipeline
+
+    items = product_items()
+    results = {}
+    for backend in ("torch", "onnx", "onnx-int8"):
+        embed = pipeline("product-embedding", model=str(folder), trust_remote_code=True, backend=backend)
+        results[backend] = embed(items, batch_size=3, return_tensors=True)
+    for backend, tolerance in (("onnx", 1e-5), ("onnx-int8", 0.05)):
+        for expected, got in zip(results["torch"], results[backend]):
+            for key, value in expected.items():
+                if value is None:
+                    assert got[key] is None, key
+                    continue
+                torch.testing.assert_close(got[key], value, atol=tolerance, rtol=0)
+                if backend == "onnx-int8":
+                    assert float(torch.dot(got[key], value)) >= 0.99
+
+
+def test_onnx_backend_errors_name_the_problem(folder, tmp_path):
+    from transformers import pipeline
+
+    with pytest.raises(ValueError, match="backend must be one of"):
+        pipeline("product-embedding", model=str(folder), trust_remote_code=True, backend="tensorrt")
+    embed = pipeline("product-embedding", model=str(folder), trust_remote_code=True, backend="onnx",
+                     onnx_folder=str(tmp_path / "nothing"))
+    with pytest.raises(FileNotFoundError, match="commercemm export"):
+        embed("red mug")
+
+
+def test_onnx_backend_refuses_a_depth_it_was_not_exported_at(exported, folder):
+    from transformers import pipeline
+
+    embed = pipeline("product-embedding", model=str(folder), trust_remote_code=True, backend="onnx")
+    with pytest.raises(ValueError, match="exported at text depth 2"):
+        embed("red mug", text_depth=1)
+
+
+def test_sentence_transformers_loads_a_saved_folder_and_encodes_text_image_and_products(folder, processor, tmp_path):
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    model = CommerceMMModel.from_pretrained(folder).eval()
+    encoder = sentence_transformers.SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
+    assert encoder.get_embedding_dimension() == model.config.projection_dim
+    texts = TEXTS[:3]
+    images = [random_image(40 + i) for i in range(3)]
+    image_path = tmp_path / "photo.png"
+    images[0].save(image_path)
+    inputs = processor(images=images, text=texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = {
+            "text": model.get_text_features(input_ids=inputs["input_ids"],
+                                            attention_mask=inputs["attention_mask"]).pooler_output,
+            "image": model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output,
+            "multimodal": model.get_multimodal_features(**inputs).pooler_output,
+        }
+    given = {"text": texts, "image": images, "multimodal": [{"text": t, "image": i} for t, i in zip(texts, images)]}
+    for kind, items in given.items():
+        got = encoder.encode(items, convert_to_tensor=True, batch_size=2)
+        torch.testing.assert_close(got, F.normalize(expected[kind], dim=-1), atol=1e-5, rtol=0, msg=kind)
+    # an image path is an image, not a text
+    torch.testing.assert_close(encoder.encode([str(image_path)], convert_to_tensor=True)[0],
+                               F.normalize(expected["image"][0], dim=-1), atol=1e-5, rtol=0)
+    # and the folder sentence-transformers saves loads again with the same embeddings
+    encoder.save(str(tmp_path / "saved"))
+    again = sentence_transformers.SentenceTransformer(str(tmp_path / "saved"), trust_remote_code=True, device="cpu")
+    torch.testing.assert_close(again.encode(given["multimodal"], convert_to_tensor=True),
+                               F.normalize(expected["multimodal"], dim=-1), atol=1e-5, rtol=0)
