@@ -15,6 +15,8 @@
                         (resumable; split across processes under accelerate launch)
   commercemm publish    write the model card (MODEL_CARD.md, with the measured metrics) into a Hub-ready folder and
                         upload it with huggingface_hub (--dry-run: list the files, no network)
+  commercemm export     the text, image and multimodal embeddings as ONNX graphs (dynamic batch and length,
+                        --quantize int8), checked against eager PyTorch on padded batches (see export.py)
 """
 
 import argparse
@@ -438,9 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "(default: HF_TOKEN, then the stored `hf auth login`)")
     publish.add_argument("--commit-message", help="the Hub commit message")
 
+    from .export import add_export_parser
     from .search.embedding_job import add_embed_parser
 
     add_embed_parser(commands)  # `commercemm embed`: products -> embedding shards (commercemm_hf/search/)
+    add_export_parser(commands)  # `commercemm export`: ONNX graphs of the towers (commercemm_hf/export.py)
     return parser
 
 
@@ -457,7 +461,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
 
 def main(argv=None):
     args = parse_arguments(argv)
-    if args.command != "publish":
+    if hasattr(args, "threads"):  # the commands that compute on the CPU
         configure_threads(args.threads)
     if args.command == "demo":
         run_demo(args.output_dir, args.num_products, args.steps, args.batch_size, args.seed)
@@ -471,6 +475,8 @@ def main(argv=None):
         run_publish_command(args)
     elif args.command == "embed":
         args.run(args)
+    elif args.command == "export":
+        args.handler(args)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ CommerceMM model where `commercemm_hf` is not installed; `commercemm publish` (s
 uploads the folder.
 """
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -33,10 +34,36 @@ def save_hub_folder(model: PreTrainedModel, processor: ProcessorMixin, folder: s
     model.save_pretrained(folder)
     _copy_auto_map_code(model.config, folder)
     processor.save_pretrained(folder)
+    if "product-embedding" in pipelines:
+        write_sentence_transformers_config(folder)
     stray = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl"))
     if stray:
         raise RuntimeError(f"{folder} holds pickle-format files {stray}: CommerceMM folders carry safetensors only.")
     return folder
+
+
+#: the sentence-transformers module of a saved folder (its code file travels beside the pipelines' files)
+SENTENCE_MODULE = "sentence_commercemm.CommerceMMSentenceEncoder"
+
+
+def write_sentence_transformers_config(folder: str | os.PathLike) -> None:
+    """Write what `SentenceTransformer(folder, trust_remote_code=True)` reads: `modules.json` naming the CommerceMM
+    module (one module: it embeds texts, images and {text, image} products, normalised), its config and
+    `config_sentence_transformers.json` (cosine similarity), with the module's code file."""
+    from . import __version__
+    from .pipelines import PIPELINE_FOLDER
+
+    folder = Path(folder)
+    shutil.copy(PIPELINE_FOLDER / f"{SENTENCE_MODULE.split('.')[0]}.py", folder)
+    files = {
+        "modules.json": [{"idx": 0, "name": "0", "path": "", "type": SENTENCE_MODULE}],
+        "sentence_commercemm_config.json": {"text_depth": None, "image_depth": None, "fusion_depth": None},
+        "config_sentence_transformers.json": {"model_type": "SentenceTransformer", "prompts": {},
+                                              "default_prompt_name": None, "similarity_fn_name": "cosine",
+                                              "__version__": {"commercemm_hf": __version__}},
+    }
+    for name, content in files.items():
+        (folder / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
 
 
 def _copy_auto_map_code(config, folder: Path) -> None:
@@ -65,4 +92,4 @@ def _copy_auto_map_code(config, folder: Path) -> None:
                 shutil.copy(path, folder / path.name)
 
 
-__all__ = ["save_hub_folder"]
+__all__ = ["save_hub_folder", "write_sentence_transformers_config"]

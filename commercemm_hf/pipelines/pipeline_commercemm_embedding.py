@@ -8,6 +8,7 @@ from transformers import Pipeline
 
 from .pipeline_commercemm_inputs import (InputWarningsMixin, base_model, embed_rows, encode_item, normalize_item,
                                           split_depths)
+from .pipeline_commercemm_onnx import features_model, split_backend
 
 
 class CommerceMMEmbeddingPipeline(InputWarningsMixin, Pipeline):
@@ -16,7 +17,9 @@ class CommerceMMEmbeddingPipeline(InputWarningsMixin, Pipeline):
     Each result holds `text_embeds`, `image_embeds` and `multimodal_embeds` (L2-normalised lists of floats, or
     `None` for a kind the item cannot give). `return_tensors=True` returns torch tensors instead. Active depths
     (`text_depth`, `image_depth`, `fusion_depth`) pass through to the model. Empty and truncated texts are warned
-    about once per call, with counts; an unreadable image is a ValueError naming its path.
+    about once per call, with counts; an unreadable image is a ValueError naming its path. `backend="onnx"` (or
+    `"onnx-int8"`) runs the graphs of `commercemm export` (in `<model folder>/onnx`, or `onnx_folder=`) with ONNX
+    Runtime instead of torch, with the same results.
 
     Example:
         >>> # from transformers import pipeline
@@ -30,7 +33,7 @@ class CommerceMMEmbeddingPipeline(InputWarningsMixin, Pipeline):
     _load_feature_extractor = False
 
     def _sanitize_parameters(self, return_tensors=None, **kwargs):
-        forward_params = split_depths(kwargs)
+        forward_params = {**split_depths(kwargs), **split_backend(kwargs)}
         if kwargs:
             raise ValueError(f"Unknown arguments for product-embedding: {sorted(kwargs)}.")
         postprocess_params = {} if return_tensors is None else {"return_tensors": return_tensors}
@@ -39,9 +42,10 @@ class CommerceMMEmbeddingPipeline(InputWarningsMixin, Pipeline):
     def preprocess(self, item):
         return encode_item(normalize_item(item), self.tokenizer, self.image_processor, base_model(self.model).config)
 
-    def _forward(self, model_inputs, **depths):
+    def _forward(self, model_inputs, backend="torch", onnx_folder=None, **depths):
+        model = features_model(self, base_model(self.model), backend, onnx_folder)
         with torch.no_grad():
-            embeds = embed_rows(base_model(self.model), model_inputs, depths)
+            embeds = embed_rows(model, model_inputs, depths)
         return {kind: embeds[kind] for kind in ("text", "image", "multimodal")}
 
     def postprocess(self, model_outputs, return_tensors=False):

@@ -1,0 +1,117 @@
+"""ONNX Runtime backend of the CommerceMM pipelines: the graphs `commercemm export FOLDER --format onnx` writes, behind
+the three `get_*_features` methods, so the pipelines' batching, input checks and normalisation stay the same.
+
+`pipeline("product-embedding", model=folder, trust_remote_code=True, backend="onnx")` runs on `folder/onnx/`
+(`backend="onnx-int8"`: the int8 graphs; `onnx_folder=` names another export folder). The torch model still loads
+(its config and processor drive the pipeline) but no torch forward runs.
+
+This file travels as Hugging Face remote code: transformers, torch and numpy at the top; onnxruntime is imported
+when an ONNX backend is asked for (transformers refuses remote code whose top-level imports are missing).
+"""
+
+import json
+import os
+
+import torch
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+
+BACKENDS = ("torch", "onnx", "onnx-int8")
+ONNX_CONFIG_NAME = "onnx_config.json"
+
+
+class OnnxEmbeddingModel:
+    """The exported text / image / multimodal graphs of one folder, with the `CommerceMMModel` feature API.
+
+    Only the depths the graphs were exported at run (`onnx_config.json` records them); asking for another depth is
+    a ValueError.
+
+    Example:
+        >>> # onnx_model = OnnxEmbeddingModel("outputs/demo/commercemm-tiny-demo/onnx", config=model.config)
+        >>> # onnx_model.get_text_features(input_ids, attention_mask).pooler_output   # (batch, projection_dim)
+    """
+
+    def __init__(self, folder, config, int8: bool = False, threads: int | None = None):
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise ImportError("The ONNX backend needs onnxruntime: pip install onnxruntime") from error
+        path = os.path.join(folder, ONNX_CONFIG_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} does not exist: export the model first "
+                                    f"(commercemm export MODEL_FOLDER --format onnx{' --quantize int8' if int8 else ''}).")
+        with open(path, encoding="utf-8") as file:
+            self.export_config = json.load(file)
+        self.config = config
+        self.folder = folder
+        if self.export_config.get("projection_dim") != config.projection_dim:
+            raise ValueError(f"{path} was exported from a model with projection_dim "
+                             f"{self.export_config.get('projection_dim')}, not this one ({config.projection_dim}).")
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        self.sessions = {}
+        for kind, entry in self.export_config["graphs"].items():
+            file_name = entry.get("int8_file") if int8 else entry["file"]
+            if file_name is None:
+                raise FileNotFoundError(f"{path} lists no int8 graph for {kind}: export with --quantize int8.")
+            self.sessions[kind] = (onnxruntime.InferenceSession(os.path.join(folder, file_name), options,
+                                                                providers=["CPUExecutionProvider"]),
+                                   [item["name"] for item in entry["inputs"]])
+
+    def _check_depths(self, depths: dict) -> None:
+        exported = self.export_config.get("depths", {})
+        for argument, depth in depths.items():
+            stack = argument.replace("_depth", "")
+            if depth is not None and depth != exported.get(stack):
+                raise ValueError(f"The ONNX graphs in {self.folder} were exported at {stack} depth "
+                                 f"{exported.get(stack)}; {argument}={depth} needs the torch backend or an export "
+                                 "of a model truncated to that depth (model.truncate(...)).")
+
+    def _run(self, kind: str, **inputs) -> BaseModelOutputWithPooling:
+        if kind not in self.sessions:
+            raise ValueError(f"{self.folder} holds no {kind} graph (exported: {sorted(self.sessions)}).")
+        onnx_session, names = self.sessions[kind]
+        device = next(iter(inputs.values())).device
+        feed = {name: inputs[name].detach().cpu().numpy() for name in names}
+        embeds = torch.from_numpy(onnx_session.run(None, feed)[0]).to(device)
+        return BaseModelOutputWithPooling(pooler_output=embeds)
+
+    def get_text_features(self, input_ids, attention_mask=None, text_depth=None, **kwargs):
+        self._check_depths({"text_depth": text_depth})
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        return self._run("text", input_ids=input_ids, attention_mask=attention_mask)
+
+    def get_image_features(self, pixel_values, image_depth=None, **kwargs):
+        self._check_depths({"image_depth": image_depth})
+        return self._run("image", pixel_values=pixel_values)
+
+    def get_multimodal_features(self, input_ids, pixel_values, attention_mask=None, **depths):
+        self._check_depths(depths)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        return self._run("multimodal", input_ids=input_ids, attention_mask=attention_mask,
+                         pixel_values=pixel_values)
+
+
+def split_backend(kwargs: dict) -> dict:
+    """Pop `backend=` and `onnx_folder=` from pipeline keyword arguments (checked)."""
+    options = {name: kwargs.pop(name) for name in ("backend", "onnx_folder") if name in kwargs}
+    if options.get("backend", "torch") not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {options['backend']!r}.")
+    return options
+
+
+def features_model(pipeline, model, backend: str = "torch", onnx_folder=None):
+    """`model` itself for the torch backend, else the (cached) `OnnxEmbeddingModel` of the pipeline's export folder
+    (`onnx_folder`, default `<model folder>/onnx`)."""
+    if backend == "torch":
+        return model
+    folder = onnx_folder or os.path.join(model.name_or_path, "onnx")
+    key = (backend, str(folder))
+    cache = pipeline.__dict__.setdefault("_onnx_models", {})
+    if key not in cache:
+        cache[key] = OnnxEmbeddingModel(folder, model.config, int8=backend == "onnx-int8")
+    return cache[key]
