@@ -128,6 +128,12 @@ class CommerceMMModelTesterMixin(ModelTesterMixin):
     def test_inputs_embeds(self):
         pass
 
+    @unittest.skip(reason="CommerceMM refuses a checkpoint missing backbone weights (a ValueError naming them; "
+                          "allow_partial_load=True opts out, tests/test_bad_model_inputs.py), while this test "
+                          "deletes weights and expects a load with a missing-keys report")
+    def test_model_weights_reload_no_missing_tied_weights(self):
+        pass
+
     @unittest.skip(reason="As CLIPModelTest: inputs_embeds is a text-tower input, not of the composite forward")
     def test_inputs_embeds_matches_input_ids(self):
         pass
