@@ -134,6 +134,12 @@ class CommerceMMModelTesterMixin(ModelTesterMixin):
     def test_model_weights_reload_no_missing_tied_weights(self):
         pass
 
+    @unittest.skip(reason="CommerceMM's registered conversion renames no key: it only reshapes a 0-dim logit_scale "
+                          "of older folders to (1,) (FSDP2/DeepSpeed refuse 0-dim parameters), while this test "
+                          "expects a registered mapping to modify keys")
+    def test_reverse_loading_mapping(self):
+        pass
+
     @unittest.skip(reason="As CLIPModelTest: inputs_embeds is a text-tower input, not of the composite forward")
     def test_inputs_embeds_matches_input_ids(self):
         pass
