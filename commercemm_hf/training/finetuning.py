@@ -86,6 +86,12 @@ class ModelArguments:
     tokenizer_name: str | None = field(default=None, metadata={
         "help": "From scratch only: a tokenizer folder or Hub id (default: a byte-level BPE trained on the training "
                 "texts)."})
+    text_backbone: str | None = field(default=None, metadata={
+        "help": "From a preset only: a BERT / RoBERTa / XLM-R folder or Hub id whose weights start the text tower and "
+                "whose tokenizer the processor uses ('minilm': the offline all-MiniLM-L6-v2 of the minilm extra, the "
+                "shape of the small preset)."})
+    vision_backbone: str | None = field(default=None, metadata={
+        "help": "From a preset only: a ViT or CLIP folder or Hub id whose weights start the image tower."})
     vocab_size: int = field(default=4000, metadata={"help": "Size of the BPE vocabulary trained from scratch."})
     max_seq_length: int = field(default=64, metadata={"help": "Texts are truncated to this many tokens."})
     trust_remote_code: bool = field(default=False, metadata={
@@ -475,7 +481,8 @@ def load_model_and_processor(model_args: ModelArguments, model_class, texts: Cal
     scratch = model_args.model_name_or_path in PRESETS
     return create_model_and_processor(
         model_args.model_name_or_path, model_class, texts=texts if scratch else None,
-        tokenizer=model_args.tokenizer_name, vocab_size=model_args.vocab_size,
+        tokenizer=model_args.tokenizer_name, text_backbone=model_args.text_backbone,
+        vision_backbone=model_args.vision_backbone, vocab_size=model_args.vocab_size,
         max_seq_length=model_args.max_seq_length, trust_remote_code=model_args.trust_remote_code,
         config_transform=config_transform, **config_overrides)
 
