@@ -6,7 +6,8 @@ and a multimodal fusion encoder over both. This file holds the three stack confi
 `CommerceMMConfig`, which also carries every pretraining knob (mask ratios, ITM negatives, MIM targets, Omni pairs,
 loss weights, modality-randomization depth choices) so that a checkpoint says how it was trained.
 
-This file travels as Hugging Face remote code: it imports only transformers and the standard library.
+This file travels as Hugging Face remote code: it imports only transformers, huggingface_hub
+(transformers' own dependency) and the standard library.
 """
 
 import math

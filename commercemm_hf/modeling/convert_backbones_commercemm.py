@@ -12,7 +12,8 @@ Supported families (by the backbone config's `model_type`):
 Every mapping is tested by importing a randomly initialised transformers reference model (`BertModel`,
 `XLMRobertaModel`, `ViTModel`, `CLIPVisionModel`) and checking equal hidden states.
 
-This file travels as Hugging Face remote code: it imports only torch, transformers and the standard library.
+This file travels as Hugging Face remote code: it imports only torch, transformers, the standard library
+and single-dot siblings.
 """
 
 import re

@@ -11,7 +11,8 @@ Embeddings follow transformers 5's CLIP convention: `get_text_features`, `get_im
 `get_multimodal_features` return a `BaseModelOutputWithPooling` whose `pooler_output` is the projected
 `(batch, projection_dim)` embedding, e.g. `model.get_text_features(**inputs).pooler_output`.
 
-This file travels as Hugging Face remote code: it imports only torch, transformers and single-dot siblings.
+This file travels as Hugging Face remote code: it imports only torch, transformers, safetensors
+(transformers' own dependency) and single-dot siblings.
 """
 
 from collections.abc import Callable
