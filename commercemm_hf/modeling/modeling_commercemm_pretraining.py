@@ -26,104 +26,14 @@ from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
 from .configuration_commercemm import EMBEDDING_KINDS, IMAGE_TEXT_TASKS, OMNI_TASKS, PRETRAINING_TASKS, CommerceMMConfig
+from .losses_commercemm import (
+    contrastive_loss,
+    gather_rows,
+    process_rank_and_world,
+    sample_in_proportion,
+    source_to_product_loss,
+)
 from .modeling_commercemm import CommerceMMModel, CommerceMMPreTrainedModel
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Distributed helpers
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def gather_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Concatenate `tensor` (batch first, without gradient) from every process; batches may differ in size. Returns
-    the gathered tensor and the offset of this process's rows. A no-op without `torch.distributed`."""
-    rank, world_size = _world()
-    if world_size == 1:
-        return tensor, 0
-    tensor = tensor.detach().contiguous()
-    size = torch.tensor([tensor.shape[0]], device=tensor.device)
-    sizes = [torch.zeros_like(size) for _ in range(world_size)]
-    dist.all_gather(sizes, size)
-    sizes = [int(s) for s in sizes]
-    padded = F.pad(tensor, [0, 0] * (tensor.dim() - 1) + [0, max(sizes) - tensor.shape[0]])
-    gathered = [torch.empty_like(padded) for _ in range(world_size)]
-    dist.all_gather(gathered, padded)
-    return torch.cat([part[:n] for part, n in zip(gathered, sizes)]), sum(sizes[:rank])
-
-
-def contrastive_loss(
-    queries: torch.Tensor,
-    candidates: torch.Tensor,
-    logit_scale: torch.Tensor,
-    query_ids: torch.Tensor | None = None,
-    candidate_ids: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """InfoNCE of L2-normalised `queries` (n, d) against `candidates` (m, d) gathered from every process; query i's
-    positive is its own row of the local candidates. With ids, other candidates carrying the query's id (the same
-    product seen twice in a batch) are not treated as negatives. `n` may be 0 (a process without such queries must
-    still take part in the exchange); the loss is then 0.
-
-    Distributed, the gradient is exact: every process's loss depends on every process's candidates. Rather than an
-    autograd-aware all_gather, whose collective would run inside backward in an order that depends on each
-    process's graph (and deadlocks when the graphs differ, e.g. a process without tagged posts), the gradient with
-    respect to all gathered candidates is computed here, summed across processes with one all_reduce in forward
-    order, and attached to the local candidates; backward then needs no collective besides DDP's own.
-    """
-    all_candidates, offset = gather_rows(candidates)
-    distributed = _world()[1] > 1
-    exchange_gradient = distributed and torch.is_grad_enabled() and candidates.requires_grad
-    if exchange_gradient:
-        # a leaf standing for every process's candidates, in fp32 so that its gradient cannot underflow
-        all_candidates = all_candidates.float().requires_grad_(True)
-    if queries.shape[0] == 0:
-        loss = (queries.sum() + all_candidates.sum()) * 0.0
-    else:
-        # fp32 logits: under fp16/bf16 autocast the candidates' gradient below is taken on the unscaled loss, where
-        # half precision would underflow; the surrogate then carries it into the loss that the grad scaler scales
-        logits = queries.float() @ all_candidates.float().t() * logit_scale.float()
-        targets = torch.arange(queries.shape[0], device=queries.device) + offset
-        if query_ids is not None and candidate_ids is not None:
-            all_ids, _ = gather_rows(candidate_ids)
-            same_item = query_ids.unsqueeze(1) == all_ids.unsqueeze(0)
-            same_item[torch.arange(queries.shape[0], device=queries.device), targets] = False
-            logits = logits.masked_fill(same_item, torch.finfo(logits.dtype).min)
-        loss = F.cross_entropy(logits, targets)
-    if query_ids is not None and candidate_ids is not None and queries.shape[0] == 0 and distributed:
-        gather_rows(candidate_ids)  # match the id gather the other processes make
-    if not exchange_gradient:
-        return loss
-    (candidate_grad,) = torch.autograd.grad(loss, all_candidates, retain_graph=True)
-    # DDP averages parameter gradients over processes, so each process back-propagates the *sum* over processes
-    # of the loss gradients with respect to its own candidates.
-    # (contiguous: the gradient of a sum is an expanded, stride-0 view, which a collective must not write into)
-    candidate_grad = candidate_grad.contiguous()
-    dist.all_reduce(candidate_grad)
-    local_grad = candidate_grad[offset: offset + candidates.shape[0]]
-    surrogate = (candidates.float() * local_grad.float()).sum()
-    return loss + surrogate - surrogate.detach()
-
-
-def sample_in_proportion(weights: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One column index per row of `weights` (non-negative, each row with a positive sum), drawn in proportion to the
-    row's weights, like `torch.multinomial(weights, 1)`.
-
-    The uniforms come from `generator` on the generator's own device, from the shape alone, and then move to the
-    weights' device: `torch.multinomial(cuda_weights, generator=cpu_generator)` raises on CUDA, and a CPU generator
-    seeded by the training step then draws the same negatives on every device.
-    """
-    source = generator.device if generator is not None else weights.device
-    uniforms = torch.rand(weights.shape[0], 1, generator=generator, device=source).to(weights.device, non_blocking=True)
-    cumulative = weights.float().cumsum(dim=1)
-    total = cumulative[:, -1:]
-    # strictly below the row's total, so a trailing zero-weight column can never be drawn
-    targets = torch.minimum(uniforms * total, torch.nextafter(total, torch.zeros_like(total)))
-    return torch.searchsorted(cumulative, targets, right=True).squeeze(1)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -295,7 +205,7 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
     @torch.no_grad()
     def _update_center(self, teacher_logits: torch.Tensor):
         batch_center = teacher_logits.mean(dim=0)
-        rank, world_size = _world()
+        rank, world_size = process_rank_and_world()
         if world_size > 1:
             dist.all_reduce(batch_center)
             batch_center /= world_size
@@ -491,7 +401,7 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
         losses = {}
         for source_kind in EMBEDDING_KINDS:
             rows = source_rows[source_kind]
-            if len(rows) == 0 and _world()[1] == 1:
+            if len(rows) == 0 and process_rank_and_world()[1] == 1:
                 continue
             for target_kind in EMBEDDING_KINDS:
                 task = f"omni_{source_kind}_to_{target_kind}"
@@ -500,7 +410,7 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
                 # Distributed, a process without such sources still takes part (with no queries: a zero loss),
                 # since another process may have some and the candidate exchange is collective.
                 # each source's positive is its own product (batch row); other copies of it are not negatives
-                losses[task] = _source_to_product_loss(
+                losses[task] = source_to_product_loss(
                     source_embeds[source_kind], product_embeds[target_kind], rows, product_index, scale
                 )
         return losses
@@ -572,16 +482,6 @@ def _entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * probs.clamp_min(1e-12).log()).sum(-1)
 
 
-def _source_to_product_loss(queries, products, rows, product_index, scale):
-    """InfoNCE from the sources at batch `rows` to every product in the batch (all processes)."""
-    # A source at batch row r retrieves product r; gather the positives first so that `contrastive_loss`'s
-    # "own row" convention holds, and append the remaining products as extra negatives.
-    positives = products[rows]
-    others = torch.ones(products.shape[0], dtype=torch.bool, device=products.device)
-    others[rows] = False
-    candidates = torch.cat([positives, products[others]])
-    candidate_ids = torch.cat([product_index[rows], product_index[others]])
-    return contrastive_loss(queries, candidates, scale, product_index[rows], candidate_ids)
-
-
-__all__ = ["CommerceMMForPreTraining", "CommerceMMForPreTrainingOutput", "contrastive_loss", "gather_rows"]
+# the losses live in `losses_commercemm`; these names stay importable from here for existing callers
+__all__ = ["CommerceMMForPreTraining", "CommerceMMForPreTrainingOutput", "contrastive_loss", "gather_rows",
+           "sample_in_proportion"]

@@ -21,6 +21,7 @@ from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_commercemm import EMBEDDING_KINDS, CommerceMMConfig
+from .losses_commercemm import contrastive_loss
 from .modeling_commercemm import CommerceMMModel, CommerceMMPreTrainedModel
 
 
@@ -165,8 +166,6 @@ class CommerceMMForRetrieval(CommerceMMPreTrainedModel):
                                      pixel_values, **depths)
             target_embeds = F.normalize(target, dim=-1)
         if source_embeds is not None and target_embeds is not None:
-            from .modeling_commercemm_pretraining import contrastive_loss
-
             scale = self.commercemm.logit_scale.clamp(max=self.config.max_logit_scale).exp()
             logits = source_embeds @ target_embeds.t() * scale
             if return_loss:
