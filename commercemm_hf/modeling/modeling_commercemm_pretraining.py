@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_commercemm import EMBEDDING_KINDS, IMAGE_TEXT_TASKS, OMNI_TASKS, PRETRAINING_TASKS, CommerceMMConfig
 from .losses_commercemm import (
@@ -140,7 +141,8 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
         fusion_size = config.multimodal_config.hidden_size
         self.mlm_head = CommerceMMMLMHead(config)
         self.itm_head = nn.Linear(fusion_size, 2)
-        self.mim_prototypes = nn.Parameter(torch.randn(config.mim_num_prototypes, config.projection_dim) * 0.02)
+        # filled by `_init_weights` (and, in `from_pretrained`, only when the checkpoint lacks it)
+        self.mim_prototypes = nn.Parameter(torch.empty(config.mim_num_prototypes, config.projection_dim))
         self.mim_kl_head = CommerceMMPrototypeHead(fusion_size, config)
         # The self-teacher's head is a fixed random projection (never trained: its targets carry no gradient);
         # the prototypes it scores against are shared with, and trained through, the student head.
@@ -150,6 +152,7 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
         # DINO-style centre of the teacher logits: subtracting it keeps one prototype from winning every image.
         self.register_buffer("mim_center", torch.zeros(config.mim_num_prototypes))
         self._external_teacher = None
+        self._itm_generator = None  # ITM negatives of calls that bring no generator (see `forward`)
         # Tied, the decoder weight is the word embeddings: not stored, and Trainer's resume re-ties it instead of
         # warning that it is missing. Untied, it is a weight of its own and must be saved.
         self._keys_to_ignore_on_save = ["mlm_head.decoder.weight"] if config.tie_word_embeddings else None
@@ -415,6 +418,27 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
                 )
         return losses
 
+    def itm_generator(self, generator: torch.Generator | int | None = None) -> torch.Generator:
+        """The generator ITM negatives are drawn from: `generator` itself, a CPU generator seeded with it when it is an
+        int, else this model's own CPU generator (seeded once from `torch.initial_seed()`, so `transformers.set_seed`
+        makes a run repeatable, and other draws from the global RNG, dropout included, never shift the negatives).
+        The pretraining trainer passes one seeded by (seed, step, micro-step, rank), as for the masks.
+
+        Example:
+            >>> from commercemm_hf import CommerceMMConfig, CommerceMMForPreTraining
+            >>> model = CommerceMMForPreTraining(CommerceMMConfig.from_preset("tiny"))
+            >>> model.itm_generator(3).initial_seed(), model.itm_generator() is model.itm_generator()
+            (3, True)
+        """
+        if isinstance(generator, torch.Generator):
+            return generator
+        if generator is not None:
+            return torch.Generator().manual_seed(int(generator))
+        if self._itm_generator is None:
+            self._itm_generator = torch.Generator().manual_seed(torch.initial_seed())
+        return self._itm_generator
+
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -436,11 +460,13 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
         text_depth: int | None = None,
         image_depth: int | None = None,
         fusion_depth: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | int | None = None,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> CommerceMMForPreTrainingOutput:
-        """Compute the losses of the given pass(es); `generator` drives ITM negative sampling (for exact resume)."""
+    ) -> CommerceMMForPreTrainingOutput | tuple:
+        """Compute the losses of the given pass(es). `generator` (a `torch.Generator` or an int seed) drives ITM
+        negative sampling (see `itm_generator`; the trainer passes one per step for exact resume). `return_dict=False`
+        (or `config.return_dict=False`) returns the output's non-None values as a tuple, the total loss first."""
         has_image_text = input_ids is not None or pixel_values is not None
         has_omni = product_input_ids is not None or product_pixel_values is not None
         if not has_image_text and not has_omni:
@@ -457,7 +483,7 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
                 raise ValueError(f"Image-text pairs expected: {pixel_values.shape[0]} images, {input_ids.shape[0]} texts.")
             image_text, diagnostics = self._image_text_losses(
                 input_ids, attention_mask, pixel_values, mlm_input_ids, mlm_labels, bool_masked_pos, pair_index,
-                depths, generator,
+                depths, self.itm_generator(generator),
             )
             losses.update(image_text)
         if has_omni:
