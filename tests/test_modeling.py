@@ -307,3 +307,45 @@ def test_pickle_checkpoint_is_refused(tmp_path, model):
         AutoModel.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="safetensors weights only"):
         CommerceMMModel.from_pretrained(tmp_path, use_safetensors=False)
+
+
+# ------------------------------------------------------------------------------------------ get_item_features
+
+
+def test_item_features_embed_whatever_each_item_has(model):
+    """One door: a text-only, an image-only and a text+image item of one batch each get the embedding the three
+    feature functions give them, at the depths asked; the kinds a row lacks are NaN."""
+    input_ids, attention_mask = text_batch()
+    pixel_values = torch.randn(3, 3, 32, 32)
+    has_text, has_image = torch.tensor([True, False, True]), torch.tensor([False, True, True])
+    depths = dict(text_depth=1, image_depth=1, fusion_depth=1)
+    with torch.no_grad():
+        out = model.get_item_features(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
+                                      has_text=has_text, has_image=has_image, **depths)
+        text = model.get_text_features(input_ids=input_ids[:1], attention_mask=attention_mask[:1], text_depth=1)
+        image = model.get_image_features(pixel_values=pixel_values[1:2], image_depth=1)
+        both = model.get_multimodal_features(input_ids=input_ids[2:], pixel_values=pixel_values[2:],
+                                             attention_mask=attention_mask[2:], **depths)
+    expected = torch.cat([text.pooler_output, image.pooler_output, both.pooler_output])
+    torch.testing.assert_close(out.pooler_output, expected, atol=1e-5, rtol=0)
+    assert out.text_embeds[1].isnan().all() and out.image_embeds[0].isnan().all()
+    assert out.multimodal_embeds[:2].isnan().all() and not out.multimodal_embeds[2].isnan().any()
+    with torch.no_grad():  # the whole batch with both modalities: the multimodal embedding, the same numbers
+        whole = model.get_item_features(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        fused = model.get_multimodal_features(input_ids=input_ids, pixel_values=pixel_values,
+                                              attention_mask=attention_mask)
+        asked = model.get_item_features(input_ids=input_ids, pixel_values=pixel_values, kind="image", normalize=True)
+    assert torch.equal(whole.pooler_output, fused.pooler_output) and whole.text_embeds is None
+    torch.testing.assert_close(asked.pooler_output.norm(dim=-1), torch.ones(3))
+
+
+def test_item_features_name_what_the_inputs_cannot_give(model):
+    input_ids, _ = text_batch()
+    with pytest.raises(ValueError, match="got neither"):
+        model.get_item_features()
+    with pytest.raises(ValueError, match="A multimodal embedding needs an image and a text; the inputs give text only"):
+        model.get_item_features(input_ids=input_ids, kind="multimodal")
+    with pytest.raises(ValueError, match="Unknown embedding kind 'fusion'"):
+        model.get_item_features(input_ids=input_ids, kind="fusion")
+    with pytest.raises(ValueError, match="whose tensor"):
+        model.get_item_features(input_ids=input_ids, has_image=torch.tensor([True, False, False]))

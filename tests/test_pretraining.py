@@ -1,6 +1,7 @@
 """CommerceMMForPreTraining (14 losses), its collators, and CommerceMMPretrainingTrainer (two passes per step,
 per-task logging, modality randomization, crash-safe checkpoints and exact resume)."""
 
+import copy
 import math
 import os
 import shutil
@@ -108,6 +109,39 @@ def test_omni_pairs_and_loss_weights_are_honoured(tokenizer, batches):
     out = model(**omni)
     assert list(out.losses) == ["omni_text_to_multimodal"]
     torch.testing.assert_close(out.loss, 2.0 * out.omni_text_to_multimodal_loss)
+
+
+def test_itm_negatives_come_from_a_generator_never_the_global_rng(tokenizer, batches):
+    collator, image_text, _ = batches
+    inputs = collator.mask(dict(image_text), torch.Generator().manual_seed(0))
+    model = new_model(tokenizer, loss_weights={"itm": 1.0, "itc": 0.0, "mlm": 0.0, "mim_kl": 0.0, "mim_fr": 0.0}).eval()
+    twin = copy.deepcopy(model)
+    first = model(**inputs).itm_loss
+    torch.rand(1000)  # other draws from the global RNG do not move the model's own negatives
+    torch.testing.assert_close(twin(**inputs).itm_loss, first, rtol=0, atol=0)
+    seeded = [model(**inputs, generator=seed).itm_loss for seed in (5, 5, 6)]
+    assert torch.equal(seeded[0], seeded[1]) and not torch.equal(seeded[0], seeded[2])
+
+
+def test_return_dict_false_gives_a_tuple_with_the_loss_first(tokenizer, batches):
+    _, _, omni = batches
+    model = new_model(tokenizer)
+    as_dict = model(**omni)
+    as_tuple = model(**omni, return_dict=False)
+    assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], as_dict.loss)
+
+
+def test_mim_prototypes_are_initialised_by_init_weights(tokenizer, tmp_path):
+    model = new_model(tokenizer)
+    assert 0.8 < float(model.mim_prototypes.std()) < 1.2  # `_init_weights`' N(0, 1)
+    # a checkpoint without the pretraining heads (a base model): from_pretrained initialises the prototypes
+    model.commercemm.save_pretrained(tmp_path / "base")
+    loaded = CommerceMMForPreTraining.from_pretrained(tmp_path / "base")
+    assert torch.isfinite(loaded.mim_prototypes).all() and 0.8 < float(loaded.mim_prototypes.std()) < 1.2
+    assert torch.equal(loaded.mim_center, torch.zeros_like(loaded.mim_center))
+    # and one with them keeps them
+    model.save_pretrained(tmp_path / "full")
+    assert torch.equal(CommerceMMForPreTraining.from_pretrained(tmp_path / "full").mim_prototypes, model.mim_prototypes)
 
 
 def test_contrastive_loss_does_not_push_apart_copies_of_one_product():

@@ -39,14 +39,8 @@ def embed(model, processor, images: Sequence | None = None, texts: Sequence[str]
     chunks = []
     for inputs in processed_batches(model, processor, images if kind != "text" else None,
                                     texts if kind != "image" else None, batch_size):
-        if kind == "text":
-            features = model.get_text_features(**inputs, text_depth=text_depth)
-        elif kind == "image":
-            features = model.get_image_features(**inputs, image_depth=image_depth)
-        else:
-            features = model.get_multimodal_features(
-                **inputs, text_depth=text_depth, image_depth=image_depth, fusion_depth=fusion_depth
-            )
+        features = model.get_item_features(**inputs, kind=kind, text_depth=text_depth, image_depth=image_depth,
+                                           fusion_depth=fusion_depth)
         chunks.append(F.normalize(features.pooler_output.float(), dim=-1).cpu())
     return torch.cat(chunks) if chunks else torch.zeros(0, model.config.projection_dim)
 

@@ -9,7 +9,9 @@ dynamic batch and length and `torch.compile(fullgraph=True)`.
 
 Embeddings follow transformers 5's CLIP convention: `get_text_features`, `get_image_features` and
 `get_multimodal_features` return a `BaseModelOutputWithPooling` whose `pooler_output` is the projected
-`(batch, projection_dim)` embedding, e.g. `model.get_text_features(**inputs).pooler_output`.
+`(batch, projection_dim)` embedding, e.g. `model.get_text_features(**inputs).pooler_output`. `get_item_features`
+is the one door above them that every head, pipeline, evaluator and trainer uses: it embeds whatever each item has
+(text only, image only, or both), at the depths asked.
 
 This file travels as Hugging Face remote code: it imports only torch, transformers, safetensors
 (transformers' own dependency) and single-dot siblings.
@@ -34,6 +36,7 @@ from transformers.utils.generic import can_return_tuple
 
 from .checks_commercemm import check_checkpoint_dtypes, check_loaded_weights, check_pixel_batch, check_text_inputs
 from .configuration_commercemm import (
+    EMBEDDING_KINDS,
     CommerceMMConfig,
     CommerceMMFusionConfig,
     CommerceMMStackConfig,
@@ -75,6 +78,23 @@ class CommerceMMOutput(ModelOutput):
 
     def to_tuple(self):
         return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
+@dataclass
+class CommerceMMItemOutput(ModelOutput):
+    """Output of `CommerceMMModel.get_item_features`.
+
+    Args:
+        pooler_output: `(batch, projection_dim)`, one embedding per item: of the `kind` asked for, or (`kind=None`)
+            the multimodal embedding of an item with an image and a text, else the embedding of the one it has.
+        text_embeds / image_embeds / multimodal_embeds: `(batch, projection_dim)` for each kind computed, NaN on the
+            rows of items that lack it; `None` for a kind not computed.
+    """
+
+    pooler_output: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    multimodal_embeds: torch.FloatTensor | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -925,6 +945,143 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         )
         return self._projected(outputs, self.multimodal_projection)
 
+    def get_item_features(
+        self,
+        input_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        kind: str | None = None,
+        has_text: torch.Tensor | None = None,
+        has_image: torch.Tensor | None = None,
+        text_depth: int | None = None,
+        image_depth: int | None = None,
+        fusion_depth: int | None = None,
+        interpolate_pos_encoding: bool = False,
+        normalize: bool = False,
+        **kwargs,
+    ) -> CommerceMMItemOutput:
+        """Embed whatever each item has: a text only gives its text embedding, an image only its image embedding,
+        both their multimodal embedding (`kind=None`); `kind="text" | "image" | "multimodal"` asks for one kind.
+
+        Every head, pipeline, evaluator and trainer embeds through here. Without `has_text` / `has_image` every row
+        has what the tensors give, and a `kind` the inputs cannot give is an error naming it. With them (bool
+        `(batch,)`; pipelines batch items of different kinds, with placeholder values where an item lacks a
+        modality), each encoder runs once on the rows that have its modality, the fusion encoder reuses those
+        outputs for the rows with both, every kind is returned (NaN on rows lacking it), and `pooler_output` is
+        each row's own embedding. Embeddings are not normalised unless `normalize=True` (as in `get_*_features`);
+        the output is always a `CommerceMMItemOutput`, whatever `config.return_dict` says, since heads read it.
+
+        Example:
+            >>> import torch
+            >>> from commercemm_hf import CommerceMMConfig, CommerceMMModel
+            >>> model = CommerceMMModel(CommerceMMConfig.from_preset("tiny")).eval()
+            >>> ids, pixels = torch.tensor([[2, 7, 3], [2, 8, 3]]), torch.randn(2, 3, 64, 64)
+            >>> model.get_item_features(input_ids=ids, pixel_values=pixels).pooler_output.shape  # multimodal
+            torch.Size([2, 128])
+            >>> out = model.get_item_features(input_ids=ids, pixel_values=pixels, has_image=torch.tensor([True, False]))
+            >>> bool(out.image_embeds[1].isnan().all()), bool(out.pooler_output.isnan().any())  # row 1: text only
+            (True, False)
+        """
+        available = ("multimodal" if input_ids is not None and pixel_values is not None
+                     else "text" if input_ids is not None else "image" if pixel_values is not None else None)
+        if available is None:
+            raise ValueError("Give pixel_values, input_ids, or both: got neither.")
+        if kind is not None and kind not in EMBEDDING_KINDS:
+            raise ValueError(f"Unknown embedding kind {kind!r}; choose one of {EMBEDDING_KINDS}.")
+        if has_text is None and has_image is None:
+            if kind is not None and kind != available and (kind == "multimodal" or available != "multimodal"):
+                raise ValueError(
+                    f"A {kind} embedding needs {'an image and a text' if kind == 'multimodal' else 'a ' + kind}; "
+                    f"the inputs give {available} only."
+                )
+            return self._item_features_of_whole_batch(
+                input_ids, pixel_values, attention_mask, token_type_ids, kind or available, text_depth, image_depth,
+                fusion_depth, interpolate_pos_encoding, normalize,
+            )
+        return self._item_features_of_rows(
+            input_ids, pixel_values, attention_mask, token_type_ids, kind, has_text, has_image, text_depth,
+            image_depth, fusion_depth, interpolate_pos_encoding, normalize,
+        )
+
+    def _item_features_of_whole_batch(self, input_ids, pixel_values, attention_mask, token_type_ids, kind,
+                                      text_depth, image_depth, fusion_depth, interpolate_pos_encoding, normalize):
+        # every row has every modality given: no row selection, so no host synchronisation on the training path
+        unit = nn.functional.normalize if normalize else (lambda values, dim: values)
+        out = {}
+        text_outputs = image_outputs = None
+        if kind in ("text", "multimodal"):
+            text_outputs = self.encode_text(input_ids, attention_mask, token_type_ids, text_depth, False, False)
+        if kind in ("image", "multimodal"):
+            image_outputs = self.encode_image(pixel_values, None, image_depth, interpolate_pos_encoding, False, False)
+        if kind == "text":
+            out["text_embeds"] = unit(self.text_projection(text_outputs.pooler_output), dim=-1)
+        elif kind == "image":
+            out["image_embeds"] = unit(self.image_projection(image_outputs.pooler_output), dim=-1)
+        else:
+            fused = self.fuse(image_outputs, text_outputs, attention_mask, fusion_depth, False, False)
+            out["multimodal_embeds"] = unit(self.multimodal_projection(fused.pooler_output), dim=-1)
+        return CommerceMMItemOutput(pooler_output=out[f"{kind}_embeds"], **out)
+
+    def _item_features_of_rows(self, input_ids, pixel_values, attention_mask, token_type_ids, kind, has_text,
+                               has_image, text_depth, image_depth, fusion_depth, interpolate_pos_encoding, normalize):
+        reference = input_ids if input_ids is not None else pixel_values
+        batch_size, device = reference.shape[0], reference.device
+        has_text = (has_text.bool().to(device) if has_text is not None
+                    else torch.full((batch_size,), input_ids is not None, dtype=torch.bool, device=device))
+        has_image = (has_image.bool().to(device) if has_image is not None
+                     else torch.full((batch_size,), pixel_values is not None, dtype=torch.bool, device=device))
+        if (has_text.any() and input_ids is None) or (has_image.any() and pixel_values is None):
+            raise ValueError("has_text / has_image mark rows with a modality whose tensor (input_ids / pixel_values) "
+                             "was not given.")
+        kinds = (kind,) if kind is not None else EMBEDDING_KINDS
+        both, neither = has_text & has_image, torch.zeros_like(has_text)
+        fused = both if "multimodal" in kinds else neither
+        # each encoder runs once, on the rows whose embeddings need it
+        text_rows = (has_text if "text" in kinds else fused).nonzero()[:, 0]
+        image_rows = (has_image if "image" in kinds else fused).nonzero()[:, 0]
+        both_rows = fused.nonzero()[:, 0]
+        dim, unit = self.config.projection_dim, nn.functional.normalize if normalize else (lambda values, dim: values)
+        out = {}
+        text_tokens = image_tokens = text_mask = None
+        if len(text_rows):
+            ids = input_ids[text_rows]
+            text_mask = attention_mask[text_rows] if attention_mask is not None else torch.ones_like(ids)
+            # drop the padding columns no selected row uses (items of one batch differ in length)
+            used = text_mask.any(dim=0).nonzero()[:, 0]
+            length = int(used.max()) + 1 if len(used) else 1
+            ids, text_mask = ids[:, :length], text_mask[:, :length]
+            types = token_type_ids[text_rows][:, :length] if token_type_ids is not None else None
+            text_tokens = self.encode_text(ids, text_mask, types, text_depth, False, False).last_hidden_state
+        if len(image_rows):
+            image_tokens = self.encode_image(pixel_values[image_rows], None, image_depth, interpolate_pos_encoding,
+                                             False, False).last_hidden_state
+        if "text" in kinds and text_tokens is not None:
+            out["text"] = (text_rows, unit(self.text_projection(text_tokens[:, 0]), dim=-1))
+        if "image" in kinds and image_tokens is not None:
+            out["image"] = (image_rows, unit(self.image_projection(image_tokens[:, 0]), dim=-1))
+        if len(both_rows):
+            text_slot = torch.full((batch_size,), -1, dtype=torch.long, device=device)
+            image_slot = torch.full((batch_size,), -1, dtype=torch.long, device=device)
+            text_slot[text_rows] = torch.arange(len(text_rows), device=device)
+            image_slot[image_rows] = torch.arange(len(image_rows), device=device)
+            fused_outputs = self.fusion_model(image_tokens[image_slot[both_rows]], text_tokens[text_slot[both_rows]],
+                                              text_mask[text_slot[both_rows]], depth=self._depth("fusion", fusion_depth))
+            out["multimodal"] = (both_rows, unit(self.multimodal_projection(fused_outputs.pooler_output), dim=-1))
+        dtype = next((values.dtype for _, values in out.values()), self.text_projection.weight.dtype)
+        embeds = {}
+        for name in kinds:
+            embeds[name] = torch.full((batch_size, dim), float("nan"), dtype=dtype, device=device)
+            if name in out:
+                rows, values = out[name]
+                embeds[name][rows] = values
+        if kind is not None:
+            pooled = embeds[kind]
+        else:
+            pooled = torch.where(has_text[:, None], embeds["text"], embeds["image"])
+            pooled = torch.where(both[:, None], embeds["multimodal"], pooled)
+        return CommerceMMItemOutput(pooler_output=pooled, **{f"{name}_embeds": value for name, value in embeds.items()})
+
     @can_return_tuple
     def forward(
         self,
@@ -1020,4 +1177,4 @@ register_checkpoint_conversion_mapping(
 )
 
 
-__all__ = ["CommerceMMModel", "CommerceMMOutput", "CommerceMMPreTrainedModel"]
+__all__ = ["CommerceMMItemOutput", "CommerceMMModel", "CommerceMMOutput", "CommerceMMPreTrainedModel"]

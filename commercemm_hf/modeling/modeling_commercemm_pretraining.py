@@ -24,106 +24,17 @@ from torch.nn import functional as F
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_commercemm import EMBEDDING_KINDS, IMAGE_TEXT_TASKS, OMNI_TASKS, PRETRAINING_TASKS, CommerceMMConfig
+from .losses_commercemm import (
+    contrastive_loss,
+    gather_rows,
+    process_rank_and_world,
+    sample_in_proportion,
+    source_to_product_loss,
+)
 from .modeling_commercemm import CommerceMMModel, CommerceMMPreTrainedModel
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Distributed helpers
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def gather_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Concatenate `tensor` (batch first, without gradient) from every process; batches may differ in size. Returns
-    the gathered tensor and the offset of this process's rows. A no-op without `torch.distributed`."""
-    rank, world_size = _world()
-    if world_size == 1:
-        return tensor, 0
-    tensor = tensor.detach().contiguous()
-    size = torch.tensor([tensor.shape[0]], device=tensor.device)
-    sizes = [torch.zeros_like(size) for _ in range(world_size)]
-    dist.all_gather(sizes, size)
-    sizes = [int(s) for s in sizes]
-    padded = F.pad(tensor, [0, 0] * (tensor.dim() - 1) + [0, max(sizes) - tensor.shape[0]])
-    gathered = [torch.empty_like(padded) for _ in range(world_size)]
-    dist.all_gather(gathered, padded)
-    return torch.cat([part[:n] for part, n in zip(gathered, sizes)]), sum(sizes[:rank])
-
-
-def contrastive_loss(
-    queries: torch.Tensor,
-    candidates: torch.Tensor,
-    logit_scale: torch.Tensor,
-    query_ids: torch.Tensor | None = None,
-    candidate_ids: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """InfoNCE of L2-normalised `queries` (n, d) against `candidates` (m, d) gathered from every process; query i's
-    positive is its own row of the local candidates. With ids, other candidates carrying the query's id (the same
-    product seen twice in a batch) are not treated as negatives. `n` may be 0 (a process without such queries must
-    still take part in the exchange); the loss is then 0.
-
-    Distributed, the gradient is exact: every process's loss depends on every process's candidates. Rather than an
-    autograd-aware all_gather, whose collective would run inside backward in an order that depends on each
-    process's graph (and deadlocks when the graphs differ, e.g. a process without tagged posts), the gradient with
-    respect to all gathered candidates is computed here, summed across processes with one all_reduce in forward
-    order, and attached to the local candidates; backward then needs no collective besides DDP's own.
-    """
-    all_candidates, offset = gather_rows(candidates)
-    distributed = _world()[1] > 1
-    exchange_gradient = distributed and torch.is_grad_enabled() and candidates.requires_grad
-    if exchange_gradient:
-        # a leaf standing for every process's candidates, in fp32 so that its gradient cannot underflow
-        all_candidates = all_candidates.float().requires_grad_(True)
-    if queries.shape[0] == 0:
-        loss = (queries.sum() + all_candidates.sum()) * 0.0
-    else:
-        # fp32 logits: under fp16/bf16 autocast the candidates' gradient below is taken on the unscaled loss, where
-        # half precision would underflow; the surrogate then carries it into the loss that the grad scaler scales
-        logits = queries.float() @ all_candidates.float().t() * logit_scale.float()
-        targets = torch.arange(queries.shape[0], device=queries.device) + offset
-        if query_ids is not None and candidate_ids is not None:
-            all_ids, _ = gather_rows(candidate_ids)
-            same_item = query_ids.unsqueeze(1) == all_ids.unsqueeze(0)
-            same_item[torch.arange(queries.shape[0], device=queries.device), targets] = False
-            logits = logits.masked_fill(same_item, torch.finfo(logits.dtype).min)
-        loss = F.cross_entropy(logits, targets)
-    if query_ids is not None and candidate_ids is not None and queries.shape[0] == 0 and distributed:
-        gather_rows(candidate_ids)  # match the id gather the other processes make
-    if not exchange_gradient:
-        return loss
-    (candidate_grad,) = torch.autograd.grad(loss, all_candidates, retain_graph=True)
-    # DDP averages parameter gradients over processes, so each process back-propagates the *sum* over processes
-    # of the loss gradients with respect to its own candidates.
-    # (contiguous: the gradient of a sum is an expanded, stride-0 view, which a collective must not write into)
-    candidate_grad = candidate_grad.contiguous()
-    dist.all_reduce(candidate_grad)
-    local_grad = candidate_grad[offset: offset + candidates.shape[0]]
-    surrogate = (candidates.float() * local_grad.float()).sum()
-    return loss + surrogate - surrogate.detach()
-
-
-def sample_in_proportion(weights: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One column index per row of `weights` (non-negative, each row with a positive sum), drawn in proportion to the
-    row's weights, like `torch.multinomial(weights, 1)`.
-
-    The uniforms come from `generator` on the generator's own device, from the shape alone, and then move to the
-    weights' device: `torch.multinomial(cuda_weights, generator=cpu_generator)` raises on CUDA, and a CPU generator
-    seeded by the training step then draws the same negatives on every device.
-    """
-    source = generator.device if generator is not None else weights.device
-    uniforms = torch.rand(weights.shape[0], 1, generator=generator, device=source).to(weights.device, non_blocking=True)
-    cumulative = weights.float().cumsum(dim=1)
-    total = cumulative[:, -1:]
-    # strictly below the row's total, so a trailing zero-weight column can never be drawn
-    targets = torch.minimum(uniforms * total, torch.nextafter(total, torch.zeros_like(total)))
-    return torch.searchsorted(cumulative, targets, right=True).squeeze(1)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -230,7 +141,8 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
         fusion_size = config.multimodal_config.hidden_size
         self.mlm_head = CommerceMMMLMHead(config)
         self.itm_head = nn.Linear(fusion_size, 2)
-        self.mim_prototypes = nn.Parameter(torch.randn(config.mim_num_prototypes, config.projection_dim) * 0.02)
+        # filled by `_init_weights` (and, in `from_pretrained`, only when the checkpoint lacks it)
+        self.mim_prototypes = nn.Parameter(torch.empty(config.mim_num_prototypes, config.projection_dim))
         self.mim_kl_head = CommerceMMPrototypeHead(fusion_size, config)
         # The self-teacher's head is a fixed random projection (never trained: its targets carry no gradient);
         # the prototypes it scores against are shared with, and trained through, the student head.
@@ -240,6 +152,7 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
         # DINO-style centre of the teacher logits: subtracting it keeps one prototype from winning every image.
         self.register_buffer("mim_center", torch.zeros(config.mim_num_prototypes))
         self._external_teacher = None
+        self._itm_generator = None  # ITM negatives of calls that bring no generator (see `forward`)
         # Tied, the decoder weight is the word embeddings: not stored, and Trainer's resume re-ties it instead of
         # warning that it is missing. Untied, it is a weight of its own and must be saved.
         self._keys_to_ignore_on_save = ["mlm_head.decoder.weight"] if config.tie_word_embeddings else None
@@ -295,7 +208,7 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
     @torch.no_grad()
     def _update_center(self, teacher_logits: torch.Tensor):
         batch_center = teacher_logits.mean(dim=0)
-        rank, world_size = _world()
+        rank, world_size = process_rank_and_world()
         if world_size > 1:
             dist.all_reduce(batch_center)
             batch_center /= world_size
@@ -491,7 +404,7 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
         losses = {}
         for source_kind in EMBEDDING_KINDS:
             rows = source_rows[source_kind]
-            if len(rows) == 0 and _world()[1] == 1:
+            if len(rows) == 0 and process_rank_and_world()[1] == 1:
                 continue
             for target_kind in EMBEDDING_KINDS:
                 task = f"omni_{source_kind}_to_{target_kind}"
@@ -500,11 +413,32 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
                 # Distributed, a process without such sources still takes part (with no queries: a zero loss),
                 # since another process may have some and the candidate exchange is collective.
                 # each source's positive is its own product (batch row); other copies of it are not negatives
-                losses[task] = _source_to_product_loss(
+                losses[task] = source_to_product_loss(
                     source_embeds[source_kind], product_embeds[target_kind], rows, product_index, scale
                 )
         return losses
 
+    def itm_generator(self, generator: torch.Generator | int | None = None) -> torch.Generator:
+        """The generator ITM negatives are drawn from: `generator` itself, a CPU generator seeded with it when it is an
+        int, else this model's own CPU generator (seeded once from `torch.initial_seed()`, so `transformers.set_seed`
+        makes a run repeatable, and other draws from the global RNG, dropout included, never shift the negatives).
+        The pretraining trainer passes one seeded by (seed, step, micro-step, rank), as for the masks.
+
+        Example:
+            >>> from commercemm_hf import CommerceMMConfig, CommerceMMForPreTraining
+            >>> model = CommerceMMForPreTraining(CommerceMMConfig.from_preset("tiny"))
+            >>> model.itm_generator(3).initial_seed(), model.itm_generator() is model.itm_generator()
+            (3, True)
+        """
+        if isinstance(generator, torch.Generator):
+            return generator
+        if generator is not None:
+            return torch.Generator().manual_seed(int(generator))
+        if self._itm_generator is None:
+            self._itm_generator = torch.Generator().manual_seed(torch.initial_seed())
+        return self._itm_generator
+
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -526,11 +460,13 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
         text_depth: int | None = None,
         image_depth: int | None = None,
         fusion_depth: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | int | None = None,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> CommerceMMForPreTrainingOutput:
-        """Compute the losses of the given pass(es); `generator` drives ITM negative sampling (for exact resume)."""
+    ) -> CommerceMMForPreTrainingOutput | tuple:
+        """Compute the losses of the given pass(es). `generator` (a `torch.Generator` or an int seed) drives ITM
+        negative sampling (see `itm_generator`; the trainer passes one per step for exact resume). `return_dict=False`
+        (or `config.return_dict=False`) returns the output's non-None values as a tuple, the total loss first."""
         has_image_text = input_ids is not None or pixel_values is not None
         has_omni = product_input_ids is not None or product_pixel_values is not None
         if not has_image_text and not has_omni:
@@ -547,7 +483,7 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
                 raise ValueError(f"Image-text pairs expected: {pixel_values.shape[0]} images, {input_ids.shape[0]} texts.")
             image_text, diagnostics = self._image_text_losses(
                 input_ids, attention_mask, pixel_values, mlm_input_ids, mlm_labels, bool_masked_pos, pair_index,
-                depths, generator,
+                depths, self.itm_generator(generator),
             )
             losses.update(image_text)
         if has_omni:
@@ -572,16 +508,6 @@ def _entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * probs.clamp_min(1e-12).log()).sum(-1)
 
 
-def _source_to_product_loss(queries, products, rows, product_index, scale):
-    """InfoNCE from the sources at batch `rows` to every product in the batch (all processes)."""
-    # A source at batch row r retrieves product r; gather the positives first so that `contrastive_loss`'s
-    # "own row" convention holds, and append the remaining products as extra negatives.
-    positives = products[rows]
-    others = torch.ones(products.shape[0], dtype=torch.bool, device=products.device)
-    others[rows] = False
-    candidates = torch.cat([positives, products[others]])
-    candidate_ids = torch.cat([product_index[rows], product_index[others]])
-    return contrastive_loss(queries, candidates, scale, product_index[rows], candidate_ids)
-
-
-__all__ = ["CommerceMMForPreTraining", "CommerceMMForPreTrainingOutput", "contrastive_loss", "gather_rows"]
+# the losses live in `losses_commercemm`; these names stay importable from here for existing callers
+__all__ = ["CommerceMMForPreTraining", "CommerceMMForPreTrainingOutput", "contrastive_loss", "gather_rows",
+           "sample_in_proportion"]

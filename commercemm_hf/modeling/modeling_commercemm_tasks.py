@@ -20,7 +20,8 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_commercemm import EMBEDDING_KINDS, CommerceMMConfig
+from .configuration_commercemm import CommerceMMConfig
+from .losses_commercemm import contrastive_loss
 from .modeling_commercemm import CommerceMMModel, CommerceMMPreTrainedModel
 
 
@@ -37,27 +38,20 @@ RETRIEVAL_TASKS = {
 def embed_inputs(model: CommerceMMModel, kind: str | None = None, input_ids=None, attention_mask=None,
                  pixel_values=None, **depths) -> tuple[torch.Tensor, str]:
     """The projected embedding of whatever is given (`kind=None`: multimodal when both, else the one present), and
-    the kind it is. Asking for a kind the inputs cannot give is an error naming it."""
-    available = ("multimodal" if input_ids is not None and pixel_values is not None
-                 else "text" if input_ids is not None else "image" if pixel_values is not None else None)
-    if available is None:
-        raise ValueError("Give pixel_values, input_ids, or both: got neither.")
-    kind = kind or available
-    if kind not in EMBEDDING_KINDS:
-        raise ValueError(f"Unknown embedding kind {kind!r}; choose one of {EMBEDDING_KINDS}.")
-    depth = {key: depths.get(key) for key in ("text_depth", "image_depth", "fusion_depth")}
-    # return_dict=True: a head configured with `return_dict=False` still reads the features by name here
-    if kind == "text" and input_ids is not None:
-        return model.get_text_features(input_ids, attention_mask, text_depth=depth["text_depth"],
-                                       return_dict=True).pooler_output, kind
-    if kind == "image" and pixel_values is not None:
-        return model.get_image_features(pixel_values, image_depth=depth["image_depth"],
-                                        return_dict=True).pooler_output, kind
-    if kind == "multimodal" and available == "multimodal":
-        return model.get_multimodal_features(input_ids, pixel_values, attention_mask, **depth,
-                                             return_dict=True).pooler_output, kind
-    raise ValueError(f"A {kind} embedding needs {'an image and a text' if kind == 'multimodal' else 'a ' + kind}; "
-                     f"the inputs give {available} only.")
+    the kind it is. Kept for callers of the old name: `CommerceMMModel.get_item_features` is the one door.
+
+    Example:
+        >>> from commercemm_hf import CommerceMMConfig, CommerceMMModel
+        >>> model = CommerceMMModel(CommerceMMConfig.from_preset("tiny"))
+        >>> embeds, kind = embed_inputs(model, input_ids=torch.tensor([[2, 7, 3]]))
+        >>> tuple(embeds.shape), kind
+        ((1, 128), 'text')
+    """
+    features = model.get_item_features(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
+                                       kind=kind, **depths)
+    given = ("multimodal" if input_ids is not None and pixel_values is not None
+             else "text" if input_ids is not None else "image")
+    return features.pooler_output, kind or given
 
 
 class CommerceMMForProductCategorization(CommerceMMPreTrainedModel):
@@ -91,9 +85,13 @@ class CommerceMMForProductCategorization(CommerceMMPreTrainedModel):
 
     @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, labels=None, text_depth=None,
-                image_depth=None, fusion_depth=None, **kwargs) -> SequenceClassifierOutput:
-        embeds, _ = embed_inputs(self.commercemm, None, input_ids, attention_mask, pixel_values,
-                                 text_depth=text_depth, image_depth=image_depth, fusion_depth=fusion_depth)
+                image_depth=None, fusion_depth=None, has_text=None, has_image=None, **kwargs) -> SequenceClassifierOutput:
+        r"""`has_text` / `has_image` (bool, one per row) mark what each item of a mixed batch has (the pipeline
+        batches texts, images and pairs together); without them every row has what the tensors give."""
+        embeds = self.commercemm.get_item_features(
+            input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, has_text=has_text,
+            has_image=has_image, text_depth=text_depth, image_depth=image_depth, fusion_depth=fusion_depth,
+        ).pooler_output
         logits = self.classifier(self.classifier_norm(embeds))
         loss = None
         if labels is not None:
@@ -157,16 +155,16 @@ class CommerceMMForRetrieval(CommerceMMPreTrainedModel):
         depths = dict(text_depth=text_depth, image_depth=image_depth, fusion_depth=fusion_depth)
         source_embeds = target_embeds = logits = loss = None
         if source_input_ids is not None or source_pixel_values is not None:
-            source, _ = embed_inputs(self.commercemm, self.config.retrieval_source, source_input_ids,
-                                     source_attention_mask, source_pixel_values, **depths)
-            source_embeds = F.normalize(source, dim=-1)
+            source_embeds = self.commercemm.get_item_features(
+                input_ids=source_input_ids, pixel_values=source_pixel_values, attention_mask=source_attention_mask,
+                kind=self.config.retrieval_source, normalize=True, **depths,
+            ).pooler_output
         if input_ids is not None or pixel_values is not None:
-            target, _ = embed_inputs(self.commercemm, self.config.retrieval_target, input_ids, attention_mask,
-                                     pixel_values, **depths)
-            target_embeds = F.normalize(target, dim=-1)
+            target_embeds = self.commercemm.get_item_features(
+                input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
+                kind=self.config.retrieval_target, normalize=True, **depths,
+            ).pooler_output
         if source_embeds is not None and target_embeds is not None:
-            from .modeling_commercemm_pretraining import contrastive_loss
-
             scale = self.commercemm.logit_scale.clamp(max=self.config.max_logit_scale).exp()
             logits = source_embeds @ target_embeds.t() * scale
             if return_loss:

@@ -7,8 +7,7 @@ This file travels as Hugging Face remote code: transformers, torch, PIL and sing
 import torch
 from transformers import Pipeline
 
-from .pipeline_commercemm_inputs import (InputWarningsMixin, base_model, embed_rows, encode_item, normalize_item,
-                                          split_depths)
+from .pipeline_commercemm_inputs import InputWarningsMixin, encode_item, normalize_item, split_depths
 
 
 class CommerceMMCategorizationPipeline(InputWarningsMixin, Pipeline):
@@ -52,9 +51,9 @@ class CommerceMMCategorizationPipeline(InputWarningsMixin, Pipeline):
         return encode_item(normalize_item(item), self.tokenizer, self.image_processor, self.model.config)
 
     def _forward(self, model_inputs, **depths):
+        # the head's own forward (its `get_item_features` call reads `has_text` / `has_image` of the mixed batch)
         with torch.no_grad():
-            embeds = embed_rows(base_model(self.model), model_inputs, depths)["preferred"]
-            logits = self.model.classifier(self.model.classifier_norm(embeds))
+            logits = self.model(**model_inputs, **depths, return_dict=True).logits
         return {"logits": logits}
 
     def postprocess(self, model_outputs, top_k=5):

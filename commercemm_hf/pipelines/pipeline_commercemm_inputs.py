@@ -245,35 +245,30 @@ def encode_item(item: dict, tokenizer, image_processor, config) -> dict:
 
 
 def embed_rows(model, inputs: dict, depths: dict, normalize: bool = True) -> dict[str, torch.Tensor]:
-    """Text / image / multimodal embeddings of a batch (L2-normalised unless `normalize=False`), NaN on rows lacking
-    the modality, plus `"preferred"`: multimodal where both are given, else the one present."""
+    """Text / image / multimodal embeddings of a batch (float32, L2-normalised unless `normalize=False`), NaN on rows
+    lacking the modality, plus `"preferred"`: multimodal where both are given, else the one present.
+
+    The embedding itself is `model.get_item_features` (the model's own method, so a model loaded as remote code
+    embeds with the code it came with); this only names its outputs as the pipelines read them.
+
+    Example:
+        >>> from commercemm_hf import CommerceMMConfig, CommerceMMModel
+        >>> model = CommerceMMModel(CommerceMMConfig.from_preset("tiny")).eval()
+        >>> batch = {"input_ids": torch.tensor([[2, 7, 3], [2, 0, 0]]), "attention_mask": torch.tensor([[1, 1, 1], [1, 0, 0]]),
+        ...          "pixel_values": torch.randn(2, 3, 64, 64), "has_text": torch.tensor([True, False]),
+        ...          "has_image": torch.tensor([False, True])}  # a text, then an image
+        >>> out = embed_rows(model, batch, {"text_depth": 2})
+        >>> bool(out["image"][0].isnan().all()), bool(out["preferred"].isnan().any())
+        (True, False)
+    """
+    features = model.get_item_features(
+        input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"], attention_mask=inputs["attention_mask"],
+        has_text=inputs["has_text"], has_image=inputs["has_image"], **depths,
+    )
     unit = (lambda values: F.normalize(values, dim=-1)) if normalize else (lambda values: values)
-    has_text, has_image = inputs["has_text"].bool(), inputs["has_image"].bool()
-    batch_size = has_text.shape[0]
-    dim = model.config.projection_dim
-    device = inputs["input_ids"].device
-    out = {kind: torch.full((batch_size, dim), float("nan"), device=device) for kind in ("text", "image", "multimodal")}
-    text_rows, image_rows, both_rows = has_text.nonzero()[:, 0], has_image.nonzero()[:, 0], (has_text & has_image).nonzero()[:, 0]
-    if len(text_rows):
-        ids, mask = _trim(inputs["input_ids"][text_rows], inputs["attention_mask"][text_rows])
-        features = model.get_text_features(ids, mask, text_depth=depths.get("text_depth"))
-        out["text"][text_rows] = unit(features.pooler_output.float())
-    if len(image_rows):
-        features = model.get_image_features(inputs["pixel_values"][image_rows], image_depth=depths.get("image_depth"))
-        out["image"][image_rows] = unit(features.pooler_output.float())
-    if len(both_rows):
-        ids, mask = _trim(inputs["input_ids"][both_rows], inputs["attention_mask"][both_rows])
-        features = model.get_multimodal_features(ids, inputs["pixel_values"][both_rows], mask, **depths)
-        out["multimodal"][both_rows] = unit(features.pooler_output.float())
-    preferred = torch.where(has_text[:, None], out["text"], out["image"])
-    out["preferred"] = torch.where((has_text & has_image)[:, None], out["multimodal"], preferred)
-    return out
-
-
-def _trim(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop padding columns no row of this sub-batch uses."""
-    length = max(int(attention_mask.sum(dim=1).max()), 1)
-    return input_ids[:, :length], attention_mask[:, :length]
+    named = {"text": features.text_embeds, "image": features.image_embeds, "multimodal": features.multimodal_embeds,
+             "preferred": features.pooler_output}
+    return {name: unit(values.float()) for name, values in named.items()}
 
 
 def base_model(model):

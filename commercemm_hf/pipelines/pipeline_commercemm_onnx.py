@@ -1,5 +1,6 @@
 """ONNX Runtime backend of the CommerceMM pipelines: the graphs `commercemm export FOLDER --format onnx` writes, behind
-the three `get_*_features` methods, so the pipelines' batching, input checks and normalisation stay the same.
+the model's `get_item_features` and three `get_*_features` methods, so the pipelines' batching, input checks and
+normalisation stay the same.
 
 `pipeline("product-embedding", model=folder, trust_remote_code=True, backend="onnx")` runs on `folder/onnx/`
 (`backend="onnx-int8"`: the int8 graphs; `onnx_folder=` names another export folder). The torch model still loads
@@ -11,13 +12,26 @@ when an ONNX backend is asked for (transformers refuses remote code whose top-le
 
 import json
 import os
+from dataclasses import dataclass
 
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.utils import ModelOutput
 
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 ONNX_CONFIG_NAME = "onnx_config.json"
+
+
+@dataclass
+class OnnxItemOutput(ModelOutput):
+    """What `CommerceMMModel.get_item_features` returns (`CommerceMMItemOutput`, which lives in the modeling folder):
+    `pooler_output`, one embedding per item, and each kind's embeddings, NaN on rows lacking it."""
+
+    pooler_output: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    multimodal_embeds: torch.FloatTensor | None = None
 
 
 class OnnxEmbeddingModel:
@@ -94,6 +108,45 @@ class OnnxEmbeddingModel:
             attention_mask = torch.ones_like(input_ids)
         return self._run("multimodal", input_ids=input_ids, attention_mask=attention_mask,
                          pixel_values=pixel_values)
+
+
+    def get_item_features(self, input_ids=None, pixel_values=None, attention_mask=None, has_text=None,
+                          has_image=None, kind=None, normalize=False, **depths) -> OnnxItemOutput:
+        """`CommerceMMModel.get_item_features` on the exported graphs: each graph runs on the rows of the batch that
+        have what it reads (`has_text` / `has_image`, default: every row has what the tensors give)."""
+        reference = input_ids if input_ids is not None else pixel_values
+        size = reference.shape[0]
+        given = {"text": has_text, "image": has_image}
+        for name, tensor in (("text", input_ids), ("image", pixel_values)):
+            given[name] = (given[name].bool() if given[name] is not None
+                           else torch.full((size,), tensor is not None, dtype=torch.bool, device=reference.device))
+        given["multimodal"] = given["text"] & given["image"]
+        if attention_mask is None and input_ids is not None:
+            attention_mask = torch.ones_like(input_ids)
+        embeds = {}
+        for name in (kind,) if kind is not None else ("text", "image", "multimodal"):
+            rows = given[name].nonzero()[:, 0]
+            values = torch.full((size, self.config.projection_dim), float("nan"), device=reference.device)
+            if len(rows):
+                if name != "image":
+                    ids, mask = input_ids[rows], attention_mask[rows]
+                    length = max(int(mask.sum(dim=1).max()), 1)  # the pipelines pad on the right
+                    ids, mask = ids[:, :length], mask[:, :length]
+                features = (self.get_text_features(ids, mask, **_only(depths, "text")) if name == "text"
+                            else self.get_image_features(pixel_values[rows], **_only(depths, "image")) if name == "image"
+                            else self.get_multimodal_features(ids, pixel_values[rows], mask, **depths))
+                values[rows] = features.pooler_output.to(values.dtype)
+            embeds[name] = torch.nn.functional.normalize(values, dim=-1) if normalize else values
+        if kind is not None:
+            pooled = embeds[kind]
+        else:
+            pooled = torch.where(given["text"][:, None], embeds["text"], embeds["image"])
+            pooled = torch.where(given["multimodal"][:, None], embeds["multimodal"], pooled)
+        return OnnxItemOutput(pooler_output=pooled, **{f"{name}_embeds": value for name, value in embeds.items()})
+
+
+def _only(depths: dict, stack: str) -> dict:
+    return {f"{stack}_depth": depths.get(f"{stack}_depth")}
 
 
 def split_backend(kwargs: dict) -> dict:

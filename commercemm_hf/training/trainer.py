@@ -238,7 +238,7 @@ class CommerceMMPretrainingTrainer(Trainer):
             self.accelerator.gradient_state._set_sync_gradients(syncing)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**inputs)
+        outputs = model(**inputs, return_dict=True)  # read by name below, whatever config.return_dict says
         if model.training:
             logged = {f"{task}_loss": value for task, value in outputs.losses.items()}
             for name in ("mim_kl_target_entropy", "mim_kl_target_usage_entropy", "itm_accuracy"):
