@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass
 
 from datasets import Dataset, DatasetDict, Features, Image, List, Value
@@ -100,18 +101,22 @@ def with_old_direction_names(metrics: dict[str, float]) -> dict[str, float]:
     return out
 
 
+_OLD_NAME = re.compile(r"(^|[_/])(" + "|".join(map(re.escape, OLD_DIRECTION_NAMES)) + r")_")
+
+
 def without_old_direction_names(metrics: dict) -> dict:
-    """`metrics` without the old-prefix copies whose new key is present (for tables and model cards: one row each).
+    """`metrics` without the old-name copies whose new key is present, also behind a prefix such as `eval_`
+    (for tables and model cards: one row each). Results that hold only the old names keep them.
 
     Example:
-        >>> without_old_direction_names({"image_to_product_mrr": 0.5, "view_to_product_mrr": 0.5, "x": 1})
-        {'image_to_product_mrr': 0.5, 'x': 1}
+        >>> without_old_direction_names({"image_to_product_mrr": 0.5, "view_to_product_mrr": 0.5,
+        ...                              "eval_post_to_product_mrr": 0.25, "x": 1})
+        {'image_to_product_mrr': 0.5, 'eval_post_to_product_mrr': 0.25, 'x': 1}
     """
-    def is_copy(key: str) -> bool:
-        return any(key.startswith(old + "_") and new + key[len(old):] in metrics
-                   for old, new in OLD_DIRECTION_NAMES.items())
+    def new_key(key: str) -> str:
+        return _OLD_NAME.sub(lambda match: match.group(1) + OLD_DIRECTION_NAMES[match.group(2)] + "_", key, count=1)
 
-    return {key: value for key, value in metrics.items() if not is_copy(key)}
+    return {key: value for key, value in metrics.items() if new_key(key) == key or new_key(key) not in metrics}
 
 
 def direction_metric(metrics: dict, name: str, metric: str, default: float = math.nan) -> float:
@@ -160,8 +165,8 @@ def undecoded(dataset, columns) -> Dataset:
     that are absent, hold no images or are already undecoded are left alone (each cast is a pass over the data).
 
     Example:
-        >>> rows = Dataset.from_dict({"image": [None], "views": [[]], "text": ["a"]},
-        ...                          features=Features({"image": Image(), "views": List(Image()), "text": Value("string")}))
+        >>> columns = Features({"image": Image(), "views": List(Image()), "text": Value("string")})
+        >>> rows = Dataset.from_dict({"image": [None], "views": [[]], "text": ["a"]}, features=columns)
         >>> features = undecoded(rows, ["image", "views", "text", "absent"]).features
         >>> features["image"].decode, features["views"].feature.decode
         (False, False)
@@ -207,6 +212,8 @@ def to_image_text_rows(dataset: Dataset | DatasetDict, include_views: bool = Fal
     """
 
     def convert(rows: Dataset) -> Dataset:
+        needed = ["image", "views"] if include_views else ["image"]
+        _require(rows, needed + ["text", "label", "attribute_labels", "product_id"], "to_image_text_rows")
         features = Features({
             "image": Image(), "text": Value("string"), "label": rows.features["label"],
             "attribute_labels": rows.features["attribute_labels"], "product_id": Value("string"),
@@ -224,10 +231,8 @@ def to_image_text_rows(dataset: Dataset | DatasetDict, include_views: bool = Fal
                     out["product_id"].append(product_id)
             return out
 
-        needed = ["image", "views"] if include_views else ["image"]
-        _require(rows, needed + ["text", "label", "attribute_labels", "product_id"], "to_image_text_rows")
         return undecoded(rows, needed).map(expand, batched=True, remove_columns=rows.column_names,
-                                            features=features, desc="image-text rows")
+                                           features=features, desc="image-text rows")
 
     return _per_split(dataset, convert)
 
