@@ -37,6 +37,7 @@ def run_demo(output_dir: str, num_products: int = 400, steps: int = 300, batch_s
 
     from . import CommerceMMForPreTraining
     from .data import demo_baselines
+    from .data.schema import without_old_direction_names
     from .evaluation.retrieval_examples import save_retrieval_examples
     from .hub import save_hub_folder
     from .training.recipes import prepare_demo, pretrain, zero_shot_metrics
@@ -78,7 +79,8 @@ def run_demo(output_dir: str, num_products: int = 400, steps: int = 300, batch_s
 
     print("[6/6] Results\n", flush=True)
     baselines = demo_baselines(demo.catalog["validation"])
-    keys = [key for key in after if key.endswith(("recall@1", "recall@10", "mrr"))]
+    # the results hold each direction metric under its old name too (for old readers): print each once
+    keys = [key for key in without_old_direction_names(after) if key.endswith(("recall@1", "recall@10", "mrr"))]
     print("CommerceMM demo (SYNTHETIC catalog, zero-shot on held-out validation products)\n")
     print(_table([(key, before[key], after[key]) for key in keys]))
     print("\nNon-learned baselines on the same products:")
@@ -95,7 +97,7 @@ def run_demo(output_dir: str, num_products: int = 400, steps: int = 300, batch_s
 
 def _load_rows(args):
     """Image-text and Omni rows from the user's files (or the demo catalog), with load reports printed."""
-    from .data import load_image_text_dataset, load_omni_dataset
+    from .data.loading import load_image_text_dataset, load_omni_dataset
 
     if args.train_file is None and args.omni_file is None:
         from .training.recipes import prepare_demo
@@ -259,7 +261,7 @@ def run_evaluate_command(args) -> dict:
     heads = {name: CommerceMMForProductCategorization.from_pretrained(folder).eval() if folder else None
              for name, folder in (("categorization", args.categorization_model), ("attributes", args.attribute_model))}
     if args.image_text_file or args.omni_file:
-        from .data import load_image_text_dataset, load_omni_dataset
+        from .data.loading import load_image_text_dataset, load_omni_dataset
 
         rows = omni = None
         label_column, attribute_column = "label", None
@@ -277,7 +279,8 @@ def run_evaluate_command(args) -> dict:
             raise SystemExit("commercemm evaluate needs --image-text-file (one row per product) as well.")
         source = " and ".join(str(path) for path in (args.image_text_file, args.omni_file) if path)
     else:
-        from .data import build_demo_catalog, to_image_text_rows, to_omni_rows
+        from .data.demo_catalog import build_demo_catalog
+        from .data.schema import to_image_text_rows, to_omni_rows
 
         size = model.config.vision_config.image_size
         split = build_demo_catalog(num_products=args.num_products, seed=args.seed, image_size=size)[args.split or "test"]

@@ -138,8 +138,20 @@ def find_metrics(folder, metrics=None) -> tuple[dict, str | None]:
     return {}, None
 
 
+def _one_name_each(values: dict) -> dict:
+    """`values` without the old-name copies of direction metrics (`view_to_product_mrr` beside
+    `image_to_product_mrr`, see `commercemm_hf.data.schema`), so the card lists each metric once; results that have
+    only the old names keep them."""
+    from .data.schema import without_old_direction_names
+
+    values = without_old_direction_names(values)
+    return {key: without_old_direction_names(value) if key in ("before", "after") and isinstance(value, dict)
+            else value for key, value in values.items()}
+
+
 def _model_metrics(values: dict) -> dict[str, float]:
     """The model's own flat metrics (the demo's `after` block; not `before` or the baselines)."""
+    values = _one_name_each(values)
     if isinstance(values.get("after"), dict):
         values = values["after"]
     return {key: float(value) for key, value in values.items()
@@ -147,6 +159,7 @@ def _model_metrics(values: dict) -> dict[str, float]:
 
 
 def _metrics_table(values: dict, source: str | None) -> str:
+    values = _one_name_each(values)
     if isinstance(values.get("after"), dict) and isinstance(values.get("before"), dict):  # the demo's layout
         before, after = values["before"], values["after"]
         rows = ["| metric | before pretraining | after pretraining |", "|---|---|---|"]

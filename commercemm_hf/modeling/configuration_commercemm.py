@@ -23,6 +23,7 @@ IMAGE_TEXT_TASKS = ("mlm", "mim_kl", "mim_fr", "itc", "itm")
 EMBEDDING_KINDS = ("text", "image", "multimodal")
 OMNI_TASKS = tuple(f"omni_{source}_to_{target}" for source in EMBEDDING_KINDS for target in EMBEDDING_KINDS)
 PRETRAINING_TASKS = IMAGE_TEXT_TASKS + OMNI_TASKS
+# Restated from commercemm_hf/data/schema.py (SOURCE_TYPES), the home of the row schema: remote code may not import it.
 OMNI_SOURCE_TYPES = ("query", "view", "post")
 
 # The value domain of every numeric field that the shape checks of `validate_architecture` do not cover, by field

@@ -228,7 +228,7 @@ def add_embed_parser(commands):
 
 
 def run_embed_command(args) -> dict:
-    from ..data import load_image_text_dataset
+    from ..data.loading import load_image_text_dataset
 
     image_column = None if args.image_column.lower() == "none" else args.image_column
     text_column = None if args.text_column.lower() == "none" else args.text_column

@@ -44,17 +44,14 @@ from datasets import Dataset, DatasetDict
 from transformers import HfArgumentParser, Trainer, TrainerState, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..data.schema import TASK_SOURCE_TYPE, stable_id
 from ..modeling.configuration_commercemm import PRESETS, CommerceMMConfig
 from ..modeling.modeling_commercemm_tasks import RETRIEVAL_TASKS, CommerceMMForRetrieval
 from .checkpoints import DEFAULT_SAVE_TOTAL_LIMIT, CheckpointSizeCallback, finished_run
-from .collators import stable_id
 from .disk_space import disk_full_named
 
 
 logger = logging.getLogger(__name__)
-
-#: The Omni source type a retrieval task trains on (image<->text tasks use the products' own images and texts).
-TASK_SOURCE_TYPE = {"query_to_product": "query", "image_to_product": "view", "product_to_product": "post"}
 
 #: For each retrieval task, the row columns of the source and of the target, by modality.
 RETRIEVAL_FIELDS = {
@@ -399,7 +396,7 @@ def load_categorization_data(data_args: DataArguments, args: CategorizationArgum
         splits = DatasetDict({name: rows.select_columns(columns).rename_columns(
             {args.label_column: "label"} if args.label_column != "label" else {}) for name, rows in catalog.items()})
         return splits, {"demo catalog": {name: len(rows) for name, rows in splits.items()}}
-    from ..data import load_image_text_dataset
+    from ..data.loading import load_image_text_dataset
 
     return load_splits(data_args, load_image_text_dataset,
                        image_column=(data_args.image_column or "image") if modalities != "text" else None,
@@ -412,7 +409,8 @@ def load_retrieval_data(data_args: DataArguments, args: RetrievalArguments, imag
     `product_id`, and the product's `image` / `text`. On the demo catalog: queries (query_to_product), other
     views (image_to_product), tagged posts with captions (product_to_product), and the products' own images and
     texts (image_to_text, text_to_image; other views add training rows)."""
-    from ..data import load_image_text_dataset, load_omni_dataset, to_image_text_rows, to_omni_rows
+    from ..data.loading import load_image_text_dataset, load_omni_dataset
+    from ..data.schema import to_image_text_rows, to_omni_rows
 
     source_type = TASK_SOURCE_TYPE.get(args.task)
     if data_args.uses_demo():
