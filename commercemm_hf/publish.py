@@ -342,12 +342,37 @@ def render_model_card(folder, repo_id: str, metrics=None, *, training_data: str 
     metadata = card.data.to_dict()
     if datasets:
         metadata["datasets"] = [datasets] if isinstance(datasets, str) else list(datasets)
-    if not folder_values["zero_shot"]:
-        metadata.pop("pipeline_tag", None)  # only true when the folder serves transformers' zero-shot pipeline
+    metadata.update(_embedder_metadata(folder, config, folder_values, metadata.get("tags") or []))
+    if metadata.get("pipeline_tag") is None:
+        metadata.pop("pipeline_tag", None)
     eval_results = _eval_results(values, source, metadata.get("datasets"))
     card.data = ModelCardData(**metadata, eval_results=eval_results or None,
                               model_name=repo_id.split("/")[-1] if eval_results else None)
     return card
+
+
+#: a Hub id: ORG/NAME (a local folder is recorded as "local:<name>" by from_text_vision_pretrained)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _embedder_metadata(folder: Path, config: dict, folder_values: dict, tags: list[str]) -> dict:
+    """Hub metadata of what the folder serves: a base model is an embedder (`pipeline_tag: feature-extraction`,
+    which the Hub's feature-extraction / sentence-similarity searches list; zero-shot classification stays as a tag
+    and in the card's usage section), with the sentence-transformers tags when its config files are there; a head
+    gets no task tag of a pipeline it does not serve. `base_model`: the Hub ids of imported backbones."""
+    tags = list(tags)
+    embedder = "product-embedding" in folder_values["pipelines"] and not folder_values["num_labels"]
+    if folder_values["zero_shot"]:
+        tags.append("zero-shot-image-classification")
+    if embedder and all((folder / name).is_file() for name in ("modules.json", "config_sentence_transformers.json")):
+        tags += ["sentence-transformers", "sentence-similarity"]
+    values = {"pipeline_tag": "feature-extraction" if embedder else None, "library_name": "transformers",
+              "tags": list(dict.fromkeys(tags))}
+    backbones = [value for _, value in sorted((config.get("imported_backbones") or {}).items())
+                 if isinstance(value, str) and _HUB_ID.match(value)]
+    if backbones:
+        values["base_model"] = backbones[0] if len(backbones) == 1 else backbones
+    return values
 
 
 def _check_repo_id(repo_id: str):

@@ -284,6 +284,9 @@ class CommerceMMConfig(PreTrainedConfig):
             `CommerceMMForRetrieval` matches, e.g. text -> multimodal for query -> product.
         expected_modalities: what a fine-tuned head was trained on (`["image", "text"]`, `["image"]` or
             `["text"]`; None: not recorded); the pipelines warn when an input lacks one of them.
+        imported_backbones: the backbones `from_text_vision_pretrained` imported, by tower (`{"text": "org/name",
+            "image": ...}`): a Hub id as given, or `"local:<folder name>"` for a local folder (no path is stored);
+            the model card lists the Hub ids as `base_model`. None: trained from scratch, or not recorded.
 
     Example:
         >>> from commercemm_hf import CommerceMMConfig
@@ -339,6 +342,8 @@ class CommerceMMConfig(PreTrainedConfig):
     retrieval_target: str = "multimodal"
     # --- fine-tuned heads: the modalities the head was trained on (pipelines warn on inputs lacking one)
     expected_modalities: list[str] | None = None
+    # --- provenance: backbones imported by from_text_vision_pretrained (the card's base_model)
+    imported_backbones: dict[str, str] | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -422,6 +427,12 @@ class CommerceMMConfig(PreTrainedConfig):
         ):
             raise ValueError("CommerceMMConfig.expected_modalities must be a non-empty list of 'image' / 'text', got "
                              f"{self.expected_modalities!r}.")
+        if self.imported_backbones is not None and (
+            set(self.imported_backbones) - {"text", "image"}
+            or not all(isinstance(value, str) and value for value in self.imported_backbones.values())
+        ):
+            raise ValueError("CommerceMMConfig.imported_backbones must map 'text' / 'image' to a backbone id, got "
+                             f"{self.imported_backbones!r}.")
         if self.omni_pairs is not None:
             unknown = sorted(set(self.omni_pairs) - set(OMNI_TASKS))
             if unknown:
