@@ -4,7 +4,7 @@ import json
 
 from commercemm_hf import CommerceMMConfig, CommerceMMForProductCategorization, CommerceMMModel
 from commercemm_hf.hub import save_hub_folder
-from commercemm_hf.publish import render_model_card
+from commercemm_hf.model_card import render_model_card
 
 from helpers import tiny_config
 

@@ -17,7 +17,7 @@ from commercemm_hf.evaluation.downstream import downstream_table
 from commercemm_hf.hub import save_hub_folder
 from commercemm_hf.modeling.configuration_commercemm import OMNI_SOURCE_TYPES
 from commercemm_hf.modeling.modeling_commercemm_tasks import RETRIEVAL_TASKS
-from commercemm_hf.publish import render_model_card
+from commercemm_hf.model_card import render_model_card
 from commercemm_hf.training import finetuning
 from commercemm_hf.training.recipes import ablation_table, mean_omni_recall_at_10
 
