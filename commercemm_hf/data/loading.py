@@ -1,5 +1,6 @@
 """Load a user's own data as image-text rows or Omni-Retrieval rows (DESIGN.md section 3).
 
+This module checks rows and renames their columns; `sources.read_source` reads them, `schema` names the columns.
 `source` may be:
 
 * a `datasets.Dataset` / `DatasetDict` object, or a folder written by `save_to_disk` (either kind);
@@ -53,7 +54,6 @@ Example:
 from __future__ import annotations
 
 import io
-import os
 import re
 import warnings
 from collections import Counter
@@ -61,20 +61,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import datasets
-from datasets import Dataset, DatasetDict, Features, Image, IterableDataset, IterableDatasetDict, Value
+from datasets import Dataset, DatasetDict, Features, Image, IterableDataset, Value
 from datasets.fingerprint import Hasher
 from PIL import Image as PILImage
 
-from .reading import (
-    LINE_COLUMN, PROBLEM_COLUMN, TEXT_FORMATS, data_folder_layout, image_folder_rows, read_data_file, string_value,
-)
+from .reading import LINE_COLUMN, PROBLEM_COLUMN, string_value
 from .schema import DIRECTION_OF, OMNI_FEATURES, SOURCE_TYPES, source_type_of, undecoded
-from .shards import FILE_COLUMN, as_stream, read_shards, shard_files, shards_folder
+from .shards import FILE_COLUMN, as_stream
+from .sources import read_source
 
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 
 
 class BadRowWarning(UserWarning):
@@ -141,105 +138,6 @@ class LoadReport:
         lines += [f"  {count} x {reason}" for reason, count in self.reasons().most_common()]
         lines += [f"  cleared {count} x {what}" for what, count in self.cleared.most_common()]
         return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Reading the source
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _is_saved_dataset(folder: Path) -> bool:
-    return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
-
-
-def _read_text_file(path: Path, split: str | None, string_columns: set[str], load_kwargs: dict) -> Dataset:
-    """A JSON Lines / JSON / CSV / TSV file through `reading.read_data_file` (no type inference), sliced like
-    `datasets` slices a split ("train[:100]", "train[10%:]")."""
-    field = load_kwargs.get("field")
-    ignored = sorted(set(load_kwargs) - {"field", "cache_dir", "keep_in_memory", "num_proc"})
-    if ignored:
-        warnings.warn(f"Ignoring {ignored} for {path}: .jsonl/.json/.csv/.tsv files are read here without "
-                      "datasets' builders (see commercemm_hf/data/reading.py).", stacklevel=5)
-    rows = read_data_file(path, string_columns, field=field)
-    if split is None or split == "train":
-        return rows
-    instruction = datasets.ReadInstruction.from_spec(split)
-    absolute = instruction.to_absolute({"train": len(rows)})
-    if any(part.splitname != "train" for part in absolute):
-        raise ValueError(f"A single file {path} has only the split 'train' (optionally sliced), not {split!r}.")
-    return datasets.concatenate_datasets([rows.select(range(part.from_, part.to)) for part in absolute])
-
-
-def _read_source(source, split: str | None, load_kwargs: dict, string_columns: set[str],
-                 streaming: bool = False) -> tuple[Dataset | DatasetDict | IterableDataset, Path, str]:
-    """(dataset or dataset dict, folder that relative image paths are resolved against, description)."""
-    if isinstance(source, (Dataset, DatasetDict)):
-        return (source[split] if split is not None and isinstance(source, DatasetDict) else source), Path.cwd(), \
-            f"<{type(source).__name__}>"
-    if isinstance(source, IterableDataset):
-        return source, Path.cwd(), "<IterableDataset>"
-    if isinstance(source, IterableDatasetDict):
-        return as_stream(source, split), Path.cwd(), "<IterableDatasetDict>"
-    shards = None if isinstance(source, (str, os.PathLike)) and Path(os.fspath(source)).expanduser().is_dir() and \
-        (_is_saved_dataset(Path(os.fspath(source)).expanduser()) or
-         data_folder_layout(Path(os.fspath(source)).expanduser())) else shard_files(source)
-    if shards is not None:
-        if split is not None and split.split("[", 1)[0] != "train":
-            raise ValueError(f"Shards are one split, 'train', not {split!r}.")
-        description = os.fspath(source) if not isinstance(source, (list, tuple)) else \
-            f"{len(shards)} shards ({shards[0]}, ...)"
-        return read_shards(shards, string_columns, load_kwargs, streaming), shards_folder(shards), description
-    text = os.fspath(source)
-    if text.startswith("file://"):
-        text = text[len("file://"):]
-    path = Path(text).expanduser()
-    if streaming and (path.is_file() or path.is_dir() and not _is_saved_dataset(path)
-                      and data_folder_layout(path) is None):
-        if path.is_file() and path.suffix.lower() in (".parquet", *TEXT_FORMATS):
-            return read_shards([path], string_columns, load_kwargs, True), path.resolve().parent, str(path)
-        if path.is_dir():
-            return as_stream(datasets.load_dataset(str(path), split=split, streaming=True, **load_kwargs), split), \
-                path.resolve(), str(path)
-    if path.is_dir():
-        if _is_saved_dataset(path):
-            ignored = sorted(set(load_kwargs) - {"keep_in_memory", "storage_options"})
-            if ignored:
-                warnings.warn(f"Ignoring {ignored} for a dataset saved with save_to_disk ({path}).", stacklevel=4)
-            loaded = datasets.load_from_disk(str(path), **{key: value for key, value in load_kwargs.items()
-                                                           if key not in ignored})
-            if split is not None and isinstance(loaded, DatasetDict):
-                if split not in loaded:
-                    raise ValueError(f"{path} has splits {sorted(loaded)}, not {split!r}.")
-                loaded = loaded[split]
-            return loaded, path.resolve(), str(path)
-        layout = data_folder_layout(path)
-        if layout is None:
-            return datasets.load_dataset(str(path), split=split, **load_kwargs), path.resolve(), str(path)
-        kind, files = layout
-        wanted = None if split is None else split.split("[", 1)[0]  # "train[:10]" -> "train"
-        if wanted is not None and wanted not in files:
-            raise ValueError(f"{path} has splits {sorted(files)}, not {wanted!r}.")
-        loaded = {}
-        for name, file in files.items():
-            if wanted in (None, name):  # each file is one split, read as the "train" split of that file
-                rows = _read_text_file(file, None if split is None else "train" + split[len(wanted):],
-                                       string_columns, load_kwargs)
-                loaded[name] = image_folder_rows(rows, file) if kind == "image folder" else rows
-        return (DatasetDict(loaded) if split is None else loaded[wanted]), path.resolve(), str(path)
-    if path.is_file():
-        builder = _FILE_BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise ValueError(f"Cannot read {path}: expected one of {sorted(_FILE_BUILDERS)} (or a folder).")
-        if builder == "parquet":  # typed columns: nothing to infer
-            loaded = datasets.load_dataset(builder, data_files=str(path), split=split or "train", **load_kwargs)
-        else:
-            loaded = _read_text_file(path, split, string_columns, load_kwargs)
-        return loaded, path.resolve().parent, str(path)
-    if isinstance(source, os.PathLike) or text.startswith((".", "/", "~")) or path.suffix.lower() in _FILE_BUILDERS:
-        raise FileNotFoundError(f"No such file or folder: {text}")
-    if streaming:
-        load_kwargs = {**load_kwargs, "streaming": True}
-    return datasets.load_dataset(text, split=split, **load_kwargs), Path.cwd(), text
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -488,7 +386,7 @@ def _load(source, split, plan: _Plan, optional: set[str], on_bad_rows: str, embe
     string_columns = {column for canonical, columns in plan.inputs.items() if canonical not in ("image", "label",
                                                                                                  "source_image")
                       for column in columns}
-    loaded, base_dir, description = _read_source(source, split, load_kwargs, string_columns, streaming)
+    loaded, base_dir, description = read_source(source, split, load_kwargs, string_columns, streaming)
     if image_root is not None:
         base_dir = Path(image_root).expanduser().resolve()
     report = LoadReport(description, plan.kind)

@@ -58,6 +58,12 @@ class Direction:
     def has_image(self) -> bool:
         return self.source_kind != "text"
 
+    @property
+    def source_columns(self) -> dict[str, str]:
+        """Modality -> the Omni column that holds it for this source type (`{"image": "source_image"}` for a view)."""
+        columns = {"image": "source_image"} if self.has_image else {}
+        return {**columns, "text": "source_text"} if self.has_text else columns
+
 
 DIRECTIONS: tuple[Direction, ...] = (
     Direction("query", "query_to_product", "text", "query text"),

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..data.schema import SOURCE_EMBEDDING
 from .retrieval import distinct_products
-from .zero_shot import SOURCE_EMBEDDING, embed
+from .zero_shot import embed
 
 
 CELL = 128

@@ -44,7 +44,7 @@ from datasets import Dataset, DatasetDict
 from transformers import HfArgumentParser, Trainer, TrainerState, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..data.schema import TASK_SOURCE_TYPE, stable_id
+from ..data.schema import DIRECTIONS, TASK_SOURCE_TYPE, stable_id
 from ..modeling.configuration_commercemm import PRESETS, CommerceMMConfig
 from ..modeling.modeling_commercemm_tasks import RETRIEVAL_TASKS, CommerceMMForRetrieval
 from .checkpoints import DEFAULT_SAVE_TOTAL_LIMIT, CheckpointSizeCallback, finished_run
@@ -55,9 +55,7 @@ logger = logging.getLogger(__name__)
 
 #: For each retrieval task, the row columns of the source and of the target, by modality.
 RETRIEVAL_FIELDS = {
-    "query_to_product": ({"text": "source_text"}, {"image": "image", "text": "text"}),
-    "image_to_product": ({"image": "source_image"}, {"image": "image", "text": "text"}),
-    "product_to_product": ({"image": "source_image", "text": "source_text"}, {"image": "image", "text": "text"}),
+    **{direction.name: (direction.source_columns, {"image": "image", "text": "text"}) for direction in DIRECTIONS},
     "image_to_text": ({"image": "image"}, {"text": "text"}),
     "text_to_image": ({"text": "text"}, {"image": "image"}),
 }
