@@ -46,6 +46,8 @@ def padded_batch(processor, texts, seed=0):
 def test_export_writes_three_graphs_names_and_processor(exported, folder):
     config = json.loads((exported / "onnx_config.json").read_text())
     assert set(config["graphs"]) == set(GRAPHS)
+    # what a server should pass to onnxruntime.InferenceSession (the fused SkipLayerNormalization kernel is slower)
+    assert config["session"]["disabled_optimizers"] == ["SkipLayerNormFusion"]
     assert [i["name"] for i in config["graphs"]["text"]["inputs"]] == ["input_ids", "attention_mask"]
     assert [i["name"] for i in config["graphs"]["multimodal"]["inputs"]] == ["input_ids", "attention_mask",
                                                                             "pixel_values"]

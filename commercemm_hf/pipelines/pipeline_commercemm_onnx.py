@@ -21,6 +21,8 @@ from transformers.utils import ModelOutput
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 ONNX_CONFIG_NAME = "onnx_config.json"
+#: for exports that predate `session.disabled_optimizers` in onnx_config.json (the same list as commercemm_hf.export)
+DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
 @dataclass
@@ -65,13 +67,15 @@ class OnnxEmbeddingModel:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        disabled = self.export_config.get("session", {}).get("disabled_optimizers", list(DISABLED_OPTIMIZERS))
         self.sessions = {}
         for kind, entry in self.export_config["graphs"].items():
             file_name = entry.get("int8_file") if int8 else entry["file"]
             if file_name is None:
                 raise FileNotFoundError(f"{path} lists no int8 graph for {kind}: export with --quantize int8.")
             self.sessions[kind] = (onnxruntime.InferenceSession(os.path.join(folder, file_name), options,
-                                                                providers=["CPUExecutionProvider"]),
+                                                                providers=["CPUExecutionProvider"],
+                                                                disabled_optimizers=disabled),
                                    [item["name"] for item in entry["inputs"]])
 
     def _check_depths(self, depths: dict) -> None:
