@@ -108,9 +108,11 @@ def _load_rows(args):
     if args.train_file is None or args.omni_file is None:
         raise SystemExit("commercemm pretrain needs both --train-file (image-text rows) and --omni-file (Omni rows).")
     image_text, report = load_image_text_dataset(args.train_file, split=args.split, image_column=args.image_column,
-                                                 text_column=args.text_column, on_bad_rows=args.on_bad_rows)
+                                                 text_column=args.text_column, on_bad_rows=args.on_bad_rows,
+                                                 num_proc=args.preprocessing_num_workers)
     print(f"image-text rows: {report}")
-    omni, omni_report = load_omni_dataset(args.omni_file, split=args.split, on_bad_rows=args.on_bad_rows)
+    omni, omni_report = load_omni_dataset(args.omni_file, split=args.split, on_bad_rows=args.on_bad_rows,
+                                          num_proc=args.preprocessing_num_workers)
     print(f"Omni rows: {omni_report}")
     return image_text, omni, None
 
@@ -373,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "--image-column", default="image")
     add_flag(train, "--text-column", default="text")
     add_flag(train, "--on-bad-rows", choices=("skip", "raise"), default="skip")
+    add_flag(train, "--preprocessing-num-workers", type=int, default=None,
+             help="processes checking the rows (datasets.map num_proc; the check is cached, runs once); "
+                  "--dataloader-num-workers N (a TrainingArguments flag) sets the loader's workers")
     add_flag(train, "--num-products", type=int, default=400, help="demo catalog size when no files are given")
     start = train.add_mutually_exclusive_group()
     add_flag(start, "--preset", default="tiny", choices=("tiny", "small", "base"))

@@ -40,7 +40,8 @@ def load_rows(data_args, pretraining_args, image_size):
     omni = DatasetDict()
     for split, path in (("train", pretraining_args.omni_file), ("validation", pretraining_args.validation_omni_file)):
         if path:
-            omni[split], omni_report = load_omni_dataset(path, split="train", on_bad_rows=data_args.on_bad_rows)
+            omni[split], omni_report = load_omni_dataset(path, split="train", on_bad_rows=data_args.on_bad_rows,
+                                                         num_proc=data_args.preprocessing_num_workers)
             report[path] = ft.report_dict(omni_report)
     return image_text, omni, report
 

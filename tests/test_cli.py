@@ -149,3 +149,27 @@ def test_threads_option_and_omp_num_threads_are_respected(monkeypatch, capsys):
             configure_threads(0)
     finally:
         torch.set_num_threads(before)
+
+
+def test_preprocessing_and_dataloader_workers_reach_the_check_and_the_loader(tmp_path, monkeypatch):
+    """`commercemm pretrain --preprocessing-num-workers N` and the example scripts' `--preprocessing_num_workers N`
+    are the checks' `datasets.map(num_proc=N)`; `--dataloader-num-workers` goes to TrainingArguments."""
+    from commercemm_hf.cli import _load_rows, parse_arguments
+    from commercemm_hf.data import loading
+    from commercemm_hf.training.finetuning import DataArguments, load_splits
+
+    seen = []
+    original = loading._load_split
+    monkeypatch.setattr(loading, "_load_split", lambda *args, **kwargs: seen.append(args[6]) or original(*args, **kwargs))
+    image_text, omni = tiny_datasets(4)
+    train_file = write_jsonl(image_text, tmp_path / "image_text", ["image"])
+    omni_file = write_jsonl(omni, tmp_path / "omni", ["image", "source_image"])
+    args = parse_arguments(["pretrain", "--train-file", str(train_file), "--omni-file", str(omni_file),
+                            "--preprocessing-num-workers", "2", "--dataloader-num-workers", "2"])
+    assert args.preprocessing_num_workers == 2 and args.training_arguments == {"dataloader_num_workers": 2}
+    rows, omni_rows, _ = _load_rows(args)
+    assert seen == [2, 2] and len(rows) == 4 and len(omni_rows) == 12
+    splits, _ = load_splits(DataArguments(train_file=str(train_file), preprocessing_num_workers=2),
+                            loading.load_image_text_dataset)
+    assert seen[-1] == 2 and len(splits["train"]) == 4
+    assert parse_arguments(["pretrain"]).preprocessing_num_workers is None

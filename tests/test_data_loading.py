@@ -102,16 +102,55 @@ def test_raise_names_the_row(files, tmp_path):
         load_image_text_dataset(files / "empty.jsonl", on_bad_rows="ignore")
 
 
-def test_validation_is_not_cached_across_calls(files, tmp_path):
-    _write_jsonl(files / "rows.jsonl", [ROWS[0], ROWS[5]])
-    dataset, report = load_image_text_dataset(files / "rows.jsonl", image_column="path", text_column="caption",
-                                              **_cache(tmp_path))
-    assert report.num_skipped == 0
+@pytest.mark.parametrize("kind", ["jsonl", "saved"])
+def test_checks_are_cached_by_fingerprint_and_report_the_same_rows(kind, files, tmp_path, monkeypatch):
+    _write_jsonl(files / "rows.jsonl", ROWS)
+    source = files / "rows.jsonl"
+    if kind == "saved":  # a dataset with cache files of its own: datasets caches the check beside them
+        rows = loading.read_data_file(source, {"caption"})
+        rows.remove_columns([loading.LINE_COLUMN, loading.PROBLEM_COLUMN]).save_to_disk(str(files / "saved"))
+        source = files / "saved"
+    opened = []
+    real = loading._open_check
+    monkeypatch.setattr(loading, "_open_check", lambda *args, **kwargs: opened.append(1) or real(*args, **kwargs))
+
+    def load(**options):
+        with pytest.warns(BadRowWarning) as record:
+            dataset, report = load_image_text_dataset(source, image_column="path", text_column="caption",
+                                                      **{**(_cache(tmp_path) if kind == "jsonl" else
+                                                            {"image_root": files}), **options})
+        return dataset, report, _warned_rows(record)
+
+    first, first_report, first_warnings = load()
+    checks = len(opened)
+    assert checks == 5  # each image once (one row has no image file to open)
+    again, report, warned = load()
+    assert len(opened) == checks  # read from the cache: no image opened again
+    assert report.skipped == first_report.skipped and report.rows_read == first_report.rows_read
+    assert report.rows_kept == first_report.rows_kept and warned == first_warnings
+    assert list(again["text"]) == list(first["text"]) == ["Red mug", "Green lamp"]
+    cached = list((tmp_path / "hf-cache" / "commercemm_checks").glob("check-*.arrow")) if kind == "jsonl" else \
+        list(source.glob("cache-*.arrow"))
+    assert len(cached) == 1
+    # other options are another fingerprint: checked again
+    _, lenient, _ = load(require_text=False)
+    assert len(opened) == 2 * checks and 3 not in [row.index for row in lenient.skipped]
+    # an image replaced in place keeps its cached result until the check is asked for again
     (files / "images" / "green.png").write_bytes(b"broken now")
-    with pytest.warns(BadRowWarning, match="row 1 "):
-        dataset, report = load_image_text_dataset(files / "rows.jsonl", image_column="path",
-                                                  text_column="caption", **_cache(tmp_path))
-    assert report.num_skipped == 1 and len(dataset) == 1
+    _, stale, _ = load()
+    assert stale.skipped == first_report.skipped
+    _, fresh, _ = load(load_from_cache_file=False)
+    assert [row.index for row in fresh.skipped] == [*sorted(EXPECTED_SKIPS), 5]
+
+
+def test_num_proc_checks_in_several_processes_with_the_same_report(files, tmp_path):
+    _write_jsonl(files / "rows.jsonl", ROWS * 2)
+    with pytest.warns(BadRowWarning):
+        dataset, report = load_image_text_dataset(files / "rows.jsonl", image_column="path", text_column="caption",
+                                                  num_proc=2, **_cache(tmp_path))
+    assert [row.index for row in report.skipped] == [*sorted(EXPECTED_SKIPS), *(i + 6 for i in sorted(EXPECTED_SKIPS))]
+    assert list(dataset["text"]) == ["Red mug", "Green lamp"] * 2
+    assert len(list((tmp_path / "hf-cache" / "commercemm_checks").glob("check-*_of_00002.arrow"))) == 2
 
 
 def test_image_root_for_in_memory_data(files):

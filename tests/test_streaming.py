@@ -144,3 +144,25 @@ def test_sharded_sources_globs_lists_tars_and_file_urls(tmp_path, streaming):
         assert report.num_skipped == 0, name
     with pytest.raises(FileNotFoundError, match="No file matches the pattern"):
         load_image_text_dataset(str(tmp_path / "json" / "nothing-*.jsonl"), streaming=streaming)
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_the_header_check_skips_a_cut_off_jpeg_whose_header_opens(tmp_path, streaming):
+    """A partial download keeps its header (PIL opens it, with size and mode) and fails only at decode time: the
+    header check looks for the end marker, so the row is a counted bad row, not a crash in the loader."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "good.jpg", quality=95)
+    Image.fromarray(pixels).save(tmp_path / "good.png")
+    data = (tmp_path / "good.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[:int(len(data) * 0.6)])
+    with Image.open(tmp_path / "cut.jpg") as image:
+        assert image.size == (64, 64)  # the header alone looks fine
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps({"image": name, "text": "mug"}) + "\n"
+                                                 for name in ("good.jpg", "cut.jpg", "good.png")))
+    with pytest.warns(BadRowWarning, match=r"row 1 .*cut\.jpg: truncated JPEG file"):
+        rows, report = load_image_text_dataset(tmp_path / "rows.jsonl", streaming=streaming, image_check="header")
+        sizes = [row["image"].size for row in rows]
+    assert sizes == [(64, 64), (64, 64)] and report.rows_kept == {"train": 2} and report.num_skipped == 1

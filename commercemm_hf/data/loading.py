@@ -53,7 +53,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import re
 import warnings
 from collections import Counter
@@ -61,6 +63,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 from datasets import Dataset, DatasetDict, Features, Image, IterableDataset, Value
 from datasets.fingerprint import Hasher
 from PIL import Image as PILImage
@@ -145,15 +148,35 @@ class LoadReport:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+#: the bytes a complete file of the format ends with (possibly followed by a few trailing bytes)
+_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}
+
+
+def _tail(opener, size: int = 4096) -> bytes:
+    source = opener()
+    handle = open(source, "rb") if isinstance(source, str) else source
+    with handle:
+        handle.seek(max(0, handle.seek(0, os.SEEK_END) - size))
+        return handle.read()
+
+
 def _open_check(opener, full: bool = True) -> str | None:
     """None when the image opens, verifies and fully decodes (`full`), or when its header opens with a size and a
-    mode (not `full`: no decode, ~0.1 ms a file); else the error."""
+    mode and a JPEG / PNG file ends with its end marker (not `full`: no decode, ~0.2 ms a file); else the error.
+
+    The end marker is why a cut-off download fails here, not at decode time in the middle of training: its header
+    still opens."""
     try:
         if not full:
             with PILImage.open(opener()) as image:
                 if image.width < 1 or image.height < 1:
                     return "empty image"
-                return None if image.mode else "image without a mode"
+                if not image.mode:
+                    return "image without a mode"
+                marker = _END_MARKERS.get(image.format)
+            if marker and marker not in _tail(opener):
+                return f"truncated {image.format} file (no end marker)"
+            return None
         with PILImage.open(opener()) as image:
             image.verify()
         with PILImage.open(opener()) as image:
@@ -291,21 +314,49 @@ def _checked_features(dataset, plan: _Plan) -> tuple[list[str], list[str], Featu
     return used, read_problems, features
 
 
+def _main_process_first():
+    """Under torchrun / accelerate launch: rank 0 checks first and writes the cache, the others then read it (a
+    barrier each side, as `TrainingArguments.main_process_first`; nesting in it is safe). Alone: nothing."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return contextlib.nullcontext()
+    from accelerate import PartialState
+
+    return PartialState().main_process_first()
+
+
+def _check_cache_file(dataset: Dataset, fingerprint: str, cache: dict) -> str | None:
+    """Where the checked rows of an in-memory dataset (JSON Lines / CSV read by `reading.py`) are cached: datasets
+    caches a `map` only next to a dataset's own cache files, so without them the result would be checked again at
+    every load. None when the dataset has cache files (datasets' own place), or caching is off."""
+    if dataset.cache_files or cache.get("keep_in_memory") or not datasets.is_caching_enabled():
+        return None
+    folder = Path(cache.get("cache_dir") or datasets.config.HF_DATASETS_CACHE).expanduser() / "commercemm_checks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / f"check-{fingerprint}.arrow")
+
+
 def _load_split(dataset: Dataset, split: str, plan: _Plan, base_dir: Path, on_bad_rows: str, embed: bool,
                 num_proc: int | None, description: str, report: LoadReport, max_warnings: int,
-                image_check: str = "full") -> Dataset:
+                image_check: str = "full", cache: dict | None = None) -> Dataset:
     used = sorted({column for columns in plan.inputs.values() for column in columns
                    if column in dataset.column_names})
     dataset = undecoded(dataset, used)
     used, read_problems, features = _checked_features(dataset, plan)
     check = _row_check(plan, _ImageChecker(base_dir, embed, full=image_check == "full"))
-    fingerprint = Hasher.hash((dataset._fingerprint, plan.kind, plan.inputs, str(base_dir), embed, image_check, "check-v1"))
+    # The check's result is cached under this fingerprint (the rows, the columns and options chosen, the check's
+    # code, where images are looked for) and reused by the next load: images changed in place since are not
+    # checked again unless load_from_cache_file=False is passed.
+    fingerprint = Hasher.hash((dataset._fingerprint, plan.kind, plan.inputs, plan.check_row, str(base_dir), embed,
+                               image_check, "check-v2"))
+    cache = cache or {}
     if len(dataset) == 0:  # datasets' map adds no columns to an empty dataset
         checked = Dataset.from_dict({name: [] for name in features}, features=features)
     else:
-        checked = dataset.map(check, remove_columns=used + read_problems, features=features, num_proc=num_proc,
-                              load_from_cache_file=False, new_fingerprint=fingerprint,
-                              desc=f"Checking {plan.kind} rows ({split})")
+        with _main_process_first():
+            checked = dataset.map(check, remove_columns=used + read_problems, features=features, num_proc=num_proc,
+                                  load_from_cache_file=cache.get("load_from_cache_file", True),
+                                  cache_file_name=_check_cache_file(dataset, fingerprint, cache),
+                                  new_fingerprint=fingerprint, desc=f"Checking {plan.kind} rows ({split})")
     problems = list(checked["__problems__"])
     lines = list(checked[LINE_COLUMN]) if LINE_COLUMN in checked.column_names else [None] * len(checked)
     files = list(checked[FILE_COLUMN]) if FILE_COLUMN in checked.column_names else [None] * len(checked)
@@ -386,6 +437,8 @@ def _load(source, split, plan: _Plan, optional: set[str], on_bad_rows: str, embe
     string_columns = {column for canonical, columns in plan.inputs.items() if canonical not in ("image", "label",
                                                                                                  "source_image")
                       for column in columns}
+    cache = {"load_from_cache_file": load_kwargs.pop("load_from_cache_file", True),  # not datasets.load_dataset's
+             **{key: load_kwargs[key] for key in ("cache_dir", "keep_in_memory") if key in load_kwargs}}
     loaded, base_dir, description = read_source(source, split, load_kwargs, string_columns, streaming)
     if image_root is not None:
         base_dir = Path(image_root).expanduser().resolve()
@@ -409,7 +462,7 @@ def _load(source, split, plan: _Plan, optional: set[str], on_bad_rows: str, embe
         split_plan = _Plan(plan.kind, present, plan.features, plan.check_row)
         _require_columns(dataset, split_plan, optional)
         out[name] = _load_split(dataset, name, split_plan, base_dir, on_bad_rows, embed, num_proc, description,
-                                report, max_warnings, image_check)
+                                report, max_warnings, image_check, cache)
     hidden = report.num_skipped - max_warnings
     if hidden > 0:
         warnings.warn(f"... and {hidden} more bad rows skipped in {description} (see the returned LoadReport).",
@@ -443,13 +496,17 @@ def load_image_text_dataset(source, split: str | None = None, image_column: str 
         embed_images: store image bytes in the dataset instead of file paths (self-contained, larger).
         image_root: the folder relative image paths start from (default: the data file's folder, the image
             folder, the saved dataset's folder, or the working directory for in-memory and Hub datasets).
-        num_proc: processes for checking rows.
+        num_proc: processes for checking rows (`datasets.map(num_proc=...)`; without streaming).
         streaming: return a `datasets.IterableDataset` read shard by shard, its rows checked as they are read (bad
             rows dropped and counted in the report as the stream is iterated); an `IterableDataset` passed in is
             always streamed.
         image_check: "full" (open, verify and decode every image once; the default without streaming) or "header"
             (open the header: size and mode, no decode; the default when streaming).
         max_warnings: how many bad rows get a warning each (then one warning for the rest). `load_kwargs` go to `datasets.load_dataset` / `load_from_disk`.
+            Without streaming the check runs once per fingerprint (rows, options, image folder) and is cached (in
+            the dataset's cache folder, or `cache_dir` / `HF_DATASETS_CACHE` for JSON Lines / CSV files); the next
+            load, and the other processes of a distributed run (rank 0 checks first), read it and report the same
+            bad rows. `load_from_cache_file=False` checks again (e.g. after images were replaced in place).
 
     Returns:
         `(dataset, report)`.

@@ -124,6 +124,8 @@ class DataArguments:
     max_predict_samples: int | None = field(default=None, metadata={"help": "Truncate the test rows."})
     demo_num_products: int = field(default=400, metadata={"help": "Size of the demo catalog (when no data is named)."})
     demo_seed: int = field(default=0, metadata={"help": "Seed of the demo catalog."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={
+        "help": "Processes checking the rows (datasets.map num_proc); the check is cached and runs once."})
 
     def uses_demo(self) -> bool:
         return not any((self.dataset_name, self.train_file, self.validation_file, self.test_file))
@@ -266,7 +268,8 @@ def load_splits(data_args: DataArguments, loader: Callable, **loader_kwargs) -> 
     """Rows of the named data (`dataset_name` and/or split files) through `loader` (`load_image_text_dataset` or
     `load_omni_dataset`), and a JSON-able report of what each source kept and skipped."""
     splits, report = {}, {}
-    loader_kwargs = {"on_bad_rows": data_args.on_bad_rows, **loader_kwargs}
+    loader_kwargs = {"on_bad_rows": data_args.on_bad_rows, "num_proc": data_args.preprocessing_num_workers,
+                     **loader_kwargs}
     if data_args.dataset_name:
         extra = {"name": data_args.dataset_config_name} if data_args.dataset_config_name else {}
         loaded, load_report = loader(data_args.dataset_name, **loader_kwargs, **extra)
