@@ -85,7 +85,8 @@ class CommerceMMForProductCategorization(CommerceMMPreTrainedModel):
 
     @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, labels=None, text_depth=None,
-                image_depth=None, fusion_depth=None, has_text=None, has_image=None, **kwargs) -> SequenceClassifierOutput:
+                image_depth=None, fusion_depth=None, has_text=None, has_image=None,
+                **kwargs) -> SequenceClassifierOutput:
         r"""`has_text` / `has_image` (bool, one per row) mark what each item of a mixed batch has (the pipeline
         batches texts, images and pairs together); without them every row has what the tensors give."""
         embeds = self.commercemm.get_item_features(
@@ -152,12 +153,11 @@ class CommerceMMForRetrieval(CommerceMMPreTrainedModel):
         with `from_pretrained` (through `base_model_prefix`), and into a live head with `load_state_dict`.
 
         Example:
-            >>> import tempfile
-            >>> from commercemm_hf import CommerceMMConfig, CommerceMMModel
-            >>> folder = tempfile.mkdtemp()
-            >>> CommerceMMForRetrieval(CommerceMMConfig.from_preset("tiny")).save_pretrained(folder)
-            >>> type(CommerceMMModel.from_pretrained(folder)).__name__
-            'CommerceMMModel'
+            >>> from commercemm_hf import CommerceMMConfig
+            >>> head = CommerceMMForRetrieval(CommerceMMConfig.from_preset("tiny"))
+            >>> saved = head.commercemm.state_dict()  # the weights this method writes: `text_model.…`, no prefix
+            >>> head.load_state_dict(saved).missing_keys  # as Trainer's resume loads them back into the head
+            []
         """
         state_dict = kwargs.get("state_dict")
         if state_dict is not None:  # Trainer under DeepSpeed / FSDP hands over the head's (prefixed) state dict
