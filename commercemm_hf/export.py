@@ -247,13 +247,15 @@ def export_onnx(folder: str | os.PathLike, output: str | os.PathLike | None = No
 
 def add_export_parser(subcommands) -> None:
     """The `commercemm export` subcommand (registered by cli.py)."""
+    from .cli import add_flag
+
     parser = subcommands.add_parser("export", help="export the text, image and multimodal embeddings for serving")
     parser.add_argument("folder", help="a saved CommerceMM folder")
-    parser.add_argument("--format", choices=["onnx"], default="onnx")
-    parser.add_argument("--quantize", choices=list(QUANTIZATIONS), default=None,
+    add_flag(parser, "--format", choices=["onnx"], default="onnx")
+    add_flag(parser, "--quantize", choices=list(QUANTIZATIONS), default=None,
                         help="also write int8 graphs (ONNX Runtime dynamic quantisation)")
-    parser.add_argument("--output", default=None, help="output folder (default: FOLDER/onnx)")
-    parser.add_argument("--graphs", nargs="+", choices=list(GRAPHS), default=list(GRAPHS))
+    add_flag(parser, "--output", default=None, help="output folder (default: FOLDER/onnx)")
+    add_flag(parser, "--graphs", nargs="+", choices=list(GRAPHS), default=list(GRAPHS))
     parser.set_defaults(handler=lambda args: export_onnx(args.folder, args.output, args.quantize, tuple(args.graphs)))
 
 

@@ -140,8 +140,11 @@ def test_imported_model_runs_both_towers_saves_and_reloads(tmp_path):
     with torch.no_grad():
         outputs = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values)
     assert outputs.multimodal_embeds.shape == (3, 16)
+    # local folders are recorded by name only (no path in a config that may be published), so no base_model
+    assert model.config.imported_backbones == {"text": "local:text", "image": "local:vision"}
     model.save_pretrained(tmp_path / "imported")
     reloaded = CommerceMMModel.from_pretrained(tmp_path / "imported").eval()
+    assert reloaded.config.imported_backbones == {"text": "local:text", "image": "local:vision"}
     with torch.no_grad():
         again = reloaded(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values)
     torch.testing.assert_close(again.multimodal_embeds, outputs.multimodal_embeds)
@@ -189,3 +192,18 @@ def test_copy_into_names_shape_mismatches_and_missing_weights():
     del weights["encoder.layers.1.mlp.fc2.weight"]
     with pytest.raises(ValueError, match="lacks weights.*layers.1.mlp.fc2.weight"):
         copy_into(model.vision_model, weights, "image")
+
+
+def test_backbone_references_and_old_configs():
+    from commercemm_hf import CommerceMMConfig
+    from commercemm_hf.modeling.convert_backbones_commercemm import backbone_reference
+
+    assert backbone_reference("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert backbone_reference("/srv/models/bert-small/") == "local:bert-small"
+    assert backbone_reference("./bert") == "local:bert"
+    old = tiny_config().to_dict()
+    old.pop("imported_backbones")  # a config saved before the field existed
+    assert CommerceMMConfig.from_dict(old).imported_backbones is None
+    # transformers wraps config validation errors in huggingface_hub's StrictDataclassClassValidationError
+    with pytest.raises(Exception, match="imported_backbones must map 'text' / 'image'"):
+        tiny_config(imported_backbones={"audio": "org/x"})

@@ -106,8 +106,18 @@ def test_pretrain_command_takes_every_training_arguments_flag(tmp_path, monkeypa
     assert len(logged) == 2 and all(row["itc_loss"] > 0 for row in logged)
     with pytest.raises(SystemExit):
         main(["pretrain", "--output-dir", str(tmp_path / "x"), "--not_a_training_flag", "3"])
-    with pytest.raises(SystemExit, match="--output-dir"):
-        main(["pretrain", "--output_dir", str(tmp_path / "x")])
+    # one vocabulary: the example scripts' spellings are the command's own flags
+    from commercemm_hf.cli import parse_arguments
+
+    scripts = parse_arguments(["pretrain", "--output_dir", "x", "--train_file", "a.jsonl", "--omni_file", "b.jsonl",
+                               "--model_name_or_path", "small", "--tokenizer_name", "tok", "--text_backbone", "minilm",
+                               "--max_steps", "7", "--per_device_train_batch_size", "3", "--seed", "5"])
+    assert (scripts.output_dir, scripts.train_file, scripts.omni_file, scripts.preset, scripts.tokenizer,
+            scripts.text_backbone, scripts.seed) == ("x", "a.jsonl", "b.jsonl", "small", "tok", "minilm", 5)
+    assert scripts.training_arguments == {"max_steps": 7, "per_device_train_batch_size": 3}
+    assert parse_arguments(["pretrain", "--model_name_or_path", "outputs/m"]).model == "outputs/m"
+    with pytest.raises(SystemExit):  # a preset and a folder at once
+        parse_arguments(["pretrain", "--preset", "small", "--model_name_or_path", "outputs/m"])
     with pytest.raises(SystemExit):
         main(["demo", "--bf16"])
 

@@ -4,7 +4,7 @@ import json
 
 from commercemm_hf import CommerceMMConfig, CommerceMMForProductCategorization, CommerceMMModel
 from commercemm_hf.hub import save_hub_folder
-from commercemm_hf.publish import render_model_card
+from commercemm_hf.model_card import render_model_card
 
 from helpers import tiny_config
 
@@ -34,4 +34,26 @@ def test_head_fine_tuned_from_a_base_folder_is_not_tagged_zero_shot(tmp_path, pr
     assert "zero-shot-image-classification" not in card.text
     assert "a categorization head with 2 labels (mug, lamp)" in card.text
     base_card = render_model_card(base, REPO)  # the base model does serve transformers' zero-shot pipeline
-    assert base_card.data.pipeline_tag == "zero-shot-image-classification"
+    assert base_card.data.pipeline_tag == "feature-extraction"
+    assert "zero-shot-image-classification" in base_card.data.tags
+
+
+def test_embedder_metadata_tags_sentence_transformers_and_base_model(tmp_path, processor, tokenizer):
+    config = tiny_config(vocab_size=len(tokenizer),
+                         imported_backbones={"text": "sentence-transformers/all-MiniLM-L6-v2", "image": "local:vit"})
+    folder = save_hub_folder(CommerceMMModel(config), processor, tmp_path / "base")
+    card = render_model_card(folder, REPO)
+    assert card.data.pipeline_tag == "feature-extraction" and card.data.library_name == "transformers"
+    for tag in ("zero-shot-image-classification", "sentence-transformers", "sentence-similarity", "commercemm"):
+        assert tag in card.data.tags, tag
+    assert len(card.data.tags) == len(set(card.data.tags))
+    assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"  # the local image backbone is not one
+    assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in str(card)
+    # without the sentence-transformers files, no sentence-transformers tags; from scratch, no base_model
+    (folder / "modules.json").unlink()
+    config_values = json.loads((folder / "config.json").read_text())
+    config_values.pop("imported_backbones")
+    (folder / "config.json").write_text(json.dumps(config_values))
+    card = render_model_card(folder, REPO)
+    assert "sentence-transformers" not in card.data.tags and "sentence-similarity" not in card.data.tags
+    assert card.data.pipeline_tag == "feature-extraction" and card.data.base_model is None

@@ -187,7 +187,8 @@ def test_card_renders_the_folder_and_metrics_with_valid_metadata(folder):
 
     front = yaml.safe_load(text.split("---\n")[1])
     assert front["library_name"] == "transformers" and front["license"] == "apache-2.0"
-    assert front["pipeline_tag"] == "zero-shot-image-classification" and "commercemm" in front["tags"]
+    assert front["pipeline_tag"] == "feature-extraction" and "commercemm" in front["tags"]
+    assert "zero-shot-image-classification" in front["tags"] and "sentence-transformers" in front["tags"]
     loaded = ModelCard.load(folder / "README.md")
     assert loaded.data.library_name == "transformers"
     results = {result.metric_name: result for result in loaded.data.eval_results}

@@ -114,6 +114,33 @@ def test_embedding_pipeline_onnx_backend_equals_torch(exported, folder):
                     assert float(torch.dot(got[key], value)) >= 0.99
 
 
+def test_search_pipeline_onnx_backend_equals_torch(exported, folder):
+    """Indexing and queries on the exported graphs give the torch scores (fp32 exactly, int8 within 0.05)."""
+    from transformers import pipeline
+
+    products = [{"image": random_image(60 + i), "text": text or "x"} for i, text in enumerate(TEXTS)]
+    ids = [f"p{i}" for i in range(len(products))]
+    queries = ["red mug", {"image": random_image(70)}, {"image": random_image(71), "text": "lamp"}]
+    results = {}
+    for backend in ("torch", "onnx", "onnx-int8"):
+        search = pipeline("product-search", model=str(folder), trust_remote_code=True, backend=backend)
+        search.index_products(products, product_ids=ids, batch_size=2)
+        results[backend] = search(queries, top_k=len(products))
+        if backend == "torch":  # a call's backend= applies to its queries (the index stays the torch one)
+            mixed = search(queries, top_k=len(products), backend="onnx")
+    for backend, tolerance in (("onnx", 1e-5), ("onnx-int8", 0.05)):
+        for expected, got in zip(results["torch"], results[backend]):
+            if backend == "onnx":
+                assert [row["product_id"] for row in got] == [row["product_id"] for row in expected]
+            got_scores = {row["product_id"]: row["score"] for row in got}
+            for row in expected:
+                assert abs(got_scores[row["product_id"]] - row["score"]) <= tolerance, (backend, row)
+    for expected, got in zip(results["torch"], mixed):
+        assert [row["product_id"] for row in got] == [row["product_id"] for row in expected]
+    with pytest.raises(ValueError, match="backend must be one of"):
+        pipeline("product-search", model=str(folder), trust_remote_code=True, backend="tensorrt")
+
+
 def test_onnx_backend_errors_name_the_problem(folder, tmp_path):
     from transformers import pipeline
 

@@ -69,10 +69,10 @@ from PIL import Image as PILImage
 from .reading import (
     LINE_COLUMN, PROBLEM_COLUMN, TEXT_FORMATS, data_folder_layout, image_folder_rows, read_data_file, string_value,
 )
+from .schema import DIRECTION_OF, OMNI_FEATURES, SOURCE_TYPES, source_type_of, undecoded
 from .shards import FILE_COLUMN, as_stream, read_shards, shard_files, shards_folder
 
 
-SOURCE_TYPES = ("query", "view", "post")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 
@@ -335,13 +335,6 @@ def _columns(spec: str | Sequence[str]) -> list[str]:
     return [spec] if isinstance(spec, str) else list(spec)
 
 
-def _undecoded(dataset: Dataset, columns: list[str]) -> Dataset:
-    for column in columns:
-        if isinstance(dataset.features.get(column), Image) and dataset.features[column].decode:
-            dataset = dataset.cast_column(column, Image(decode=False))
-    return dataset
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # The shared loading loop
 # ----------------------------------------------------------------------------------------------------------------
@@ -405,7 +398,7 @@ def _load_split(dataset: Dataset, split: str, plan: _Plan, base_dir: Path, on_ba
                 image_check: str = "full") -> Dataset:
     used = sorted({column for columns in plan.inputs.values() for column in columns
                    if column in dataset.column_names})
-    dataset = _undecoded(dataset, used)
+    dataset = undecoded(dataset, used)
     used, read_problems, features = _checked_features(dataset, plan)
     check = _row_check(plan, _ImageChecker(base_dir, embed, full=image_check == "full"))
     fingerprint = Hasher.hash((dataset._fingerprint, plan.kind, plan.inputs, str(base_dir), embed, image_check, "check-v1"))
@@ -455,7 +448,7 @@ def _stream_split(stream: IterableDataset, split: str, plan: _Plan, optional: se
                for canonical, columns in plan.inputs.items()}
     plan = _Plan(plan.kind, present, plan.features, plan.check_row)
     _require_columns(stream, plan, optional)
-    stream = _undecoded(stream, [column for columns in plan.inputs.values() for column in columns])
+    stream = undecoded(stream, [column for columns in plan.inputs.values() for column in columns])
     used, read_problems, features = _checked_features(stream, plan)
     check = _row_check(plan, _ImageChecker(base_dir, embed, full=image_check == "full", cache=False))
     position = {"index": -1}
@@ -657,8 +650,7 @@ def load_omni_dataset(source, split: str | None = None, source_type_column: str 
     inputs.update({"product_id": [product_id_column], "image": [image_column], "text": _columns(text_column)})
     # The default names may be absent from the data; names the caller chose must exist.
     optional = {canonical for canonical, column in chosen.items() if column in (None, defaults[canonical])}
-    features = {"source_type": Value("string"), "source_text": Value("string"), "source_image": Image(),
-                "product_id": Value("string"), "image": Image(), "text": Value("string")}
+    features = dict(OMNI_FEATURES.copy())
 
     def check_row(values: dict, images: _ImageChecker):
         problems, cleared = [], []
@@ -671,25 +663,24 @@ def load_omni_dataset(source, split: str | None = None, source_type_column: str 
         if problem:
             problems.append(f"source_type: {problem}")
         if source_type is None:
-            source_type = {(True, False): "query", (False, True): "view", (True, True): "post"}.get(
-                (source_text is not None, has_image))
+            source_type = source_type_of(has_text=source_text is not None, has_image=has_image)
             if source_type is None:
                 problems.append("source: neither a source text nor a source image")
         else:
             source_type = source_type.strip().lower()
             if source_type not in SOURCE_TYPES:
                 problems.append(f"source_type: unknown source_type {source_type!r} (expected one of {SOURCE_TYPES})")
-        source_image = None
-        if source_type in ("view", "post"):
+        source_image, direction = None, DIRECTION_OF.get(source_type)
+        if direction and direction.has_image:
             source_image, problem = images(raw_image)
             if problem:
                 problems.append(f"source_image: {problem}")
-        elif source_type == "query" and has_image:
-            cleared.append("source_image of query rows")
-        if source_type in ("query", "post") and source_text is None:
-            problems.append("source_text: empty " + ("query text" if source_type == "query" else "post caption"))
-        if source_type == "view" and source_text is not None:
-            cleared.append("source_text of view rows")
+        elif direction and has_image:
+            cleared.append(f"source_image of {source_type} rows")
+        if direction and direction.has_text and source_text is None:
+            problems.append(f"source_text: empty {direction.text_name}")
+        if direction and not direction.has_text and source_text is not None:
+            cleared.append(f"source_text of {source_type} rows")
             source_text = None
         product_id, problem = _clean_text(values["product_id"][0])
         if problem or product_id is None:

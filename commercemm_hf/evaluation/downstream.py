@@ -7,26 +7,27 @@
 | 3 | `image_to_text` | product image -> its text among all products' texts | Recall@1/5/10, MRR, nDCG@10 |
 | 4 | `text_to_image` | product text -> its image | same |
 | 5 | `query_to_product` | search query (text) -> product (multimodal) | same |
-| 6 | `view_to_product` | another view (image) -> product (multimodal) | same |
-| 7 | `post_to_product` | tagged post (image + caption) -> product (multimodal) | same |
+| 6 | `image_to_product` | another view (image) -> product (multimodal) | same |
+| 7 | `product_to_product` | tagged post (image + caption) -> product (multimodal) | same |
 
 Tasks 1 and 2 use a fine-tuned `CommerceMMForProductCategorization` when one is given; without one they run
 zero-shot, like CLIP: each label's name is embedded as a text query and a product takes the label whose query its
 multimodal embedding matches best (for attributes named `group:value`, such as the demo's `colour:red`, one value
 per group; otherwise the single best label). Tasks 3-7 use the embeddings of `model` (a pretrained or a
 retrieval-fine-tuned `CommerceMMModel`). Retrieval runs over every distinct product of the split, with pessimistic
-tie-breaking.
+tie-breaking. Tasks 5-7 carry the names of the fine-tuning tasks (`examples/run_retrieval.py --task`); the metrics
+are also written under their old names (`view_to_product_*`, `post_to_product_*`), and the table shows both.
 
 Example:
     >>> from commercemm_hf import CommerceMMModel
-    >>> from commercemm_hf.data import to_image_text_rows, to_omni_rows
+    >>> from commercemm_hf.data.schema import to_image_text_rows, to_omni_rows, without_old_direction_names
     >>> from commercemm_hf.training.recipes import prepare_demo
     >>> demo = prepare_demo(num_products=30, vocab_size=300)
     >>> model = CommerceMMModel(demo.config)
     >>> split = demo.catalog["validation"]
     >>> metrics = evaluate_downstream(model, demo.processor, to_image_text_rows(split), to_omni_rows(split))
-    >>> sorted({name.split("_recall")[0] for name in metrics if "recall@1" in name})
-    ['image_to_text', 'post_to_product', 'query_to_product', 'text_to_image', 'view_to_product']
+    >>> sorted({name.split("_recall")[0] for name in without_old_direction_names(metrics) if "recall@1" in name})
+    ['image_to_product', 'image_to_text', 'product_to_product', 'query_to_product', 'text_to_image']
 """
 
 from __future__ import annotations
@@ -36,12 +37,16 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..data.schema import DIRECTIONS
 from .metrics import categorization_metrics
 from .zero_shot import embed, image_text_retrieval_metrics, omni_retrieval_metrics, processed_batches
 
 
-DOWNSTREAM_TASKS = ("categorization", "attributes", "image_to_text", "text_to_image", "query_to_product",
-                    "view_to_product", "post_to_product")
+DOWNSTREAM_TASKS = ("categorization", "attributes", "image_to_text", "text_to_image",
+                    *(direction.name for direction in DIRECTIONS))
+
+# direction name -> "name/old name" for the table rows, so a reader of either name finds the row
+_ROW_NAME = {direction.name: f"{direction.name}/{direction.old_name}" for direction in DIRECTIONS if direction.old_name}
 
 
 def _label_names(dataset, column: str) -> list[str] | None:
@@ -168,7 +173,8 @@ def downstream_table(results: dict[str, dict[str, float]]) -> str:
         for metric in headline.get(task, ("recall@1", "recall@10", "mrr")):
             key = f"{task}_{metric}"
             if any(key in values for values in results.values()):
-                rows.append((f"{task} {metric}", [values.get(key, float("nan")) for values in results.values()]))
+                rows.append((f"{_ROW_NAME.get(task, task)} {metric}",
+                             [values.get(key, float("nan")) for values in results.values()]))
     width = max([len(name) for name, _ in rows] + [20])
     lines = [f"{'task metric':{width}s}" + "".join(f"{column:>16s}" for column in results),
              "-" * (width + 16 * len(results))]

@@ -11,10 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
+from ..data.schema import DIRECTION_OF, SOURCE_EMBEDDING, with_old_direction_names
 from .retrieval import distinct_products, embedding_retrieval_metrics
-
-
-SOURCE_EMBEDDING = {"query": "text", "view": "image", "post": "multimodal"}
 
 
 def processed_batches(model, processor, images: Sequence | None, texts: Sequence[str] | None, batch_size: int):
@@ -52,8 +50,10 @@ def _named(metrics: dict, prefix: str) -> dict[str, float]:
 @torch.no_grad()
 def omni_retrieval_metrics(model, processor, omni_dataset, batch_size: int = 32, product_kind: str = "multimodal",
                            ks=(1, 5, 10), **depths) -> dict[str, float]:
-    """Recall@k / MRR / nDCG@10 of each source type (`query_to_product_recall@1`, ...) against every distinct
-    product of `omni_dataset` (rows with `source_type`, `source_text`, `source_image`, `product_id`, `image`, `text`)."""
+    """Recall@k / MRR / nDCG@10 of each source type against every distinct product of `omni_dataset` (rows with
+    `source_type`, `source_text`, `source_image`, `product_id`, `image`, `text`), named after the direction's
+    fine-tuning task (`query_to_product_recall@1`, `image_to_product_mrr`, `product_to_product_ndcg@10`; see
+    `commercemm_hf.data.schema.DIRECTIONS`), each also under its old name (`view_to_product_*`, `post_to_product_*`)."""
     was_training = model.training
     model.eval()
     product_rows, product_of_row = distinct_products(omni_dataset["product_id"])
@@ -69,9 +69,10 @@ def omni_retrieval_metrics(model, processor, omni_dataset, batch_size: int = 32,
         source_embeds = embed(model, processor, sources["source_image"] if kind != "text" else None,
                               sources["source_text"] if kind != "image" else None, kind, batch_size, **depths)
         gold = product_of_row[rows]
-        metrics.update(_named(embedding_retrieval_metrics(source_embeds, product_embeds, gold, ks=ks), f"{source_type}_to_product"))
+        metrics.update(_named(embedding_retrieval_metrics(source_embeds, product_embeds, gold, ks=ks),
+                              DIRECTION_OF[source_type].name))
     model.train(was_training)
-    return metrics
+    return with_old_direction_names(metrics)
 
 
 @torch.no_grad()
@@ -89,4 +90,4 @@ def image_text_retrieval_metrics(model, processor, dataset, batch_size: int = 32
     return metrics
 
 
-__all__ = ["embed", "processed_batches", "image_text_retrieval_metrics", "omni_retrieval_metrics"]
+__all__ = ["SOURCE_EMBEDDING", "embed", "processed_batches", "image_text_retrieval_metrics", "omni_retrieval_metrics"]

@@ -6,7 +6,8 @@ and a multimodal fusion encoder over both. This file holds the three stack confi
 `CommerceMMConfig`, which also carries every pretraining knob (mask ratios, ITM negatives, MIM targets, Omni pairs,
 loss weights, modality-randomization depth choices) so that a checkpoint says how it was trained.
 
-This file travels as Hugging Face remote code: it imports only transformers and the standard library.
+This file travels as Hugging Face remote code: it imports only transformers, huggingface_hub
+(transformers' own dependency) and the standard library.
 """
 
 import math
@@ -22,6 +23,7 @@ IMAGE_TEXT_TASKS = ("mlm", "mim_kl", "mim_fr", "itc", "itm")
 EMBEDDING_KINDS = ("text", "image", "multimodal")
 OMNI_TASKS = tuple(f"omni_{source}_to_{target}" for source in EMBEDDING_KINDS for target in EMBEDDING_KINDS)
 PRETRAINING_TASKS = IMAGE_TEXT_TASKS + OMNI_TASKS
+# Restated from commercemm_hf/data/schema.py (SOURCE_TYPES), the home of the row schema: remote code may not import it.
 OMNI_SOURCE_TYPES = ("query", "view", "post")
 
 # The value domain of every numeric field that the shape checks of `validate_architecture` do not cover, by field
@@ -282,6 +284,9 @@ class CommerceMMConfig(PreTrainedConfig):
             `CommerceMMForRetrieval` matches, e.g. text -> multimodal for query -> product.
         expected_modalities: what a fine-tuned head was trained on (`["image", "text"]`, `["image"]` or
             `["text"]`; None: not recorded); the pipelines warn when an input lacks one of them.
+        imported_backbones: the backbones `from_text_vision_pretrained` imported, by tower (`{"text": "org/name",
+            "image": ...}`): a Hub id as given, or `"local:<folder name>"` for a local folder (no path is stored);
+            the model card lists the Hub ids as `base_model`. None: trained from scratch, or not recorded.
 
     Example:
         >>> from commercemm_hf import CommerceMMConfig
@@ -337,6 +342,8 @@ class CommerceMMConfig(PreTrainedConfig):
     retrieval_target: str = "multimodal"
     # --- fine-tuned heads: the modalities the head was trained on (pipelines warn on inputs lacking one)
     expected_modalities: list[str] | None = None
+    # --- provenance: backbones imported by from_text_vision_pretrained (the card's base_model)
+    imported_backbones: dict[str, str] | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -420,6 +427,12 @@ class CommerceMMConfig(PreTrainedConfig):
         ):
             raise ValueError("CommerceMMConfig.expected_modalities must be a non-empty list of 'image' / 'text', got "
                              f"{self.expected_modalities!r}.")
+        if self.imported_backbones is not None and (
+            set(self.imported_backbones) - {"text", "image"}
+            or not all(isinstance(value, str) and value for value in self.imported_backbones.values())
+        ):
+            raise ValueError("CommerceMMConfig.imported_backbones must map 'text' / 'image' to a backbone id, got "
+                             f"{self.imported_backbones!r}.")
         if self.omni_pairs is not None:
             unknown = sorted(set(self.omni_pairs) - set(OMNI_TASKS))
             if unknown:

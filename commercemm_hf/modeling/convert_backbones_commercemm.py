@@ -12,9 +12,11 @@ Supported families (by the backbone config's `model_type`):
 Every mapping is tested by importing a randomly initialised transformers reference model (`BertModel`,
 `XLMRobertaModel`, `ViTModel`, `CLIPVisionModel`) and checking equal hidden states.
 
-This file travels as Hugging Face remote code: it imports only torch, transformers and the standard library.
+This file travels as Hugging Face remote code: it imports only torch, transformers, the standard library
+and single-dot siblings.
 """
 
+import os
 import re
 
 import torch
@@ -300,7 +302,25 @@ def model_from_text_vision_pretrained(model_class, text=None, vision=None, confi
     logger.warning("Imported pretrained backbones into CommerceMM: " + "; ".join(imported) + ". The fusion encoder "
                    "and the other projections start untrained: pretrain or fine-tune before use.")
     model.config.name_or_path = ""
+    model.config.imported_backbones = {kind: backbone_reference(source) for kind, source in
+                                       (("text", text), ("image", vision)) if source is not None}
     return model
+
+
+def backbone_reference(name_or_path) -> str:
+    """How a backbone is recorded in `config.imported_backbones`: a Hub id as given, `"local:<folder name>"` for a
+    local folder (a published config must not carry the publisher's file system paths).
+
+    Example:
+        >>> backbone_reference("sentence-transformers/all-MiniLM-L6-v2")
+        'sentence-transformers/all-MiniLM-L6-v2'
+        >>> backbone_reference("/data/models/my-bert")
+        'local:my-bert'
+    """
+    text = os.fspath(name_or_path)
+    if os.path.exists(text) or os.path.isabs(text) or text.startswith(("./", "../", "~")):
+        return "local:" + (os.path.basename(os.path.normpath(text)) or "backbone")
+    return text
 
 
 def _import_summary(kind: str, name_or_path, family: str, stack_config, weights: dict, missing: list[str]) -> str:

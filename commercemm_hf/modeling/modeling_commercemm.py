@@ -13,7 +13,8 @@ Embeddings follow transformers 5's CLIP convention: `get_text_features`, `get_im
 is the one door above them that every head, pipeline, evaluator and trainer uses: it embeds whatever each item has
 (text only, image only, or both), at the depths asked.
 
-This file travels as Hugging Face remote code: it imports only torch, transformers and single-dot siblings.
+This file travels as Hugging Face remote code: it imports only torch, transformers, safetensors
+(transformers' own dependency) and single-dot siblings.
 """
 
 from collections.abc import Callable

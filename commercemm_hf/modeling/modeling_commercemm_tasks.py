@@ -25,7 +25,8 @@ from .losses_commercemm import contrastive_loss
 from .modeling_commercemm import CommerceMMModel, CommerceMMPreTrainedModel
 
 
-#: Source -> target embedding kinds of the retrieval tasks the examples fine-tune.
+#: Source -> target embedding kinds of the retrieval tasks the examples fine-tune. The three `*_to_product` names
+#: and source kinds restate commercemm_hf/data/schema.py's DIRECTIONS (remote code may not import it).
 RETRIEVAL_TASKS = {
     "query_to_product": ("text", "multimodal"),
     "image_to_product": ("image", "multimodal"),

@@ -14,6 +14,7 @@ import torch
 from transformers import Pipeline
 
 from .pipeline_commercemm_index import ProductIndex
+from .pipeline_commercemm_onnx import features_model, split_backend
 from .pipeline_commercemm_inputs import (ON_BAD_ITEMS, base_model, check_products, collate, default_product_ids,
                                           embed_rows, encode_item, normalize_item, split_depths, warn_about_inputs,
                                           warn_about_skipped)
@@ -22,6 +23,10 @@ from .pipeline_commercemm_shards import read_embedding_shards
 
 class CommerceMMProductSearchPipeline(Pipeline):
     """Query a product index by text, image or both; each result is a list of `{"product_id", "score"}`.
+
+    `backend="onnx"` (or `"onnx-int8"`), as for `product-embedding`, embeds the catalog and the queries with the
+    graphs of `commercemm export` (in `<model folder>/onnx`, or `onnx_folder=`) through ONNX Runtime; given to
+    `pipeline(...)` it applies to indexing and queries, given to a call it applies to that call's queries.
 
     Example:
         >>> # from transformers import pipeline
@@ -41,6 +46,8 @@ class CommerceMMProductSearchPipeline(Pipeline):
 
     def __init__(self, *args, index_backend: str = "auto", index_type: str = "flat", index_options: dict | None = None,
                  **kwargs):
+        # the embedding backend (torch / onnx / onnx-int8) is the pipeline's: indexing uses it as well as queries
+        self.backend_options = split_backend(kwargs)
         super().__init__(*args, **kwargs)
         self.index_backend, self.index_type, self.index_options = index_backend, index_type, dict(index_options or {})
         self.product_index: ProductIndex | None = None
@@ -52,8 +59,12 @@ class CommerceMMProductSearchPipeline(Pipeline):
 
     # ------------------------------------------------------------------------------------------------ the index
 
+    def _features_model(self, backend_options: dict | None = None):
+        options = {**self.backend_options, **(backend_options or {})}
+        return features_model(self, base_model(self.model), options.get("backend", "torch"), options.get("onnx_folder"))
+
     def _embed_products(self, products, product_kind, batch_size, depths) -> torch.Tensor:
-        model = base_model(self.model)
+        model = self._features_model()
         chunks = []
         for start in range(0, len(products), batch_size):
             items = [normalize_item(item) for item in products[start:start + batch_size]]
@@ -139,7 +150,7 @@ class CommerceMMProductSearchPipeline(Pipeline):
     # ------------------------------------------------------------------------------------------------ queries
 
     def _sanitize_parameters(self, top_k=None, filter=None, **kwargs):
-        forward_params = split_depths(kwargs)
+        forward_params = {**split_depths(kwargs), **split_backend(kwargs)}
         if kwargs:
             raise ValueError(f"Unknown arguments for product-search: {sorted(kwargs)}.")
         postprocess_params = {}
@@ -158,9 +169,10 @@ class CommerceMMProductSearchPipeline(Pipeline):
             raise ValueError("Index a catalog first: search.index_products(products, product_ids) or search.load_index(path).")
         return encode_item(normalize_item(item), self.tokenizer, self.image_processor, base_model(self.model).config)
 
-    def _forward(self, model_inputs, **depths):
+    def _forward(self, model_inputs, backend=None, onnx_folder=None, **depths):
+        options = {name: value for name, value in (("backend", backend), ("onnx_folder", onnx_folder)) if value}
         with torch.no_grad():
-            return {"query_embeds": embed_rows(base_model(self.model), model_inputs, depths)["preferred"]}
+            return {"query_embeds": embed_rows(self._features_model(options), model_inputs, depths)["preferred"]}
 
     def postprocess(self, model_outputs, top_k=10, filter=None):
         return self.product_index.query(model_outputs["query_embeds"], top_k, filter)[0]

@@ -10,7 +10,8 @@ the combined modality and runs the fusion encoder for it. `commercemm_hf.hub.sav
 Encode one kind per call (a batch mixing texts, images and pairs is refused by sentence-transformers itself). Images
 are PIL images, paths or URLs.
 
-This file travels as remote code, loaded by sentence-transformers (which is then installed).
+This file travels as remote code, loaded by sentence-transformers (which is then installed): it imports
+sentence_transformers, transformers and single-dot siblings only.
 
 Example:
     >>> # from sentence_transformers import SentenceTransformer

@@ -83,6 +83,26 @@ class CommerceMMProcessor(ProcessorMixin):
             )
         super().__init__(image_processor, tokenizer)
 
+    @classmethod
+    def from_model_config(cls, config, tokenizer, **image_processor_kwargs) -> "CommerceMMProcessor":
+        """The processor that fits `config` (a `CommerceMMConfig`): images resized (shortest edge) and center-cropped
+        to its `vision_config.image_size`; a model with `num_channels != 3` keeps the images' own channels
+        (`do_convert_rgb=False`). `image_processor_kwargs` override the rest (mean, std, resample, ...).
+
+        Example:
+            >>> from commercemm_hf import CommerceMMConfig, CommerceMMProcessor, train_commercemm_tokenizer
+            >>> tokenizer = train_commercemm_tokenizer(["red mug", "blue lamp"] * 5, vocab_size=300)
+            >>> config = CommerceMMConfig.from_preset("tiny", vision_config={"image_size": 48})
+            >>> processor = CommerceMMProcessor.from_model_config(config, tokenizer)
+            >>> processor.image_processor.crop_size["height"], processor.image_processor.size["shortest_edge"]
+            (48, 48)
+        """
+        size = config.vision_config.image_size
+        options = {"size": {"shortest_edge": size}, "crop_size": {"height": size, "width": size}}
+        if getattr(config.vision_config, "num_channels", 3) != 3:
+            options["do_convert_rgb"] = False
+        return cls(CommerceMMImageProcessor(**{**options, **image_processor_kwargs}), tokenizer)
+
     @property
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "pixel_values"]

@@ -206,27 +206,29 @@ def embed_products(model_path, dataset, output_dir, kinds=("multimodal",), batch
 
 
 def add_embed_parser(commands):
+    from ..cli import add_flag
+
     embed = commands.add_parser("embed", help="embed a product catalog into safetensors shards (resumable, "
                                               "several processes under accelerate launch)")
     embed.add_argument("model", help="a CommerceMM folder")
-    embed.add_argument("--products", required=True, help="products: .jsonl/.csv/.parquet (image paths relative to "
+    add_flag(embed, "--products", required=True, help="products: .jsonl/.csv/.parquet (image paths relative to "
                                                          "the file), saved dataset, image folder or Hub dataset name")
-    embed.add_argument("--output-dir", required=True, help="where the shards go (rerun the command to resume)")
-    embed.add_argument("--kinds", default="multimodal", help="comma-separated: multimodal,text,image")
-    embed.add_argument("--split", default=None)
-    embed.add_argument("--image-column", default="image", help="'none' for text-only products")
-    embed.add_argument("--text-column", default="text", help="'none' for image-only products")
-    embed.add_argument("--product-id-column", default=None, help="default: the row number")
-    embed.add_argument("--metadata-columns", default="", help="comma-separated string columns kept for filters")
-    embed.add_argument("--on-bad-rows", choices=("skip", "raise"), default="skip")
-    embed.add_argument("--batch-size", type=int, default=32)
-    embed.add_argument("--shard-size", type=int, default=10_000)
+    add_flag(embed, "--output-dir", required=True, help="where the shards go (rerun the command to resume)")
+    add_flag(embed, "--kinds", default="multimodal", help="comma-separated: multimodal,text,image")
+    add_flag(embed, "--split", default=None)
+    add_flag(embed, "--image-column", default="image", help="'none' for text-only products")
+    add_flag(embed, "--text-column", default="text", help="'none' for image-only products")
+    add_flag(embed, "--product-id-column", default=None, help="default: the row number")
+    add_flag(embed, "--metadata-columns", default="", help="comma-separated string columns kept for filters")
+    add_flag(embed, "--on-bad-rows", choices=("skip", "raise"), default="skip")
+    add_flag(embed, "--batch-size", type=int, default=32)
+    add_flag(embed, "--shard-size", type=int, default=10_000)
     embed.set_defaults(run=run_embed_command)
     return embed
 
 
 def run_embed_command(args) -> dict:
-    from ..data import load_image_text_dataset
+    from ..data.loading import load_image_text_dataset
 
     image_column = None if args.image_column.lower() == "none" else args.image_column
     text_column = None if args.text_column.lower() == "none" else args.text_column

@@ -7,17 +7,12 @@ Rows are what `commercemm_hf.data` produces (DESIGN.md section 3):
   tagged post both.
 """
 
-import hashlib
 from collections.abc import Sequence
 
 import torch
 
+from ..data.schema import stable_id
 from ..modeling.configuration_commercemm import CommerceMMConfig
-
-
-def stable_id(value) -> int:
-    """A process-independent 63-bit integer for an id string (Python's `hash` is salted per process)."""
-    return int.from_bytes(hashlib.blake2b(str(value).encode("utf-8"), digest_size=8).digest(), "big") >> 1
 
 
 def _column(features: Sequence[dict], name: str, kind: str) -> list:

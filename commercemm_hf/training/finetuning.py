@@ -44,17 +44,14 @@ from datasets import Dataset, DatasetDict
 from transformers import HfArgumentParser, Trainer, TrainerState, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..modeling.configuration_commercemm import PRESETS, CommerceMMConfig, from_scratch_initializer_range
+from ..data.schema import TASK_SOURCE_TYPE, stable_id
+from ..modeling.configuration_commercemm import PRESETS, CommerceMMConfig
 from ..modeling.modeling_commercemm_tasks import RETRIEVAL_TASKS
 from .checkpoints import DEFAULT_SAVE_TOTAL_LIMIT, CheckpointSizeCallback, finished_run
-from .collators import stable_id
 from .disk_space import disk_full_named
 
 
 logger = logging.getLogger(__name__)
-
-#: The Omni source type a retrieval task trains on (image<->text tasks use the products' own images and texts).
-TASK_SOURCE_TYPE = {"query_to_product": "query", "image_to_product": "view", "product_to_product": "post"}
 
 #: For each retrieval task, the row columns of the source and of the target, by modality.
 RETRIEVAL_FIELDS = {
@@ -86,6 +83,12 @@ class ModelArguments:
     tokenizer_name: str | None = field(default=None, metadata={
         "help": "From scratch only: a tokenizer folder or Hub id (default: a byte-level BPE trained on the training "
                 "texts)."})
+    text_backbone: str | None = field(default=None, metadata={
+        "help": "From a preset only: a BERT / RoBERTa / XLM-R folder or Hub id whose weights start the text tower and "
+                "whose tokenizer the processor uses ('minilm': the offline all-MiniLM-L6-v2 of the minilm extra, the "
+                "shape of the small preset)."})
+    vision_backbone: str | None = field(default=None, metadata={
+        "help": "From a preset only: a ViT or CLIP folder or Hub id whose weights start the image tower."})
     vocab_size: int = field(default=4000, metadata={"help": "Size of the BPE vocabulary trained from scratch."})
     max_seq_length: int = field(default=64, metadata={"help": "Texts are truncated to this many tokens."})
     trust_remote_code: bool = field(default=False, metadata={
@@ -393,7 +396,7 @@ def load_categorization_data(data_args: DataArguments, args: CategorizationArgum
         splits = DatasetDict({name: rows.select_columns(columns).rename_columns(
             {args.label_column: "label"} if args.label_column != "label" else {}) for name, rows in catalog.items()})
         return splits, {"demo catalog": {name: len(rows) for name, rows in splits.items()}}
-    from ..data import load_image_text_dataset
+    from ..data.loading import load_image_text_dataset
 
     return load_splits(data_args, load_image_text_dataset,
                        image_column=(data_args.image_column or "image") if modalities != "text" else None,
@@ -406,7 +409,8 @@ def load_retrieval_data(data_args: DataArguments, args: RetrievalArguments, imag
     `product_id`, and the product's `image` / `text`. On the demo catalog: queries (query_to_product), other
     views (image_to_product), tagged posts with captions (product_to_product), and the products' own images and
     texts (image_to_text, text_to_image; other views add training rows)."""
-    from ..data import load_image_text_dataset, load_omni_dataset, to_image_text_rows, to_omni_rows
+    from ..data.loading import load_image_text_dataset, load_omni_dataset
+    from ..data.schema import to_image_text_rows, to_omni_rows
 
     source_type = TASK_SOURCE_TYPE.get(args.task)
     if data_args.uses_demo():
@@ -467,45 +471,18 @@ def training_texts(splits: DatasetDict) -> list[str]:
 
 def load_model_and_processor(model_args: ModelArguments, model_class, texts: Callable[[], list[str]] | None = None,
                              config_transform: Callable | None = None, **config_overrides):
-    """`(model, processor)`: `model_class` from a preset (from scratch: tokenizer from `tokenizer_name` or trained on
-    `texts()`), or from a folder / Hub id with its processor (`config_overrides` update the loaded config)."""
-    from transformers import AutoProcessor, AutoTokenizer
+    """`(model, processor)` for the example scripts' `ModelArguments`, through `create_model_and_processor`: from a
+    preset (tokenizer from `tokenizer_name` or trained on `texts()`), or from a folder / Hub id with its processor
+    (`config_overrides` update the loaded config)."""
+    from ..factory import create_model_and_processor
 
-    from ..processing import CommerceMMImageProcessor, CommerceMMProcessor, train_commercemm_tokenizer
-
-    name = model_args.model_name_or_path
-    if name in PRESETS:
-        if model_args.tokenizer_name:
-            tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name,
-                                                      trust_remote_code=model_args.trust_remote_code)
-        else:
-            corpus = texts() if texts is not None else []
-            if corpus:
-                logger.info(f"Training a byte-level BPE tokenizer on {len(corpus)} training texts.")
-            else:
-                # Image-only rows: no text is encoded in training, but the processor (and the saved folder) still
-                # needs a tokenizer. One byte per token, no merges learned: it encodes any text, and nothing from
-                # outside the user's data goes into it.
-                logger.warning("No training texts (image-only data): the processor gets a byte-level tokenizer "
-                               "without merges. Pass --tokenizer_name to use another.")
-                corpus = ["a"]
-            tokenizer = train_commercemm_tokenizer(corpus, vocab_size=model_args.vocab_size,
-                                                   model_max_length=model_args.max_seq_length)
-        config = CommerceMMConfig.from_preset(name, text_config={"vocab_size": len(tokenizer)}, **config_overrides)
-        config = config_transform(config) if config_transform else config
-        if "initializer_range" not in config_overrides:  # from scratch: see from_scratch_initializer_range
-            config.initializer_range = from_scratch_initializer_range(config)
-        model = model_class(config)
-        size = config.vision_config.image_size
-        processor = CommerceMMProcessor(
-            CommerceMMImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}), tokenizer)
-        return model, processor
-    processor = AutoProcessor.from_pretrained(name, trust_remote_code=model_args.trust_remote_code)
-    config = CommerceMMConfig.from_pretrained(name, **config_overrides)
-    config = config_transform(config) if config_transform else config
-    # a new label set or an older head's classifier of another size: start that classifier afresh
-    model = model_class.from_pretrained(name, config=config, ignore_mismatched_sizes=True)
-    return model, processor
+    scratch = model_args.model_name_or_path in PRESETS
+    return create_model_and_processor(
+        model_args.model_name_or_path, model_class, texts=texts if scratch else None,
+        tokenizer=model_args.tokenizer_name, text_backbone=model_args.text_backbone,
+        vision_backbone=model_args.vision_backbone, vocab_size=model_args.vocab_size,
+        max_seq_length=model_args.max_seq_length, trust_remote_code=model_args.trust_remote_code,
+        config_transform=config_transform, **config_overrides)
 
 
 # ----------------------------------------------------------------------------------------------------------------

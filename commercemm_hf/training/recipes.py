@@ -17,6 +17,7 @@ import torch
 from transformers import TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
+from ..data.schema import DIRECTIONS, direction_metric, to_image_text_rows, to_omni_rows
 from ..modeling.configuration_commercemm import IMAGE_TEXT_TASKS, OMNI_TASKS, PRETRAINING_TASKS, CommerceMMConfig
 from ..modeling.modeling_commercemm_pretraining import CommerceMMForPreTraining
 from .checkpoints import CheckpointSizeCallback
@@ -32,7 +33,7 @@ ABLATIONS = {
     "no modality randomization": dict(tasks=PRETRAINING_TASKS, modality_randomization=False),
 }
 
-OMNI_DIRECTIONS = ("query_to_product", "view_to_product", "post_to_product")
+OMNI_DIRECTIONS = tuple(direction.name for direction in DIRECTIONS)
 
 
 @dataclass
@@ -53,8 +54,8 @@ def prepare_demo(num_products: int = 400, seed: int = 0, preset: str = "tiny", v
                  **config_overrides) -> DemoData:
     """Build the SYNTHETIC demo catalog, its image-text and Omni rows, a BPE tokenizer trained on its training texts,
     the processor and a `preset` config sized to them."""
-    from ..data import build_demo_catalog, to_image_text_rows, to_omni_rows
-    from ..processing import CommerceMMImageProcessor, CommerceMMProcessor, train_commercemm_tokenizer
+    from ..data.demo_catalog import build_demo_catalog
+    from ..processing import CommerceMMProcessor, train_commercemm_tokenizer
 
     config = CommerceMMConfig.from_preset(preset, **config_overrides)
     size = config.vision_config.image_size
@@ -63,9 +64,7 @@ def prepare_demo(num_products: int = 400, seed: int = 0, preset: str = "tiny", v
     tokenizer = train_commercemm_tokenizer(texts, vocab_size=vocab_size, model_max_length=64)
     config = CommerceMMConfig.from_preset(preset, **{**config_overrides, "text_config": {
         **config_overrides.get("text_config", {}), "vocab_size": len(tokenizer)}})
-    processor = CommerceMMProcessor(
-        CommerceMMImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}), tokenizer
-    )
+    processor = CommerceMMProcessor.from_model_config(config, tokenizer)
     return DemoData(
         catalog=catalog,
         train_rows=to_image_text_rows(catalog["train"], include_views=True),
@@ -129,7 +128,9 @@ def zero_shot_metrics(model, processor, validation_omni, validation_rows=None, b
 
 
 def mean_omni_recall_at_10(metrics: dict[str, float]) -> float:
-    values = [metrics[f"{direction}_recall@10"] for direction in OMNI_DIRECTIONS if f"{direction}_recall@10" in metrics]
+    # direction_metric reads the old names too: results files written before the directions were renamed
+    values = [value for value in (direction_metric(metrics, direction, "recall@10") for direction in OMNI_DIRECTIONS)
+              if not math.isnan(value)]
     return sum(values) / len(values) if values else math.nan
 
 
@@ -175,13 +176,14 @@ def run_ablation(output_dir, num_products: int = 400, steps: int = 300, batch_si
 
 
 def ablation_table(results: dict[str, dict[str, float]]) -> str:
-    columns = [f"{d}_recall@10" for d in OMNI_DIRECTIONS] + ["mean_omni_recall@10", "image_to_text_recall@10",
-                                                             "text_to_image_recall@10"]
+    columns = ["mean_omni_recall@10", "image_to_text_recall@10", "text_to_image_recall@10"]
     short = ["query→prod", "view→prod", "post→prod", "Omni mean", "img→text", "text→img"]
     lines = [f"{'variant (R@10, held-out products)':34s}" + "".join(f"{name:>11s}" for name in short),
              "-" * (34 + 11 * len(short))]
     for name, metrics in results.items():
-        lines.append(f"{name:34s}" + "".join(f"{metrics.get(column, math.nan):11.3f}" for column in columns))
+        values = [direction_metric(metrics, direction, "recall@10") for direction in OMNI_DIRECTIONS]
+        values += [metrics.get(column, math.nan) for column in columns]
+        lines.append(f"{name:34s}" + "".join(f"{value:11.3f}" for value in values))
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ from transformers import TrainingArguments
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from commercemm_hf import CommerceMMForPreTraining, CommerceMMImageProcessor, CommerceMMProcessor  # noqa: E402
+from commercemm_hf import CommerceMMForPreTraining, CommerceMMProcessor  # noqa: E402
 from commercemm_hf import train_commercemm_tokenizer  # noqa: E402
 from commercemm_hf.modeling.modeling_commercemm_pretraining import contrastive_loss  # noqa: E402
 from commercemm_hf.training import CommerceMMPretrainingTrainer, trainer as trainer_module  # noqa: E402
@@ -21,9 +21,7 @@ from helpers import tiny_config, tiny_datasets  # noqa: E402
 
 output_dir = sys.argv[1]
 tokenizer = train_commercemm_tokenizer(CORPUS, vocab_size=300, model_max_length=40)
-processor = CommerceMMProcessor(
-    CommerceMMImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tokenizer
-)
+processor = CommerceMMProcessor.from_model_config(tiny_config(vocab_size=len(tokenizer)), tokenizer)
 image_text, omni = tiny_datasets(16)
 torch.manual_seed(0)
 model = CommerceMMForPreTraining(tiny_config(vocab_size=len(tokenizer), full_depth_probability=0.3))

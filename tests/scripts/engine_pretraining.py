@@ -15,7 +15,7 @@ from transformers import TrainerCallback, TrainingArguments
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from commercemm_hf import CommerceMMForPreTraining, CommerceMMImageProcessor, CommerceMMProcessor  # noqa: E402
+from commercemm_hf import CommerceMMForPreTraining, CommerceMMProcessor  # noqa: E402
 from commercemm_hf import train_commercemm_tokenizer  # noqa: E402
 from commercemm_hf.training import CommerceMMPretrainingTrainer  # noqa: E402
 from conftest import CORPUS  # noqa: E402
@@ -24,9 +24,7 @@ from helpers import tiny_config, tiny_datasets  # noqa: E402
 
 output_dir, engine = sys.argv[1], sys.argv[2]
 tokenizer = train_commercemm_tokenizer(CORPUS, vocab_size=300, model_max_length=40)
-processor = CommerceMMProcessor(
-    CommerceMMImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tokenizer
-)
+processor = CommerceMMProcessor.from_model_config(tiny_config(vocab_size=len(tokenizer)), tokenizer)
 image_text, omni = tiny_datasets(24)
 torch.manual_seed(0)
 model = CommerceMMForPreTraining(tiny_config(vocab_size=len(tokenizer)))
