@@ -1,5 +1,6 @@
 """Fine-tuning heads: categorization (multi-class, multi-label; image, text or both) and retrieval (every direction)."""
 
+import json
 import math
 
 import pytest
@@ -118,3 +119,23 @@ def test_retrieval_head_refuses_inputs_that_cannot_give_its_embedding(tokenizer,
                                                retrieval_target="multimodal"))
     with pytest.raises(ValueError, match="multimodal embedding needs an image and a text"):
         model(source_input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"])
+
+
+def test_a_saved_retrieval_head_loads_back_the_way_trainer_resumes(tokenizer, rows, tmp_path):
+    """The folder is the encoder (a plain CommerceMMModel); Trainer's resume and --load_best_model_at_end load it
+    with `model.load_state_dict(state_dict, strict=False)` into the head, which must take every weight."""
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    config = tiny_config(vocab_size=len(tokenizer), retrieval_source="text", retrieval_target="multimodal")
+    trained, fresh = CommerceMMForRetrieval(config), CommerceMMForRetrieval(config)
+    trained.save_pretrained(tmp_path / "checkpoint")
+    assert json.loads((tmp_path / "checkpoint" / "config.json").read_text())["architectures"] == ["CommerceMMModel"]
+    result = fresh.load_state_dict(load_file(tmp_path / "checkpoint" / "model.safetensors"), strict=False)
+    assert not result.missing_keys and not result.unexpected_keys
+    for (name, value), (_, expected) in zip(fresh.state_dict().items(), trained.state_dict().items()):
+        assert torch.equal(value, expected), name
+    # the head's own (prefixed) state dict, as DeepSpeed / FSDP saves hand it over, is saved as the encoder too
+    trained.save_pretrained(tmp_path / "from_state_dict", state_dict=trained.state_dict())
+    saved = load_file(tmp_path / "from_state_dict" / "model.safetensors")
+    assert saved and not any(key.startswith("commercemm.") for key in saved)

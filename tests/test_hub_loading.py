@@ -112,3 +112,36 @@ print(json.dumps({"scores": {row["label"]: row["score"] for row in scores},
 """ % (TEXTS,), saved)
     for label, expected in zip(TEXTS, result["expected"]):
         assert result["scores"][label] == pytest.approx(expected, abs=1e-5)
+
+
+def test_pretraining_folder_carries_the_losses_file_and_trains_without_the_package(tmp_path, processor, tokenizer):
+    """The losses live in their own remote-code file: a pretraining folder carries it (imported by the pretraining
+    and the retrieval model files), and a fresh process without the package computes the same Omni losses."""
+    from commercemm_hf import CommerceMMForPreTraining
+
+    torch.manual_seed(0)
+    model = CommerceMMForPreTraining(tiny_config(vocab_size=len(tokenizer))).eval()
+    save_hub_folder(model, processor, tmp_path / "pretraining")
+    files = {path.name for path in (tmp_path / "pretraining").iterdir()}
+    assert {"losses_commercemm.py", "modeling_commercemm_pretraining.py"} <= files
+    size = model.config.vision_config.image_size
+    ones = torch.ones(6, 6, dtype=torch.long)
+    batch = {"product_input_ids": torch.randint(5, 100, (4, 6)), "product_attention_mask": ones[:4],
+             "product_pixel_values": torch.randn(4, 3, size, size), "product_index": torch.arange(4),
+             "source_input_ids": torch.randint(5, 100, (2, 5)), "source_attention_mask": ones[:2, :5].contiguous(),
+             "source_text_rows": torch.tensor([0, 2]), "source_pixel_values": torch.randn(2, 3, size, size),
+             "source_image_rows": torch.tensor([1, 2])}
+    with torch.no_grad():
+        expected = model(**batch).losses
+    save_file(batch, str(tmp_path / "batch.safetensors"))
+    result = run_without_package("""
+import json, torch
+from safetensors.torch import load_file
+from transformers import AutoModelForPreTraining
+model = AutoModelForPreTraining.from_pretrained("pretraining", trust_remote_code=True).eval()
+with torch.no_grad():
+    losses = model(**load_file("batch.safetensors")).losses
+print(json.dumps({"module": type(model).__module__, "losses": {task: float(value) for task, value in losses.items()}}))
+""", tmp_path)
+    assert result["module"].startswith("transformers_modules")
+    assert result["losses"] == pytest.approx({task: float(value) for task, value in expected.items()}, abs=1e-5)

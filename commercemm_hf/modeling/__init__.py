@@ -9,7 +9,7 @@ from .configuration_commercemm import (
     CommerceMMTextConfig,
     CommerceMMVisionConfig,
 )
-from .modeling_commercemm import CommerceMMModel, CommerceMMOutput, CommerceMMPreTrainedModel
+from .modeling_commercemm import CommerceMMItemOutput, CommerceMMModel, CommerceMMOutput, CommerceMMPreTrainedModel
 from .modeling_commercemm_pretraining import CommerceMMForPreTraining, CommerceMMForPreTrainingOutput
 from .modeling_commercemm_tasks import (
     RETRIEVAL_TASKS,

@@ -136,8 +136,8 @@ def source_to_product_loss(queries, products, rows, product_index, scale):
 
     Example:
         >>> products = F.normalize(torch.eye(3), dim=-1)
-        >>> loss = source_to_product_loss(products[[2]], products, torch.tensor([2]), torch.arange(3), torch.tensor(100.0))
-        >>> bool(loss < 1e-3)
+        >>> scale = torch.tensor(100.0)
+        >>> bool(source_to_product_loss(products[[2]], products, torch.tensor([2]), torch.arange(3), scale) < 1e-3)
         True
     """
     # A source at batch row r retrieves product r; gather the positives first so that `contrastive_loss`'s
@@ -150,4 +150,5 @@ def source_to_product_loss(queries, products, rows, product_index, scale):
     return contrastive_loss(queries, candidates, scale, product_index[rows], candidate_ids)
 
 
-__all__ = ["contrastive_loss", "gather_rows", "process_rank_and_world", "sample_in_proportion", "source_to_product_loss"]
+__all__ = ["contrastive_loss", "gather_rows", "process_rank_and_world", "sample_in_proportion",
+           "source_to_product_loss"]

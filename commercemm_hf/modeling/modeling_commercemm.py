@@ -1065,8 +1065,9 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
             image_slot = torch.full((batch_size,), -1, dtype=torch.long, device=device)
             text_slot[text_rows] = torch.arange(len(text_rows), device=device)
             image_slot[image_rows] = torch.arange(len(image_rows), device=device)
-            fused_outputs = self.fusion_model(image_tokens[image_slot[both_rows]], text_tokens[text_slot[both_rows]],
-                                              text_mask[text_slot[both_rows]], depth=self._depth("fusion", fusion_depth))
+            text_of, image_of = text_slot[both_rows], image_slot[both_rows]
+            fused_outputs = self.fusion_model(image_tokens[image_of], text_tokens[text_of], text_mask[text_of],
+                                              depth=self._depth("fusion", fusion_depth))
             out["multimodal"] = (both_rows, unit(self.multimodal_projection(fused_outputs.pooler_output), dim=-1))
         dtype = next((values.dtype for _, values in out.values()), self.text_projection.weight.dtype)
         embeds = {}

@@ -86,7 +86,8 @@ class CommerceMMForProductCategorization(CommerceMMPreTrainedModel):
 
     @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, labels=None, text_depth=None,
-                image_depth=None, fusion_depth=None, has_text=None, has_image=None, **kwargs) -> SequenceClassifierOutput:
+                image_depth=None, fusion_depth=None, has_text=None, has_image=None,
+                **kwargs) -> SequenceClassifierOutput:
         r"""`has_text` / `has_image` (bool, one per row) mark what each item of a mixed batch has (the pipeline
         batches texts, images and pairs together); without them every row has what the tensors give."""
         embeds = self.commercemm.get_item_features(
@@ -142,11 +143,26 @@ class CommerceMMForRetrieval(CommerceMMPreTrainedModel):
     def __init__(self, config: CommerceMMConfig):
         super().__init__(config)
         self.commercemm = CommerceMMModel(config)
+        # what `save_pretrained` writes (the encoder's keys) loads back through `load_state_dict`, which is how
+        # Trainer resumes and restores the best checkpoint: no Trainer override needed
+        self.register_load_state_dict_pre_hook(_encoder_keys_into_head)
         self.post_init()
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Saves the fine-tuned `CommerceMMModel` (the retrieval loss adds no weights), so the folder loads with
-        `AutoModel` for embedding and search, and back into this class with `from_pretrained`."""
+        """Saves the fine-tuned `CommerceMMModel` (the retrieval loss adds no weights), so the folder is a plain base
+        model: it loads with `AutoModel` for embedding and search (with or without the package), back into this class
+        with `from_pretrained` (through `base_model_prefix`), and into a live head with `load_state_dict`.
+
+        Example:
+            >>> from commercemm_hf import CommerceMMConfig
+            >>> head = CommerceMMForRetrieval(CommerceMMConfig.from_preset("tiny"))
+            >>> saved = head.commercemm.state_dict()  # the weights this method writes: `text_model.…`, no prefix
+            >>> head.load_state_dict(saved).missing_keys  # as Trainer's resume loads them back into the head
+            []
+        """
+        state_dict = kwargs.get("state_dict")
+        if state_dict is not None:  # Trainer under DeepSpeed / FSDP hands over the head's (prefixed) state dict
+            kwargs["state_dict"] = {_encoder_key(key): value for key, value in state_dict.items()}
         return self.commercemm.save_pretrained(save_directory, *args, **kwargs)
 
     @can_return_tuple
@@ -173,6 +189,19 @@ class CommerceMMForRetrieval(CommerceMMPreTrainedModel):
                     raise ValueError("The retrieval loss needs one target per source (row i retrieves target i).")
                 loss = contrastive_loss(source_embeds, target_embeds, scale, target_index, target_index)
         return CommerceMMRetrievalOutput(loss=loss, logits=logits, source_embeds=source_embeds, target_embeds=target_embeds)
+
+
+def _encoder_key(key: str) -> str:
+    prefix = CommerceMMForRetrieval.base_model_prefix + "."
+    return key[len(prefix):] if key.startswith(prefix) else key
+
+
+def _encoder_keys_into_head(module, state_dict, prefix, *args):
+    """`load_state_dict` pre-hook of `CommerceMMForRetrieval`: keys of its saved `CommerceMMModel` (`text_model...`)
+    are the head's `commercemm.text_model...`; keys that already carry the prefix are left as they are."""
+    inner = prefix + module.base_model_prefix + "."
+    for key in [key for key in state_dict if key.startswith(prefix) and not key.startswith(inner)]:
+        state_dict[inner + key[len(prefix):]] = state_dict.pop(key)
 
 
 __all__ = ["CommerceMMForProductCategorization", "CommerceMMForRetrieval", "CommerceMMRetrievalOutput",

@@ -136,9 +136,12 @@ class OnnxEmbeddingModel:
                     ids, mask = input_ids[rows], attention_mask[rows]
                     length = max(int(mask.sum(dim=1).max()), 1)  # the pipelines pad on the right
                     ids, mask = ids[:, :length], mask[:, :length]
-                features = (self.get_text_features(ids, mask, **_only(depths, "text")) if name == "text"
-                            else self.get_image_features(pixel_values[rows], **_only(depths, "image")) if name == "image"
-                            else self.get_multimodal_features(ids, pixel_values[rows], mask, **depths))
+                if name == "text":
+                    features = self.get_text_features(ids, mask, **_only(depths, "text"))
+                elif name == "image":
+                    features = self.get_image_features(pixel_values[rows], **_only(depths, "image"))
+                else:
+                    features = self.get_multimodal_features(ids, pixel_values[rows], mask, **depths)
                 values[rows] = features.pooler_output.to(values.dtype)
             embeds[name] = torch.nn.functional.normalize(values, dim=-1) if normalize else values
         if kind is not None:

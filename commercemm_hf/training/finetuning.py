@@ -46,7 +46,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..data.schema import DIRECTIONS, TASK_SOURCE_TYPE, stable_id
 from ..modeling.configuration_commercemm import PRESETS, CommerceMMConfig
-from ..modeling.modeling_commercemm_tasks import RETRIEVAL_TASKS, CommerceMMForRetrieval
+from ..modeling.modeling_commercemm_tasks import RETRIEVAL_TASKS
 from .checkpoints import DEFAULT_SAVE_TOTAL_LIMIT, CheckpointSizeCallback, finished_run
 from .disk_space import disk_full_named
 
@@ -620,23 +620,6 @@ class CommerceMMRetrievalTrainer(_HeadTrainerMixin, Trainer):
         self._setup_head_training(kwargs.get("args"))
         super().__init__(*args, **kwargs)
         self._after_init()
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        # CommerceMMForRetrieval checkpoints hold the CommerceMMModel (its `save_pretrained` saves the encoder, so
-        # the folder loads with AutoModel); Trainer loads with strict=False, so load into the encoder, not the head.
-        model = model if model is not None else self.model
-        target = model.commercemm if isinstance(model, CommerceMMForRetrieval) else model
-        return super()._load_from_checkpoint(resume_from_checkpoint, model=target)
-
-    def _load_best_model(self):
-        # the same for --load_best_model_at_end, which loads into `self.model`
-        head = self.model
-        if isinstance(head, CommerceMMForRetrieval):
-            self.model = head.commercemm
-        try:
-            super()._load_best_model()
-        finally:
-            self.model = head
 
     def _embed(self, rows: Dataset, part: str, metric_key_prefix: str) -> torch.Tensor:
         collator = self.data_collator
