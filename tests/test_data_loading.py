@@ -9,7 +9,7 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Image
 from PIL import Image as PILImage
 
-from commercemm_hf.data import loading
+from commercemm_hf.data import loading, reading
 from commercemm_hf.data.demo_catalog import build_demo_catalog, to_image_text_rows, to_omni_rows
 from commercemm_hf.data.loading import BadRowWarning, LoadReport, load_image_text_dataset, load_omni_dataset
 
@@ -107,7 +107,7 @@ def test_checks_are_cached_by_fingerprint_and_report_the_same_rows(kind, files, 
     _write_jsonl(files / "rows.jsonl", ROWS)
     source = files / "rows.jsonl"
     if kind == "saved":  # a dataset with cache files of its own: datasets caches the check beside them
-        rows = loading.read_data_file(source, {"caption"})
+        rows = reading.read_data_file(source, {"caption"})
         rows.remove_columns([loading.LINE_COLUMN, loading.PROBLEM_COLUMN]).save_to_disk(str(files / "saved"))
         source = files / "saved"
     opened = []
