@@ -23,7 +23,7 @@ Example:
     >>> folder = save_hub_folder(model, processor, tempfile.mkdtemp())
     >>> encoder = SentenceTransformer(str(folder), trust_remote_code=True)
     >>> image = Image.new("RGB", (64, 64), "red")
-    >>> [encoder.encode(inputs).shape for inputs in (["red ceramic mug"], [image], [{"text": "red mug", "image": image}])]
+    >>> [encoder.encode(batch).shape for batch in (["red ceramic mug"], [image], [{"text": "red mug", "image": image}])]
     [(1, 128), (1, 128), (1, 128)]
 """
 
