@@ -17,8 +17,17 @@ def save_hub_folder(model: PreTrainedModel, processor: ProcessorMixin, folder: s
     """Save `model` and `processor` into `folder` so it loads with the Auto classes, with or without the package.
 
     Example:
-        >>> # save_hub_folder(model, processor, "outputs/commercemm-tiny")
-        >>> # AutoModel.from_pretrained("outputs/commercemm-tiny", trust_remote_code=True)
+        >>> import tempfile
+        >>> from transformers import AutoModel
+        >>> from commercemm_hf import create_model_and_processor
+        >>> from commercemm_hf.hub import save_hub_folder
+        >>> model, processor = create_model_and_processor("tiny", texts=["red mug", "blue lamp"] * 5, vocab_size=300)
+        >>> folder = save_hub_folder(model, processor, tempfile.mkdtemp())
+        >>> sorted(path.name for path in folder.glob("*.json"))  # doctest: +NORMALIZE_WHITESPACE
+        ['config.json', 'config_sentence_transformers.json', 'modules.json', 'processor_config.json',
+         'sentence_commercemm_config.json', 'tokenizer.json', 'tokenizer_config.json']
+        >>> type(AutoModel.from_pretrained(folder, trust_remote_code=True)).__name__
+        'CommerceMMModel'
     """
     from .pipelines import custom_pipelines_for, pipeline_code_files
 

@@ -223,7 +223,17 @@ def save_retrieval_examples(model, processor, omni_dataset, path, per_type: int 
     product beside a miss); save a PNG at `path` and return it.
 
     Example:
-        >>> # save_retrieval_examples(model, processor, demo.validation_omni, "retrieval_examples.png")
+        >>> import os, tempfile
+        >>> from PIL import Image
+        >>> from commercemm_hf import CommerceMMModel
+        >>> from commercemm_hf.evaluation.retrieval_examples import save_retrieval_examples
+        >>> from commercemm_hf.training.recipes import prepare_demo
+        >>> demo = prepare_demo(num_products=20, vocab_size=300)
+        >>> model = CommerceMMModel(demo.config)
+        >>> path = save_retrieval_examples(model, demo.processor, demo.validation_omni,
+        ...                                os.path.join(tempfile.mkdtemp(), "retrieval_examples.png"))
+        >>> Image.open(path).format
+        'PNG'
     """
     rows, catalog = retrieval_example_rows(model, processor, omni_dataset, per_type, top_k, batch_size, **depths)
     sheet = draw_examples(rows, catalog["image"], list(catalog["text"]), top_k)

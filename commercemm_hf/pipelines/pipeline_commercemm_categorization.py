@@ -17,10 +17,21 @@ class CommerceMMCategorizationPipeline(InputWarningsMixin, Pipeline):
     inputs lacking one of them; an unreadable image is a ValueError naming its path.
 
     Example:
-        >>> # from transformers import pipeline
-        >>> # classify = pipeline("product-categorization", model="outputs/categorization", trust_remote_code=True)
-        >>> # classify({"image": "mug.jpg", "text": "red ceramic mug"}, top_k=3)
-        >>> # [{'label': 'mug', 'score': 0.93}, ...]
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> from transformers import pipeline
+        >>> from commercemm_hf import CommerceMMForProductCategorization, create_model_and_processor
+        >>> from commercemm_hf.hub import save_hub_folder
+        >>> model, processor = create_model_and_processor(
+        ...     "tiny", CommerceMMForProductCategorization, texts=["red mug", "blue lamp"] * 5, vocab_size=300,
+        ...     num_labels=3, id2label={0: "mug", 1: "lamp", 2: "vase"})
+        >>> folder = save_hub_folder(model, processor, tempfile.mkdtemp())  # a fine-tuned head's folder, untrained here
+        >>> classify = pipeline("product-categorization", model=str(folder), trust_remote_code=True)
+        >>> labels = classify({"image": Image.new("RGB", (64, 64), "red"), "text": "red ceramic mug"}, top_k=2)
+        >>> len(labels), sorted(labels[0]), labels[0]["score"] >= labels[1]["score"]
+        (2, ['label', 'score'], True)
+        >>> round(sum(label["score"] for label in classify("red mug", top_k=3)), 4)  # softmax over the 3 labels
+        1.0
     """
 
     _load_tokenizer = True

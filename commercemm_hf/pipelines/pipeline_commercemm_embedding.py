@@ -22,9 +22,20 @@ class CommerceMMEmbeddingPipeline(InputWarningsMixin, Pipeline):
     Runtime instead of torch, with the same results.
 
     Example:
-        >>> # from transformers import pipeline
-        >>> # embed = pipeline("product-embedding", model="outputs/commercemm-tiny", trust_remote_code=True)
-        >>> # embed([{"image": "mug.jpg", "text": "red mug"}, "blue lamp"], batch_size=8)
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> from transformers import pipeline
+        >>> from commercemm_hf import create_model_and_processor
+        >>> from commercemm_hf.hub import save_hub_folder
+        >>> model, processor = create_model_and_processor("tiny", texts=["red mug", "blue lamp"] * 5, vocab_size=300)
+        >>> folder = save_hub_folder(model, processor, tempfile.mkdtemp())
+        >>> embed = pipeline("product-embedding", model=str(folder), trust_remote_code=True)
+        >>> mug = Image.new("RGB", (64, 64), "red")
+        >>> results = embed([{"image": mug, "text": "red mug"}, "blue lamp"], batch_size=8)
+        >>> [{kind: None if values is None else len(values) for kind, values in result.items()} for result in results]
+        ... # doctest: +NORMALIZE_WHITESPACE
+        [{'text_embeds': 128, 'image_embeds': 128, 'multimodal_embeds': 128},
+         {'text_embeds': 128, 'image_embeds': None, 'multimodal_embeds': None}]
     """
 
     _load_tokenizer = True

@@ -167,9 +167,25 @@ class ProductIndex:
         search_params: FAISS search parameters such as `nprobe=32` or `efSearch=128` (see `set_search_parameters`).
 
     Example:
-        >>> # index = ProductIndex(256, index_type="hnsw", efSearch=128)
-        >>> # index.add(vectors, ids, metadata=[{"category": "mug"}, ...]); index.upsert(new_vectors, ids[:10])
-        >>> # index.query(queries, top_k=10, filter={"category": ["mug", "cup"]}); index.save("catalog_index")
+        >>> import os, tempfile, torch
+        >>> from commercemm_hf.pipelines.pipeline_commercemm_index import ProductIndex
+        >>> vectors = torch.nn.functional.normalize(torch.randn(20, 16), dim=1)
+        >>> ids = [f"p{i}" for i in range(20)]
+        >>> index = ProductIndex(16, index_type="hnsw", efSearch=128)
+        >>> index.add(vectors, ids, metadata=[{"category": "mug" if i % 2 else "lamp"} for i in range(20)])
+        >>> index.upsert(-vectors[:10], ids[:10])  # replaces p0 ... p9 (and their metadata)
+        >>> len(index), index.metadata_of("p11"), index.metadata_of("p1")
+        (20, {'category': 'mug'}, {})
+        >>> hits = index.query(vectors[10:12], top_k=3, filter={"category": ["mug", "cup"]})
+        >>> [len(row) for row in hits], {index.metadata_of(hit["product_id"])["category"] for row in hits
+        ...                              for hit in row}
+        ([3, 3], {'mug'})
+        >>> index.query(vectors[11:12], top_k=1)[0][0]["product_id"]
+        'p11'
+        >>> folder = os.path.join(tempfile.mkdtemp(), "catalog_index")
+        >>> index.save(folder)
+        >>> len(ProductIndex.load(folder))
+        20
     """
 
     def __init__(self, dim: int, product_kind: str = "multimodal", backend: str = "auto", index_type: str = "flat",

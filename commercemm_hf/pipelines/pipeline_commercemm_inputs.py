@@ -125,8 +125,15 @@ def warn_about_inputs(items: list, tokenizer, config, what: str = "inputs") -> d
     `{"empty_texts": [indices], "truncated_texts": [indices], "missing_modalities": {modality: [indices]}}`.
 
     Example:
-        >>> # warn_about_inputs(["red mug", "  ", long_description], tokenizer, model.config)
-        >>> # WARNING ... 1 of 3 texts are empty or whitespace only (items [1]) ...
+        >>> from commercemm_hf import create_model_and_processor
+        >>> from commercemm_hf.pipelines.pipeline_commercemm_inputs import warn_about_inputs
+        >>> model, processor = create_model_and_processor("tiny", texts=["red mug", "blue lamp"] * 5, vocab_size=300)
+        >>> long_description = "red ceramic mug " * 50  # over the 64 tokens the model reads
+        >>> warn_about_inputs(["red mug", "  ", long_description], processor.tokenizer, model.config)
+        {'empty_texts': [1], 'truncated_texts': [2], 'missing_modalities': {}}
+
+        and logs, at WARNING: "1 of 3 texts of these 3 inputs are empty or whitespace only (items [1]): ..." and
+        "1 of 3 texts of these 3 inputs are longer than the 64 tokens the model reads and were truncated ...".
     """
     texts = {index: text for index, item in enumerate(items)
              for text in [_raw_parts(item)[0]] if isinstance(text, str)}
@@ -183,8 +190,17 @@ def check_products(products: list, product_ids: list[str], product_kind: str, on
     the position of `products[0]` in the caller's list (for the messages).
 
     Example:
-        >>> # items, ids, skipped = check_products([{"image": "missing.jpg", "text": "mug"}], ["p1"], "multimodal")
-        >>> # skipped == [{"index": 0, "product_id": "p1", "reason": "product 0 (id 'p1'): cannot read the image ..."}]
+        >>> from PIL import Image
+        >>> from commercemm_hf.pipelines.pipeline_commercemm_inputs import check_products
+        >>> products = [{"image": "missing.jpg", "text": "mug"}, "blue lamp",
+        ...             {"image": Image.new("RGB", (64, 64), "red"), "text": "red mug"}]
+        >>> items, ids, skipped = check_products(products, ["p1", "p2", "p3"], "multimodal")
+        >>> ids, [item["text"] for item in items]
+        (['p3'], ['red mug'])
+        >>> for entry in skipped:
+        ...     print(entry["index"], entry["product_id"], entry["reason"])
+        0 p1 product 0 (id 'p1'): cannot read the image 'missing.jpg': no such file (nor a URL or base64 image data)
+        1 p2 product 1 (id 'p2') has no image, which a multimodal index needs.
     """
     if on_bad_items not in ON_BAD_ITEMS:
         raise ValueError(f"on_bad_items must be one of {ON_BAD_ITEMS}, got {on_bad_items!r}.")

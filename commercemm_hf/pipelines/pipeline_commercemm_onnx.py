@@ -43,8 +43,20 @@ class OnnxEmbeddingModel:
     a ValueError.
 
     Example:
-        >>> # onnx_model = OnnxEmbeddingModel("outputs/demo/commercemm-tiny-demo/onnx", config=model.config)
-        >>> # onnx_model.get_text_features(input_ids, attention_mask).pooler_output   # (batch, projection_dim)
+        >>> import tempfile, torch
+        >>> from commercemm_hf import create_model_and_processor
+        >>> from commercemm_hf.export import export_onnx
+        >>> from commercemm_hf.hub import save_hub_folder
+        >>> from commercemm_hf.pipelines.pipeline_commercemm_onnx import OnnxEmbeddingModel
+        >>> model, processor = create_model_and_processor("tiny", texts=["red mug", "blue lamp"] * 5, vocab_size=300)
+        >>> folder = save_hub_folder(model, processor, tempfile.mkdtemp())
+        >>> _ = export_onnx(folder, graphs=("text",), verbose=False)
+        >>> onnx_model = OnnxEmbeddingModel(folder / "onnx", config=model.config)
+        >>> batch = processor(text=["red mug", "blue lamp"], return_tensors="pt", padding=True)
+        >>> embeds = onnx_model.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output
+        >>> eager = model.eval().get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output
+        >>> embeds.shape, bool(torch.allclose(embeds, eager, atol=1e-4))  # (batch, projection_dim), as eager
+        (torch.Size([2, 128]), True)
     """
 
     def __init__(self, folder, config, int8: bool = False, threads: int | None = None):

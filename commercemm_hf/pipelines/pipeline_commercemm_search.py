@@ -29,14 +29,42 @@ class CommerceMMProductSearchPipeline(Pipeline):
     `pipeline(...)` it applies to indexing and queries, given to a call it applies to that call's queries.
 
     Example:
-        >>> # from transformers import pipeline
-        >>> # search = pipeline("product-search", model="outputs/commercemm-tiny", trust_remote_code=True)
-        >>> # search.index_products([{"image": img, "text": "red mug"}, ...], product_ids=["p1", ...])
-        >>> # search("red mug", top_k=5)          # or an image, or {"image": ..., "text": ...}
-        >>> # search.save_index("catalog_index"); search.load_index("catalog_index")
-        >>> # large catalogs: embed once with `commercemm embed`, then an approximate index from the shards
-        >>> # search = pipeline("product-search", model=..., trust_remote_code=True, index_type="hnsw")
-        >>> # search.index_from_shards("embeddings/"); search("red mug", top_k=5, filter={"category": "mugs"})
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> from transformers import pipeline
+        >>> from commercemm_hf import create_model_and_processor
+        >>> from commercemm_hf.hub import save_hub_folder
+        >>> model, processor = create_model_and_processor("tiny", texts=["red mug", "blue lamp"] * 5, vocab_size=300)
+        >>> folder = save_hub_folder(model, processor, tempfile.mkdtemp())
+        >>> search = pipeline("product-search", model=str(folder), trust_remote_code=True)
+        >>> products = [{"image": Image.new("RGB", (64, 64), "red"), "text": "red mug"},
+        ...             {"image": Image.new("RGB", (64, 64), "blue"), "text": "blue lamp"}]
+        >>> len(search.index_products(products, product_ids=["p1", "p2"]))
+        2
+        >>> hits = search("red mug", top_k=5)  # or an image, or {"image": ..., "text": ...}
+        >>> sorted(hit["product_id"] for hit in hits), sorted(hits[0])  # an untrained model: any order
+        (['p1', 'p2'], ['product_id', 'score'])
+        >>> index_folder = tempfile.mkdtemp()
+        >>> search.save_index(index_folder)
+        >>> search.load_index(index_folder).product_ids
+        ['p1', 'p2']
+
+    Large catalogs: embed once (`commercemm embed`, or `embed_products`), then an approximate index from the
+    shards, with a metadata filter:
+
+        >>> from datasets import Dataset
+        >>> from commercemm_hf.search.embedding_job import embed_products
+        >>> rows = Dataset.from_list([{**product, "product_id": product_id, "category": category} for product,
+        ...                           product_id, category in zip(products, ["p1", "p2"], ["mugs", "lamps"])])
+        >>> shards = tempfile.mkdtemp()
+        >>> _ = embed_products(folder, rows, shards, metadata_columns=("category",), progress=False)
+        ... # doctest: +ELLIPSIS
+        process 0: embedded 2 products in ... s into ...
+        >>> search = pipeline("product-search", model=str(folder), trust_remote_code=True, index_type="hnsw")
+        >>> len(search.index_from_shards(shards))
+        2
+        >>> [hit["product_id"] for hit in search("red mug", top_k=5, filter={"category": "mugs"})]
+        ['p1']
     """
 
     _load_tokenizer = True

@@ -14,9 +14,17 @@ This file travels as remote code, loaded by sentence-transformers (which is then
 sentence_transformers, transformers and single-dot siblings only.
 
 Example:
-    >>> # from sentence_transformers import SentenceTransformer
-    >>> # model = SentenceTransformer("outputs/demo/commercemm-tiny-demo", trust_remote_code=True)
-    >>> # model.encode(["red ceramic mug"]), model.encode([image]), model.encode([{"text": "red mug", "image": image}])
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> from sentence_transformers import SentenceTransformer
+    >>> from commercemm_hf import create_model_and_processor
+    >>> from commercemm_hf.hub import save_hub_folder
+    >>> model, processor = create_model_and_processor("tiny", texts=["red mug", "blue lamp"] * 5, vocab_size=300)
+    >>> folder = save_hub_folder(model, processor, tempfile.mkdtemp())
+    >>> encoder = SentenceTransformer(str(folder), trust_remote_code=True)
+    >>> image = Image.new("RGB", (64, 64), "red")
+    >>> [encoder.encode(batch).shape for batch in (["red ceramic mug"], [image], [{"text": "red mug", "image": image}])]
+    [(1, 128), (1, 128), (1, 128)]
 """
 
 from sentence_transformers.base.modality import infer_modality

@@ -147,8 +147,22 @@ def embed_products(model_path, dataset, output_dir, kinds=("multimodal",), batch
     `output_dir`, skipping the shards that are already there; returns the manifest.
 
     Example:
-        >>> # embed_products("outputs/demo/commercemm-tiny-demo", rows, "embeddings", kinds=("multimodal", "text"),
-        >>> #                metadata_columns=("category",))
+        >>> import tempfile
+        >>> from datasets import Dataset
+        >>> from PIL import Image
+        >>> from commercemm_hf import create_model_and_processor
+        >>> from commercemm_hf.hub import save_hub_folder
+        >>> from commercemm_hf.search.embedding_job import embed_products
+        >>> model, processor = create_model_and_processor("tiny", texts=["red mug", "blue lamp"] * 5, vocab_size=300)
+        >>> folder = save_hub_folder(model, processor, tempfile.mkdtemp())
+        >>> rows = Dataset.from_dict({"product_id": ["p1", "p2"], "text": ["red mug", "blue lamp"],
+        ...                           "image": [Image.new("RGB", (64, 64), "red"), Image.new("RGB", (64, 64), "blue")],
+        ...                           "category": ["mugs", "lamps"]})
+        >>> manifest = embed_products(folder, rows, tempfile.mkdtemp(), kinds=("multimodal", "text"),
+        ...                           metadata_columns=("category",), progress=False)  # doctest: +ELLIPSIS
+        process 0: embedded 2 products in ... s into ...
+        >>> manifest["kinds"], manifest["dim"], manifest["num_shards"], manifest["complete"]
+        (['multimodal', 'text'], 128, 1, True)
     """
     from accelerate import PartialState
     from tqdm.auto import tqdm

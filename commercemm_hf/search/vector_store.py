@@ -6,11 +6,30 @@ points instead of duplicating them), vector = its embedding of the chosen kind, 
 metadata}`. `qdrant_search` queries the collection with the same filter syntax as `ProductIndex`
 (`{"category": "mugs", "brand": ["acme", "zeta"]}`).
 
-Example:
-    >>> # from qdrant_client import QdrantClient
-    >>> # client = QdrantClient(path="qdrant_data")            # or QdrantClient(url="http://localhost:6333")
-    >>> # export_to_qdrant("embeddings/", client, "products", kind="multimodal")
-    >>> # qdrant_search(client, "products", query_vectors, top_k=10, filter={"category": "mugs"})
+Example (in-memory Qdrant; a server is `QdrantClient(url="http://localhost:6333")`, local files
+`QdrantClient(path="qdrant_data")`):
+    >>> import tempfile
+    >>> from datasets import Dataset
+    >>> from qdrant_client import QdrantClient
+    >>> from commercemm_hf import create_model_and_processor
+    >>> from commercemm_hf.hub import save_hub_folder
+    >>> from commercemm_hf.pipelines.pipeline_commercemm_shards import read_embedding_shards
+    >>> from commercemm_hf.search.embedding_job import embed_products
+    >>> from commercemm_hf.search.vector_store import export_to_qdrant, qdrant_search
+    >>> model, processor = create_model_and_processor("tiny", texts=["red mug", "blue lamp"] * 5, vocab_size=300)
+    >>> folder = save_hub_folder(model, processor, tempfile.mkdtemp())
+    >>> rows = Dataset.from_dict({"product_id": ["p1", "p2", "p3"], "text": ["red mug", "blue lamp", "green mug"],
+    ...                           "category": ["mugs", "lamps", "mugs"]})
+    >>> shards = tempfile.mkdtemp()
+    >>> _ = embed_products(folder, rows, shards, kinds=("text",), metadata_columns=("category",), progress=False)
+    ... # doctest: +ELLIPSIS
+    process 0: embedded 3 products in ... s into ...
+    >>> client = QdrantClient(":memory:")
+    >>> export_to_qdrant(shards, client, "products", kind="text")
+    3
+    >>> vectors, ids, metadata = next(read_embedding_shards(shards, "text"))  # p1's vector as the query
+    >>> [hit["product_id"] for hit in qdrant_search(client, "products", vectors[:1], filter={"category": "mugs"})[0]]
+    ['p1', 'p3']
 """
 
 from __future__ import annotations

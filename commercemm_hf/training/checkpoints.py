@@ -6,10 +6,24 @@ times the weights): three steps of the `small` preset write ~800 MB per checkpoi
 so at the first save, with the limit in force; the example scripts keep `DEFAULT_SAVE_TOTAL_LIMIT` checkpoints
 unless `--save_total_limit` is given.
 
-Example:
-    >>> # trainer.add_callback(CheckpointSizeCallback())
-    >>> # ... Saved checkpoint-500: 804.1 MB (model weights and trainer state 268.0 MB, optimizer state
-    >>> # 536.1 MB) in outputs/run; keeping the last 2 checkpoints (save_total_limit).
+Example (a run adds it with `trainer.add_callback(CheckpointSizeCallback())`; here it is called as the Trainer calls
+it after writing a checkpoint, on a stand-in 3 MB checkpoint):
+    >>> import logging, os, sys, tempfile
+    >>> from transformers import TrainerControl, TrainerState, TrainingArguments
+    >>> from commercemm_hf.training.checkpoints import CheckpointSizeCallback
+    >>> run = tempfile.mkdtemp()
+    >>> os.makedirs(os.path.join(run, "checkpoint-500"))
+    >>> for name, size in [("model.safetensors", 1_000_000), ("optimizer.pt", 2_000_000)]:
+    ...     with open(os.path.join(run, "checkpoint-500", name), "wb") as file:
+    ...         _ = file.write(bytes(size))
+    >>> handler = logging.StreamHandler(sys.stdout)
+    >>> logging.getLogger("commercemm_hf").addHandler(handler)
+    >>> args = TrainingArguments(run, save_total_limit=2, report_to=[])
+    >>> state = TrainerState(global_step=500)
+    >>> CheckpointSizeCallback().on_save(args, state, TrainerControl())  # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
+    Saved checkpoint-500: 3.0 MB (model weights and trainer state 1.0 MB, optimizer state 2.0 MB) in ...;
+    keeping the last 2 checkpoints (save_total_limit).
+    >>> logging.getLogger("commercemm_hf").removeHandler(handler)
 """
 
 from __future__ import annotations
