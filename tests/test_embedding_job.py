@@ -179,6 +179,9 @@ def test_demo_catalog_shards_exported_to_qdrant_give_the_faiss_flat_top_k(job, t
         assert [h["score"] for hits in found for h in hits] == pytest.approx(
             [h["score"] for hits in expected for h in hits], abs=1e-4)
         assert all(len(hits) == min(10, len(flat.query(queries[:1], 100, filter)[0])) for hits in found)
+    # a tensor that requires grad (straight from get_*_features) is taken as it is
+    from_tensor = qdrant_search(client, "products", torch.tensor(queries[:2], requires_grad=True), top_k=3)
+    assert from_tensor == qdrant_search(client, "products", queries[:2], top_k=3)
     with pytest.raises(ValueError, match="not 32-dim cosine"):  # a collection of another size is refused
         client.create_collection("small", vectors_config=qdrant_client.models.VectorParams(
             size=8, distance=qdrant_client.models.Distance.COSINE))

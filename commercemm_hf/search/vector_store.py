@@ -102,6 +102,8 @@ def qdrant_filter(filter: dict | None):
 
 def qdrant_search(client, collection: str, queries, top_k: int = 10, filter: dict | None = None) -> list[list[dict]]:
     """`[{"product_id", "score"}, ...]` per query vector, best first, as `ProductIndex.query` returns them."""
+    if hasattr(queries, "detach"):  # a torch tensor straight from get_*_features (it may require grad)
+        queries = queries.detach().float().cpu().numpy()
     queries = np.asarray(queries, dtype=np.float32)
     if queries.ndim == 1:
         queries = queries[None]
