@@ -1,3 +1,3 @@
-from .baselines import demo_baselines
+from ..evaluation.baselines import demo_baselines
 from .demo_catalog import DEMO_CATEGORIES, DEMO_LABELS, build_demo_catalog, to_image_text_rows, to_omni_rows
 from .loading import LoadReport, load_image_text_dataset, load_omni_dataset
