@@ -131,7 +131,9 @@ def _save_image(source: Path, target: Path) -> None:
         image = image.convert("RGBA").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
         canvas = Image.new("RGB", image.size, "white")
         canvas.paste(image, mask=image.getchannel("A"))
-        canvas.save(target)
+        temporary = target.with_suffix(f".{os.getpid()}.tmp")
+        canvas.save(temporary, format="PNG")
+        os.replace(temporary, target)
 
 
 def _words(text: str) -> set[str]:
@@ -181,7 +183,7 @@ def build(cache: Path = DEFAULT_CACHE, seed: int = 0) -> Path:
 
 
 def _write(path: Path, rows: list[dict]) -> None:
-    temporary = path.with_suffix(".tmp")
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")  # two builds at once write their own files
     with open(temporary, "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
