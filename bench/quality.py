@@ -118,18 +118,23 @@ def run_recipe(name: str, task: str, data: Path, work: Path, args) -> dict:
                "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--logging_steps", "50",
                "--output_dir", str(output), "--overwrite_output_dir"]
     shown = " ".join(["python", *command[1:]]).replace(str(ROOT) + "/", "").replace(str(data), "$DEVSET")
-    done = output / "quality_run.json"
+    done, results = output / "quality_run.json", output / "all_results.json"
     if done.is_file() and json.loads(done.read_text())["command"] == shown:
         return json.loads(done.read_text())
-    output.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
     started = time.time()
-    with open(output / "log.txt", "w") as log:
-        result = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    if result.returncode:
-        raise SystemExit(f"{shown}\nfailed (exit {result.returncode}); see {output / 'log.txt'}")
-    found = json.loads((output / "all_results.json").read_text())
-    record = {"command": shown, "wall_s": round(time.time() - started, 1),
+    # a run of this command that finished after its quality.py was stopped is read, not trained again
+    finished = ((output / "command.txt").is_file() and (output / "command.txt").read_text() == shown
+                and results.is_file() and all(k in json.loads(results.read_text()) for k in metrics.values()))
+    if not finished:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "command.txt").write_text(shown)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
+        with open(output / "log.txt", "w") as log:
+            result = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if result.returncode:
+            raise SystemExit(f"{shown}\nfailed (exit {result.returncode}); see {output / 'log.txt'}")
+    found = json.loads(results.read_text())
+    record = {"command": shown, "wall_s": round(time.time() - started, 1) if not finished else None,
               "metrics": {column: found[key] for column, key in metrics.items()},
               "validation": {column: found.get(key.replace("test_", "eval_")) for column, key in metrics.items()}}
     done.write_text(json.dumps(record, indent=2))
