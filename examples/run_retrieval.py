@@ -34,7 +34,8 @@ def main(argv=None):
                                                    retrieval_source=source, retrieval_target=target)
     trainer = ft.CommerceMMRetrievalTrainer(
         model=model, args=training_args, train_dataset=splits.get("train"), eval_dataset=splits.get("validation"),
-        data_collator=ft.RetrievalCollator(processor, task_args.task, model_args.max_seq_length),
+        data_collator=ft.RetrievalCollator(processor, task_args.task, model_args.max_seq_length,
+                                            augment=data_args.augmentation(training_args.seed)),
         processing_class=processor,
     )
     # the folder holds the fine-tuned CommerceMMModel: AutoModel, product-search and product-embedding load it

@@ -82,8 +82,9 @@ class CommerceMMPretrainingCollator:
     """
 
     def __init__(self, processor, config: CommerceMMConfig, masking: bool = True, seed: int | None = 0,
-                 max_length: int | None = None):
+                 max_length: int | None = None, augment=None):
         self.processor = processor
+        self.augment = augment  # an ImageAugmentation (commercemm_hf/training/augmentation.py) or None
         self.config = config
         self.masking = masking
         self.max_length = max_length or config.text_config.max_text_length
@@ -112,6 +113,7 @@ class CommerceMMPretrainingCollator:
         if not features:
             raise ValueError("Cannot collate an empty batch.")
         images = _column(features, "image", "Image-text")
+        images = self.augment.images(images) if self.augment is not None else images
         texts = _column(features, "text", "Image-text")
         batch = dict(self.processor(
             images=images, text=texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
@@ -153,8 +155,9 @@ class CommerceMMOmniCollator:
     (`source_pixel_values`, at rows `source_image_rows`). A row whose source has neither is an error naming it.
     """
 
-    def __init__(self, processor, config: CommerceMMConfig, max_length: int | None = None):
+    def __init__(self, processor, config: CommerceMMConfig, max_length: int | None = None, augment=None):
         self.processor = processor
+        self.augment = augment  # applied to the product and source images alike
         self.max_length = max_length or config.text_config.max_text_length
 
     def _encode(self, images=None, text=None) -> dict[str, torch.Tensor]:
@@ -167,9 +170,12 @@ class CommerceMMOmniCollator:
     def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
         if not features:
             raise ValueError("Cannot collate an empty batch.")
-        product = self._encode(_column(features, "image", "Omni"), _column(features, "text", "Omni"))
-        source_texts = _column(features, "source_text", "Omni")
+        product_images = _column(features, "image", "Omni")
         source_images = _column(features, "source_image", "Omni")
+        if self.augment is not None:
+            product_images, source_images = self.augment.images(product_images), self.augment.images(source_images)
+        product = self._encode(product_images, _column(features, "text", "Omni"))
+        source_texts = _column(features, "source_text", "Omni")
         text_rows = [i for i, text in enumerate(source_texts) if isinstance(text, str) and text.strip()]
         image_rows = [i for i, image in enumerate(source_images) if image is not None]
         missing = sorted(set(range(len(features))) - set(text_rows) - set(image_rows))

@@ -126,6 +126,20 @@ class DataArguments:
     demo_seed: int = field(default=0, metadata={"help": "Seed of the demo catalog."})
     preprocessing_num_workers: int | None = field(default=None, metadata={
         "help": "Processes checking the rows (datasets.map num_proc); the check is cached and runs once."})
+    # training images only, in the collator (commercemm_hf/training/augmentation.py); evaluation sees them as they are
+    augment: bool = field(default=False, metadata={
+        "help": "Augment training images: random resized crop, horizontal flip, colour jitter."})
+    augment_scale_min: float = field(default=0.5, metadata={"help": "Smallest crop area share (--augment)."})
+    augment_flip: float = field(default=0.5, metadata={"help": "Horizontal flip probability (--augment)."})
+    augment_jitter: float = field(default=0.4, metadata={
+        "help": "Brightness / contrast / saturation jitter strength (--augment)."})
+
+    def augmentation(self, seed: int | None = 0):
+        """The `--augment*` flags as an `ImageAugmentation`, or None when off."""
+        from .augmentation import augmentation_from_flags
+
+        return augmentation_from_flags(self.augment, self.augment_scale_min, self.augment_flip, self.augment_jitter,
+                                       seed)
 
     def uses_demo(self) -> bool:
         return not any((self.dataset_name, self.train_file, self.validation_file, self.test_file))
@@ -502,10 +516,14 @@ class CategorizationCollator:
     """Rows (`image` and/or `text`, `label`) -> `pixel_values` / `input_ids` / `attention_mask` / `labels` (class ids,
     or multi-hot floats for multi-label) for `CommerceMMForProductCategorization`."""
 
-    def __init__(self, processor, labels: LabelSpec, modalities: str = "both", max_length: int = 64):
+    def __init__(self, processor, labels: LabelSpec, modalities: str = "both", max_length: int = 64, augment=None):
         if modalities not in ("both", "text", "image"):
             raise ValueError(f"modalities must be both, text or image, got {modalities!r}.")
         self.processor, self.labels, self.modalities, self.max_length = processor, labels, modalities, max_length
+        self.augment = augment  # an ImageAugmentation for training batches (see for_evaluation)
+
+    def for_evaluation(self) -> CategorizationCollator:
+        return CategorizationCollator(self.processor, self.labels, self.modalities, self.max_length)
 
     def _label_ids(self, value) -> list[int]:
         values = value if self.labels.multi_label else [value]
@@ -517,6 +535,7 @@ class CategorizationCollator:
     def __call__(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
         images = [row["image"] for row in rows] if self.modalities != "text" else None
         texts = [row["text"] for row in rows] if self.modalities != "image" else None
+        images = self.augment.images(images) if self.augment is not None else images
         batch = _encode(self.processor, images, texts, self.max_length)
         ids = [self._label_ids(row["label"]) for row in rows]
         if self.labels.multi_label:
@@ -551,13 +570,18 @@ class RetrievalCollator:
     and `target_index` (rows of one product are not each other's negatives). `parts=("source",)` or
     `("target",)` encodes one side only (to embed it, without a loss)."""
 
-    def __init__(self, processor, task: str, max_length: int = 64, parts: tuple[str, ...] = ("source", "target")):
+    def __init__(self, processor, task: str, max_length: int = 64, parts: tuple[str, ...] = ("source", "target"),
+                 augment=None):
         if task not in RETRIEVAL_FIELDS:
             raise ValueError(f"Unknown retrieval task {task!r}; choose one of {list(RETRIEVAL_FIELDS)}.")
         self.processor, self.task, self.max_length, self.parts = processor, task, max_length, parts
+        self.augment = augment  # an ImageAugmentation for training batches; `only` and for_evaluation drop it
 
     def only(self, part: str) -> RetrievalCollator:
         return RetrievalCollator(self.processor, self.task, self.max_length, (part,))
+
+    def for_evaluation(self) -> RetrievalCollator:
+        return RetrievalCollator(self.processor, self.task, self.max_length, self.parts)
 
     def __call__(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
         source_fields, target_fields = RETRIEVAL_FIELDS[self.task]
@@ -571,6 +595,8 @@ class RetrievalCollator:
                 if missing:
                     raise ValueError(f"{self.task}: batch rows {missing} have no {part} {modality} "
                                      f"({fields[modality]!r} column).")
+            if self.augment is not None and "image" in values:
+                values["image"] = self.augment.images(values["image"])
             batch.update(_encode(self.processor, values.get("image"), values.get("text"), self.max_length, prefix))
         if len(self.parts) == 2:
             batch["target_index"] = torch.tensor([stable_id(row["product_id"]) for row in rows])
@@ -592,6 +618,16 @@ class _HeadTrainerMixin:
 
     def _after_init(self):
         self.model_accepts_loss_kwargs = False
+
+    def _get_dataloader(self, dataset, description, *args, **kwargs):
+        # evaluation and test batches are built without the collator's training-time augmentation
+        collator = self.data_collator
+        if description != "Training" and hasattr(collator, "for_evaluation"):
+            self.data_collator = collator.for_evaluation()
+        try:
+            return super()._get_dataloader(dataset, description, *args, **kwargs)
+        finally:
+            self.data_collator = collator
 
     def _save_checkpoint(self, model, trial):
         with disk_full_named(self._get_output_dir(trial=trial)):  # not torch's "inline_container.cc" message

