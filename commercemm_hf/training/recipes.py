@@ -95,9 +95,13 @@ def pretrain(model: CommerceMMForPreTraining, processor, image_text_rows, omni_r
     """Pretrain `model` for `steps` optimizer steps (two forward/backward passes each) and return the trainer.
 
     Example:
-        >>> # demo = prepare_demo(num_products=200)
-        >>> # model = CommerceMMForPreTraining(demo.config)
-        >>> # pretrain(model, demo.processor, demo.train_rows, demo.train_omni, "out", steps=100)
+        >>> import tempfile
+        >>> demo = prepare_demo(num_products=12, vocab_size=300, vision_config={"image_size": 32})
+        >>> model = CommerceMMForPreTraining(demo.config)
+        >>> trainer = pretrain(model, demo.processor, demo.train_rows, demo.train_omni, tempfile.mkdtemp(), steps=2,
+        ...                    batch_size=4, show_progress=False)
+        >>> trainer.state.global_step, sorted(trainer.state.log_history[-1])[:2]
+        (2, ['epoch', 'step'])
     """
     defaults = dict(
         max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=learning_rate,

@@ -87,9 +87,21 @@ class CommerceMMPretrainingTrainer(Trainer):
             needs `max_steps`. A `Dataset` is shuffled whole, as before.
 
     Example:
-        >>> # trainer = CommerceMMPretrainingTrainer(model=model, args=TrainingArguments("out", max_steps=100),
-        >>> #     train_dataset=image_text_rows, omni_dataset=omni_rows, processor=processor)
-        >>> # trainer.train()          # or trainer.train(resume_from_checkpoint=True)
+        >>> import tempfile
+        >>> from transformers import TrainingArguments
+        >>> from commercemm_hf import CommerceMMForPreTraining, CommerceMMProcessor
+        >>> from commercemm_hf.training import CommerceMMPretrainingTrainer
+        >>> from commercemm_hf.training.recipes import prepare_demo
+        >>> demo = prepare_demo(num_products=12, vocab_size=300, vision_config={"image_size": 32})
+        >>> model = CommerceMMForPreTraining(demo.config)
+        >>> args = TrainingArguments(tempfile.mkdtemp(), max_steps=2, per_device_train_batch_size=4, report_to=[],
+        ...                          disable_tqdm=True, save_strategy="no", use_cpu=True)
+        >>> trainer = CommerceMMPretrainingTrainer(model=model, args=args, train_dataset=demo.train_rows,
+        ...                                        omni_dataset=demo.train_omni, processor=demo.processor)
+        >>> result = trainer.train()  # or trainer.train(resume_from_checkpoint=True)  # doctest: +ELLIPSIS
+        {'train_runtime': ...}
+        >>> result.global_step, sorted(trainer.state.log_history[-1])[:3]
+        (2, ['epoch', 'step', 'total_flos'])
     """
 
     def __init__(self, model=None, args=None, train_dataset=None, omni_dataset=None, processor=None,
