@@ -91,6 +91,12 @@ def corner_colours(values: torch.Tensor) -> list[tuple]:
     return [tuple(int(round(float(v) * 255)) for v in values[:, y, x]) for y, x in spots]
 
 
+def assert_one_unit_crop(values: torch.Tensor) -> None:
+    """One float32 (1, 3, CROP, CROP) picture in [0, 1], as `unnormalized` gives for any single image."""
+    assert values.shape == (1, 3, CROP, CROP) and values.dtype == torch.float32 and torch.isfinite(values).all()
+    assert 0.0 <= float(values.min()) and float(values.max()) <= 1.0
+
+
 # ------------------------------------------------------------------------------------------------ PIL modes
 
 
@@ -125,7 +131,9 @@ def test_gray_modes_give_the_gray_picture(unnormalized, mode):
     converted = in_mode(picture, mode)
     assert converted.mode == mode
     expected = pixels(unnormalized, picture.convert("L").convert("RGB"))
-    torch.testing.assert_close(pixels(unnormalized, converted), expected, atol=STEP, rtol=0)
+    result = pixels(unnormalized, converted)
+    assert_one_unit_crop(result)
+    torch.testing.assert_close(result, expected, atol=STEP, rtol=0)
 
 
 @pytest.mark.parametrize("mode", COLOUR_MODES)
@@ -134,6 +142,7 @@ def test_colour_modes_give_the_colour_picture(unnormalized, mode):
     converted = in_mode(picture, mode)
     assert converted.mode == mode
     result, expected = pixels(unnormalized, converted), pixels(unnormalized, picture)
+    assert_one_unit_crop(result)
     # palette quantisation and colour-space round trips are lossy; the picture must stay the same picture
     tolerance = {"P": 0.2, "PA": 0.2, "LAB": 0.06}.get(mode, 0.03)
     assert (result - expected).abs().mean() < tolerance / 4 and (result - expected).abs().max() < tolerance * 2
@@ -142,8 +151,9 @@ def test_colour_modes_give_the_colour_picture(unnormalized, mode):
 def test_bilevel_mode(unnormalized):
     picture = Image.new("1", (30, 30), 0)
     picture.paste(1, (15, 0, 30, 30))  # right half white
-    values = pixels(unnormalized, picture)[0]
-    assert corner_colours(values) == [(0, 0, 0), (255, 255, 255), (0, 0, 0), (255, 255, 255)]
+    values = pixels(unnormalized, picture)
+    assert_one_unit_crop(values)
+    assert corner_colours(values[0]) == [(0, 0, 0), (255, 255, 255), (0, 0, 0), (255, 255, 255)]
 
 
 @pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
@@ -177,6 +187,8 @@ def test_transparency_is_composited_on_white(unnormalized):
     torch.testing.assert_close(pixels(unnormalized, transparent_red), white)
     half_black = pixels(unnormalized, Image.new("LA", (30, 30), (0, 128)))
     assert torch.allclose(half_black, torch.full_like(half_black, 127 / 255), atol=STEP)
+    half_black_rgba = pixels(unnormalized, Image.new("RGBA", (30, 30), (0, 0, 0, 128)))
+    assert torch.allclose(half_black_rgba, torch.full_like(half_black_rgba, 127 / 255), atol=STEP)
     palette = Image.new("P", (30, 30), 3)
     palette.info["transparency"] = 3
     torch.testing.assert_close(pixels(unnormalized, palette), white)
@@ -246,7 +258,7 @@ def test_exif_orientation_changes_the_shape_before_resizing(unnormalized):
 # ------------------------------------------------------------------------------------------------ sizes
 
 
-@pytest.mark.parametrize("size", [(1, 1), (1, 4000), (4000, 1), (4000, 3000), (2, 3)])
+@pytest.mark.parametrize("size", [(1, 1), (1, 4000), (4000, 1), (4000, 3000), (2, 3), (3, 2)])
 def test_any_size_gives_the_crop(unnormalized, size):
     values = pixels(unnormalized, Image.new("RGB", size, (10, 200, 30)))
     assert values.shape == (1, 3, CROP, CROP)
@@ -290,13 +302,16 @@ def test_extreme_aspect_ratios_match_clip_on_photos(width, height):
     torch.testing.assert_close(ours, theirs, atol=STEP, rtol=0)
 
 
-def test_matches_clip_after_mean_and_std_with_other_settings():
-    settings_ = dict(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 24}, resample=2,
-                     image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.3, 0.4])
-    images = [noise(70, 50, seed=3), noise(33, 90, seed=4)]
+@pytest.mark.parametrize("settings_, crop", [
+    (dict(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 24}, resample=2,
+          image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.3, 0.4]), (32, 24)),
+    (dict(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), (32, 32)),  # the default mean and std
+])
+def test_matches_clip_after_mean_and_std(settings_, crop):
+    images = [noise(70, 50, seed=3), noise(33, 90, seed=4), noise(32, 32, seed=6)]
     ours = CommerceMMImageProcessor(**settings_)(images)["pixel_values"]
     theirs = CLIPImageProcessorPil(**settings_)(images, return_tensors="pt")["pixel_values"]
-    assert ours.shape == (2, 3, 32, 24)
+    assert ours.shape == (3, 3, *crop)
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
@@ -317,16 +332,19 @@ def test_numpy_torch_file_and_bytes_inputs(unnormalized, tmp_path):
     reference = pixels(unnormalized, picture)
     png = tmp_path / "picture.png"
     picture.save(png)
-    sources = [
+    arrays = [
         hwc, hwc.transpose(2, 0, 1), hwc / 255.0, (hwc / 255.0).astype(np.float16), np.asfortranarray(hwc),
-        torch.from_numpy(hwc.transpose(2, 0, 1).copy()), torch.from_numpy(hwc / 255.0).permute(2, 0, 1),
+        hwc.astype(np.uint16) * 257, torch.from_numpy(hwc.transpose(2, 0, 1).copy()),
+        torch.from_numpy(hwc / 255.0).permute(2, 0, 1),
         torch.from_numpy(hwc.copy()).permute(2, 0, 1).to(torch.bfloat16) / 255,
-        png, str(png), png.read_bytes(), io.BytesIO(png.read_bytes()), {"bytes": None, "path": str(png)},
-        {"bytes": png.read_bytes(), "path": "ignored.png"},
     ]
-    for index, source in enumerate(sources):
-        tolerance = 2 * STEP if index == 7 else STEP  # bfloat16 keeps 8 bits of mantissa
+    for index, source in enumerate(arrays):
+        tolerance = 2 * STEP if index == len(arrays) - 1 else STEP  # bfloat16 keeps 8 bits of mantissa
         torch.testing.assert_close(pixels(unnormalized, source), reference, atol=tolerance, rtol=0, msg=str(index))
+    files = [png, str(png), png.read_bytes(), io.BytesIO(png.read_bytes()), {"bytes": None, "path": str(png)},
+             {"bytes": png.read_bytes(), "path": "ignored.png"}]
+    for index, source in enumerate(files):  # PNG is lossless: the very same pixels
+        torch.testing.assert_close(pixels(unnormalized, source), reference, atol=0, rtol=0, msg=str(index))
 
 
 def test_gray_and_bool_arrays(unnormalized):
@@ -383,16 +401,17 @@ def test_uncropped_sizes(unnormalized):
     assert same.shape == (2, 3, 16, 20)
 
 
-def test_fast_jpeg_decode(tmp_path):
+@pytest.mark.parametrize("settings_, draft", [({}, (400, 300)), (SMALL, (200, 150))])  # 1/4 and 1/8 scale
+def test_fast_jpeg_decode(tmp_path, settings_, draft):
     path = tmp_path / "large.jpg"
     smooth(1600, 1200).save(path, quality=95)
-    exact = CommerceMMImageProcessor(do_normalize=False)
-    fast = CommerceMMImageProcessor(do_normalize=False, fast_jpeg_decode=True)
+    exact = CommerceMMImageProcessor(do_normalize=False, **settings_)
+    fast = CommerceMMImageProcessor(do_normalize=False, fast_jpeg_decode=True, **settings_)
     difference = (pixels(fast, path) - pixels(exact, path)).abs()
     assert difference.mean() < 0.01 and difference.max() < 0.1
-    with Image.open(path) as image:  # the draft is what decodes at a reduced scale: 1600 x 1200 -> 400 x 300
+    with Image.open(path) as image:  # the draft is what decodes at a reduced scale: 1600 x 1200 -> `draft`
         fast._draft_jpeg(image, {"do_resize": True, "size": fast.size})
-        assert image.size == (400, 300)
+        assert image.size == draft
     unresized = dict(do_resize=False, crop_size={"height": 1200, "width": 1600}, return_tensors=None)
     assert pixels(fast, path, **unresized)[0].shape == (3, 1200, 1600)  # no resize asked: full decode
 
@@ -431,6 +450,7 @@ def test_lazily_opened_corrupt_image(unnormalized, tmp_path):
     (np.zeros((0, 3, 8, 8), dtype=np.uint8), "list is empty"),
     ([smooth(), 3.5], "image 1: unsupported type float"),
     ([[smooth()]], "image 0: unsupported type list"),
+    (42, "image 0: unsupported type int"),
     ("missing/file.png", "image 0: no image file at 'missing/file.png'"),
     ("https://example.com/a.jpg", "URLs are not fetched"),
     (np.zeros((8, 8, 2), dtype=np.uint8), r"must be \(H, W\)"),
@@ -440,6 +460,7 @@ def test_lazily_opened_corrupt_image(unnormalized, tmp_path):
     (np.full((8, 8, 3), np.nan), "NaN"),
     (torch.full((3, 8, 8), float("inf")), "NaN or infinite"),
     (np.full((8, 8, 3), 200.0), r"must lie in \[0, 1\]"),
+    (np.full((8, 8, 3), 3.0), r"must lie in \[0, 1\]"),
     (np.zeros((8, 8, 3), dtype=np.int64), "unsupported image array dtype int64"),
     (Image.new("RGB", (0, 5)), "image is empty"),
 ])
@@ -632,6 +653,8 @@ def test_processor_token_type_ids_and_output_formats(processor):
     assert isinstance(as_numpy["pixel_values"], np.ndarray) and isinstance(as_numpy["input_ids"], np.ndarray)
     as_lists = processor(images=smooth(), text=["mug", "red mug"], return_tensors=None)
     assert isinstance(as_lists["input_ids"], list) and isinstance(as_lists["pixel_values"], list)
+    as_torch = processor(images=smooth(), text=["mug", "red mug"], return_tensors="pt")
+    assert isinstance(as_torch["pixel_values"], torch.Tensor) and isinstance(as_torch["input_ids"], torch.Tensor)
     assert processor.model_input_names == ["input_ids", "attention_mask", "pixel_values"]
 
 
