@@ -77,11 +77,14 @@ def test_missing_backbone_weights_are_an_error_unless_allowed(saved):
 
 
 def test_unexpected_backbone_weights_are_an_error(saved):
-    _, folder = saved
-    _rewrite(folder, lambda weights: weights.update({"text_model.encoder.layers.7.mlp.fc1.weight": torch.ones(2)}))
+    model, folder = saved
+    key = "text_model.encoder.layers.7.mlp.fc1.weight"
+    _rewrite(folder, lambda weights: weights.update({key: torch.ones(2)}))
     with pytest.raises(ValueError, match=r"have no place in this model.*layers.7"):
         CommerceMMModel.from_pretrained(folder)
-    assert CommerceMMModel.from_pretrained(folder, allow_partial_load=True) is not None
+    partial, info = CommerceMMModel.from_pretrained(folder, allow_partial_load=True, output_loading_info=True)
+    assert key in info["unexpected_keys"] and not info["missing_keys"]
+    torch.testing.assert_close(partial.state_dict(), model.state_dict())  # the rest loaded as saved
 
 
 def test_heads_absent_or_of_other_models_load_as_in_transformers(saved, tmp_path):

@@ -52,7 +52,9 @@ def test_all_fourteen_losses_by_name(tokenizer, batches):
     assert all(torch.isfinite(value) for value in both.losses.values())
     weights = model.config.loss_weights
     torch.testing.assert_close(both.loss, sum(weights[task] * value for task, value in both.losses.items()))
-    assert both.itm_accuracy is not None and both.mim_kl_target_usage_entropy is not None
+    assert 0.0 <= float(both.itm_accuracy) <= 1.0
+    # the entropy of a mean over prototypes: at most log(number of prototypes), reached by the uniform mean
+    assert 0.0 < float(both.mim_kl_target_usage_entropy) <= math.log(model.config.mim_num_prototypes) + 1e-5
 
 
 @pytest.mark.parametrize("kept", [("itc",), ("itm", "omni_text_to_image"), ("mlm",), ("mim_kl", "mim_fr", "itc")])
