@@ -1,18 +1,16 @@
+"""The suite's fixtures (shared helpers and constants are in helpers.py)."""
+
 import os
 import subprocess
 
-import numpy as np
 import pytest
-from PIL import Image
+import torch
 
-from commercemm_hf import CommerceMMImageProcessor, CommerceMMProcessor, train_commercemm_tokenizer
+from commercemm_hf import CommerceMMImageProcessor, CommerceMMModel, CommerceMMProcessor, train_commercemm_tokenizer
+from helpers import CORPUS, MULTILINGUAL, SMALL, tiny_config
 
 
-CORPUS = [
-    "red ceramic mug with blue stripes", "green leather backpack", "dotted cotton t-shirt acme",
-    "taza roja de cerámica", "grüner Rucksack aus Leder", "lampe bleue en verre", "steel desk lamp zenith",
-    "wooden vase with zigzag pattern", "running shoe mesh orbit", "wireless headphones black nova",
-] * 8
+# ------------------------------------------------------------------------------- the suite's tokenizer and processor
 
 
 @pytest.fixture(scope="session")
@@ -26,9 +24,38 @@ def processor(tokenizer):
     return CommerceMMProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def random_image(seed: int, size=(48, 40), mode="RGB") -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
+# --------------------------------------------------------------------- input processing (test_processing.py)
+
+
+@pytest.fixture(scope="module")
+def unnormalized():
+    """Pixel values in [0, 1] (rescaled, no mean/std), so pictures compare directly."""
+    return CommerceMMImageProcessor(do_normalize=False, **SMALL)
+
+
+@pytest.fixture(scope="module", params=["bpe", "wordpiece"])
+def multilingual_tokenizer(request):
+    """A tokenizer of each algorithm trained on `MULTILINGUAL`, with a 20-token limit."""
+    return train_commercemm_tokenizer(MULTILINGUAL, vocab_size=400, algorithm=request.param, model_max_length=20)
+
+
+@pytest.fixture(scope="module")
+def multilingual_processor(multilingual_tokenizer):
+    """`multilingual_tokenizer` with the small (`SMALL`) image settings."""
+    return CommerceMMProcessor(CommerceMMImageProcessor(**SMALL), multilingual_tokenizer)
+
+
+# ---------------------------------------------------------------------------------------------------- tiny models
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A tiny `CommerceMMModel` (seed 0) in eval mode, one per test module."""
+    torch.manual_seed(0)
+    return CommerceMMModel(tiny_config()).eval()
+
+
+# ---------------------------------------------------------------------------------------------------- file systems
 
 
 @pytest.fixture()

@@ -123,12 +123,6 @@ def test_integer_tensors_are_not_cast_to_float_weights(saved):
 # ------------------------------------------------------------------------------------------------------ model inputs
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return CommerceMMModel(tiny_config()).eval()
-
-
 @pytest.mark.parametrize("call, message", [
     (lambda m: m(input_ids=torch.zeros(0, 5, dtype=torch.long)), r"input_ids is a batch of 0 texts"),
     (lambda m: m(pixel_values=torch.zeros(0, 3, 32, 32)), r"pixel_values is a batch of 0 images"),

@@ -24,8 +24,7 @@ from commercemm_hf import (
     CommerceMMProcessor,
 )
 from commercemm_hf.hub import save_hub_folder
-from conftest import random_image
-from helpers import run_without_package, tiny_config
+from helpers import random_image, run_without_package, tiny_config
 
 
 def padded_batch(vocab_size: int = 300, seed: int = 0):
@@ -37,12 +36,6 @@ def padded_batch(vocab_size: int = 300, seed: int = 0):
     input_ids[attention_mask == 0] = 0
     pixel_values = torch.randn(3, 3, 32, 32, generator=generator)
     return input_ids, attention_mask, pixel_values
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return CommerceMMModel(tiny_config()).eval()
 
 
 def feature_calls(model, input_ids, attention_mask, pixel_values, **kwargs):

@@ -8,8 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from commercemm_hf import CommerceMMEncoder, CommerceMMModel
-from conftest import random_image
-from helpers import tiny_config
+from helpers import random_image, tiny_config
 
 
 @pytest.fixture(scope="module")

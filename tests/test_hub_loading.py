@@ -11,8 +11,7 @@ from safetensors.torch import save_file
 from commercemm_hf import CommerceMMModel
 from commercemm_hf.hub import save_hub_folder
 
-from conftest import random_image
-from helpers import run_without_package, tiny_config
+from helpers import random_image, run_without_package, tiny_config
 
 
 TEXTS = ["red ceramic mug", "green leather backpack", "lampe bleue"]

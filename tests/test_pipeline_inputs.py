@@ -12,8 +12,7 @@ from transformers import pipeline
 from commercemm_hf import CommerceMMForProductCategorization, CommerceMMModel
 from commercemm_hf.hub import save_hub_folder
 
-from conftest import random_image
-from helpers import run_without_package, tiny_config
+from helpers import random_image, run_without_package, tiny_config
 
 
 INPUTS_MODULE = "pipeline_commercemm_inputs"  # the logger of the folder's remote code (or of the package)

@@ -12,8 +12,7 @@ from commercemm_hf import CommerceMMModel
 from commercemm_hf.cli import main
 from commercemm_hf.export import GRAPHS, export_onnx, session
 from commercemm_hf.hub import save_hub_folder
-from conftest import random_image
-from helpers import tiny_config
+from helpers import random_image, tiny_config
 
 
 onnxruntime = pytest.importorskip("onnxruntime")
