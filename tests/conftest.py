@@ -1,13 +1,39 @@
 """The suite's fixtures (shared helpers and constants are in helpers.py)."""
 
+import json
 import os
+import shutil
+import socket
 import subprocess
 
+import huggingface_hub
 import pytest
 import torch
+from huggingface_hub import HfApi
+from PIL import Image as PILImage
+from safetensors.torch import save_file
+from torch.nn import functional as F
 
-from commercemm_hf import CommerceMMImageProcessor, CommerceMMModel, CommerceMMProcessor, train_commercemm_tokenizer
-from helpers import CORPUS, MULTILINGUAL, SMALL, tiny_config
+from commercemm_hf import (
+    CommerceMMForProductCategorization,
+    CommerceMMImageProcessor,
+    CommerceMMModel,
+    CommerceMMProcessor,
+    train_commercemm_tokenizer,
+)
+from commercemm_hf.cli import main
+from commercemm_hf.hub import save_hub_folder
+from commercemm_hf.training import CommerceMMOmniCollator, CommerceMMPretrainingCollator
+from helpers import (
+    CORPUS,
+    HUB_LOADING_TEXTS,
+    MULTILINGUAL,
+    PIPELINE_TEXTS,
+    SMALL,
+    random_image,
+    tiny_config,
+    tiny_datasets,
+)
 
 
 # ------------------------------------------------------------------------------- the suite's tokenizer and processor
@@ -53,6 +79,208 @@ def model():
     """A tiny `CommerceMMModel` (seed 0) in eval mode, one per test module."""
     torch.manual_seed(0)
     return CommerceMMModel(tiny_config()).eval()
+
+
+# -------------------------------------------------------------------------- saved models and hub folders
+
+
+@pytest.fixture()
+def saved_tiny_model(tmp_path):
+    """A tiny `CommerceMMModel` and the folder it was saved to (per test: tests rewrite its weights)."""
+    torch.manual_seed(0)
+    model = CommerceMMModel(tiny_config()).eval()
+    model.save_pretrained(tmp_path / "model")
+    return model, tmp_path / "model"
+
+
+@pytest.fixture(scope="module")
+def hub_loading_folder(tmp_path_factory, processor, tokenizer):
+    """A hub folder (commercemm-tiny/), three images, and the outputs expected of them (expected.safetensors)."""
+    work = tmp_path_factory.mktemp("hub")
+    model = CommerceMMModel(tiny_config(vocab_size=len(tokenizer))).eval()
+    save_hub_folder(model, processor, work / "commercemm-tiny")
+    images = [random_image(seed) for seed in range(3)]
+    for index, image in enumerate(images):
+        image.save(work / f"image_{index}.png")
+    inputs = processor(images=images, text=HUB_LOADING_TEXTS, return_tensors="pt")
+    with torch.no_grad():
+        outputs = model(**inputs)
+        zero_shot = model(pixel_values=inputs["pixel_values"][:1], input_ids=inputs["input_ids"],
+                          attention_mask=inputs["attention_mask"]).logits_per_image.softmax(-1)[0]
+    save_file({
+        "pixel_values": inputs["pixel_values"], "input_ids": inputs["input_ids"],
+        "attention_mask": inputs["attention_mask"], "multimodal_embeds": outputs.multimodal_embeds,
+        "logits_per_image": outputs.logits_per_image.contiguous(), "zero_shot": zero_shot,
+    }, str(work / "expected.safetensors"))
+    return work
+
+
+@pytest.fixture(scope="module")
+def serving_folder(tmp_path_factory, processor):
+    """A saved hub folder of a tiny model, to export and serve."""
+    torch.manual_seed(0)
+    model = CommerceMMModel(tiny_config()).eval()
+    return save_hub_folder(model, processor, tmp_path_factory.mktemp("serving") / "base")
+
+
+@pytest.fixture(scope="module")
+def exported_onnx(serving_folder):
+    """The three graphs, fp32 and int8, exported once through the CLI (the check table is printed there)."""
+    main(["export", str(serving_folder), "--format", "onnx", "--quantize", "int8"])
+    return serving_folder / "onnx"
+
+
+@pytest.fixture(scope="module")
+def publish_source_folder(tmp_path_factory, processor, tokenizer):
+    """A saved hub folder of a tiny model, to publish (copied per test by `publish_folder`)."""
+    folder = tmp_path_factory.mktemp("publish") / "commercemm-tiny"
+    save_hub_folder(CommerceMMModel(tiny_config(vocab_size=len(tokenizer))), processor, folder)
+    return folder
+
+
+@pytest.fixture
+def publish_folder(publish_source_folder, tmp_path):
+    """A fresh copy per test (publishing writes README.md into it)."""
+    return shutil.copytree(publish_source_folder, tmp_path / "out" / "commercemm-tiny")
+
+
+@pytest.fixture(scope="module")
+def pipeline_folders(tmp_path_factory, processor, tokenizer):
+    """base/ and categorization/ hub folders, images of `PIPELINE_TEXTS`, and what the pipelines must answer
+    (expected.json)."""
+    work = tmp_path_factory.mktemp("pipelines")
+    torch.manual_seed(0)
+    model = CommerceMMModel(tiny_config(vocab_size=len(tokenizer))).eval()
+    save_hub_folder(model, processor, work / "base")
+    labels = ["mug", "bag", "lamp"]
+    head_config = tiny_config(vocab_size=len(tokenizer), id2label=dict(enumerate(labels)),
+                              label2id={label: i for i, label in enumerate(labels)})
+    head = CommerceMMForProductCategorization(head_config).eval()
+    save_hub_folder(head, processor, work / "categorization")
+    images = [random_image(seed, size=(40 + 7 * seed, 36)) for seed in range(len(PIPELINE_TEXTS))]
+    for index, image in enumerate(images):
+        image.save(work / f"image_{index}.png")
+    inputs = processor(images=images, text=PIPELINE_TEXTS, return_tensors="pt")
+    with torch.no_grad():
+        expected = {
+            "text": F.normalize(model.get_text_features(input_ids=inputs["input_ids"][:1],
+                                                        attention_mask=inputs["attention_mask"][:1]).pooler_output,
+                              dim=-1),
+            "image": F.normalize(model.get_image_features(pixel_values=inputs["pixel_values"][1:2]).pooler_output,
+                                 dim=-1),
+            "multimodal": F.normalize(model.get_multimodal_features(
+                input_ids=inputs["input_ids"][2:3], attention_mask=inputs["attention_mask"][2:3],
+                pixel_values=inputs["pixel_values"][2:3]).pooler_output, dim=-1),
+            "shallow_text": F.normalize(model.get_text_features(
+                input_ids=inputs["input_ids"][:1], attention_mask=inputs["attention_mask"][:1], text_depth=1
+            ).pooler_output, dim=-1),
+        }
+        products = F.normalize(model.get_multimodal_features(**inputs).pooler_output, dim=-1)
+        query = F.normalize(model.get_text_features(input_ids=inputs["input_ids"][3:4],
+                                                    attention_mask=inputs["attention_mask"][3:4]).pooler_output, dim=-1)
+        scores, order = (query @ products.t()).topk(3)
+        head_logits = head(input_ids=inputs["input_ids"][:1], attention_mask=inputs["attention_mask"][:1],
+                           pixel_values=inputs["pixel_values"][:1]).logits[0]
+    (work / "expected.json").write_text(json.dumps({
+        **{kind: value[0].tolist() for kind, value in expected.items()},
+        "search_ids": [f"p{int(i)}" for i in order[0]], "search_scores": scores[0].tolist(),
+        "categorization": [labels[int(i)] for i in head_logits.softmax(-1).argsort(descending=True)],
+    }))
+    return work
+
+
+@pytest.fixture(scope="module")
+def pipeline_input_folders(tmp_path_factory, processor, tokenizer):
+    """base/ and categorization/ hub folders with good and truncated PNG files beside them."""
+    work = tmp_path_factory.mktemp("pipeline_inputs")
+    torch.manual_seed(0)
+    save_hub_folder(CommerceMMModel(tiny_config(vocab_size=len(tokenizer))).eval(), processor, work / "base")
+    labels = ["mug", "lamp"]
+    head_config = tiny_config(vocab_size=len(tokenizer), id2label=dict(enumerate(labels)),
+                              label2id={label: i for i, label in enumerate(labels)},
+                              expected_modalities=["image", "text"])
+    save_hub_folder(CommerceMMForProductCategorization(head_config).eval(), processor, work / "categorization")
+    for index in range(3):
+        random_image(index).save(work / f"good_{index}.png")
+    # a PNG cut after its header: PIL opens it lazily and fails only when decoding
+    (work / "truncated.png").write_bytes((work / "good_0.png").read_bytes()[:80])
+    return work
+
+
+# ------------------------------------------------------------------------- the Hub, without the network
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any Hub call or socket connection fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the network was touched")
+
+    for name in ("create_repo", "upload_folder", "upload_file", "create_commit", "whoami"):
+        monkeypatch.setattr(HfApi, name, refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """Fake `HfApi.create_repo` / `upload_folder` that record their arguments."""
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, **kwargs):
+        calls.append(("upload_folder", kwargs))
+        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{kwargs['repo_id']}/commit/abc123"})()
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr(socket.socket, "connect", lambda *a, **k: (_ for _ in ()).throw(AssertionError("network")))
+    return calls
+
+
+@pytest.fixture
+def no_stored_token(monkeypatch, tmp_path):
+    """No Hub token in the environment or on disk."""
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token-here"))
+
+
+# --------------------------------------------------------------------------------------------- datasets
+
+
+@pytest.fixture()
+def red_png_folder(tmp_path):
+    """A data/ folder holding one red.png."""
+    data = tmp_path / "data"
+    data.mkdir()
+    PILImage.new("RGB", (8, 8), "red").save(data / "red.png")
+    return data
+
+
+@pytest.fixture(scope="module")
+def engine_datasets():
+    """`tiny_datasets(16)`: image-text and Omni rows of 16 products."""
+    return tiny_datasets(16)
+
+
+@pytest.fixture(scope="module")
+def pretraining_datasets():
+    """`tiny_datasets(12)`: image-text and Omni rows of 12 products."""
+    return tiny_datasets(12)
+
+
+@pytest.fixture(scope="module")
+def pretraining_batches(processor, tokenizer, pretraining_datasets):
+    """The image-text collator, its unmasked batch of the 12 products, and the Omni batch of their 36 sources."""
+    image_text, omni = pretraining_datasets
+    config = tiny_config(vocab_size=len(tokenizer))
+    image_text_collator = CommerceMMPretrainingCollator(processor, config, masking=False)
+    omni_collator = CommerceMMOmniCollator(processor, config)
+    return (image_text_collator, image_text_collator([image_text[i] for i in range(12)]),
+            omni_collator([omni[i] for i in range(36)]))
 
 
 # ---------------------------------------------------------------------------------------------------- file systems

@@ -25,6 +25,10 @@ MULTILINGUAL = [
     "كوب قهوة أحمر", "mug 😀 with 🎁 emoji", "ＦＵＬＬＷＩＤＴＨ ｔｅｘｔ", "ÉCHARPE ÉLÉGANTE en laine",
 ] * 6
 
+# product texts of the saved folders that test_hub_loading.py and test_pipelines.py load in fresh processes
+HUB_LOADING_TEXTS = ["red ceramic mug", "green leather backpack", "lampe bleue"]
+PIPELINE_TEXTS = ["red ceramic mug", "green leather backpack", "lampe bleue", "striped wall clock", "oak desk"]
+
 # small image-processor settings: images resized and cropped to CROP x CROP
 CROP = 24
 SMALL = dict(size={"shortest_edge": CROP}, crop_size={"height": CROP, "width": CROP})
