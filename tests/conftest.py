@@ -2,6 +2,7 @@
 
 import json
 import os
+import runpy
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from safetensors.torch import save_file
 from torch.nn import functional as F
 
 from commercemm_hf import (
+    CommerceMMEncoder,
     CommerceMMForProductCategorization,
     CommerceMMImageProcessor,
     CommerceMMModel,
@@ -22,14 +24,20 @@ from commercemm_hf import (
     train_commercemm_tokenizer,
 )
 from commercemm_hf.cli import main
+from commercemm_hf.data.demo_catalog import build_demo_catalog
 from commercemm_hf.hub import save_hub_folder
+from commercemm_hf.search import clustered_unit_vectors
 from commercemm_hf.training import CommerceMMOmniCollator, CommerceMMPretrainingCollator
 from helpers import (
+    CLUSTERED_DIM,
     CORPUS,
+    EXAMPLES,
     HUB_LOADING_TEXTS,
     MULTILINGUAL,
     PIPELINE_TEXTS,
     SMALL,
+    TINY_COLOURS,
+    TINY_SHAPES,
     random_image,
     tiny_config,
     tiny_datasets,
@@ -207,6 +215,22 @@ def pipeline_input_folders(tmp_path_factory, processor, tokenizer):
     return work
 
 
+@pytest.fixture(scope="module")
+def tiny_hub_folder(tmp_path_factory, processor):
+    """A saved hub folder of a tiny model (seed 0)."""
+    folder = tmp_path_factory.mktemp("conformance") / "base"
+    torch.manual_seed(0)
+    save_hub_folder(CommerceMMModel(tiny_config(vocab_size=300)).eval(), processor, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tokenizer, processor):
+    """A `CommerceMMEncoder` of a tiny model (seed 0) and the suite's processor."""
+    torch.manual_seed(0)
+    return CommerceMMEncoder(CommerceMMModel(tiny_config(vocab_size=len(tokenizer))), processor)
+
+
 # ------------------------------------------------------------------------- the Hub, without the network
 
 
@@ -281,6 +305,77 @@ def pretraining_batches(processor, tokenizer, pretraining_datasets):
     omni_collator = CommerceMMOmniCollator(processor, config)
     return (image_text_collator, image_text_collator([image_text[i] for i in range(12)]),
             omni_collator([omni[i] for i in range(36)]))
+
+
+@pytest.fixture()
+def image_files_folder(tmp_path):
+    """A data folder with good, corrupt and truncated images under images/."""
+    folder = tmp_path / "data"
+    (folder / "images").mkdir(parents=True)
+    for name, colour in (("red", "red"), ("blue", "blue"), ("green", "green")):
+        PILImage.new("RGB", (12, 10), colour).save(folder / "images" / f"{name}.png")
+    (folder / "images" / "corrupt.png").write_bytes(b"this is not a png")
+    PILImage.new("RGB", (64, 64), "white").save(folder / "images" / "full.jpg", quality=95)
+    data = (folder / "images" / "full.jpg").read_bytes()
+    (folder / "images" / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def small_demo_catalog():
+    """The demo catalog of 60 products, split."""
+    return build_demo_catalog(num_products=60, seed=0)
+
+
+@pytest.fixture(scope="module")
+def medium_demo_catalog():
+    """~300 products in one split, for statistics and the baselines."""
+    return build_demo_catalog(num_products=300, seed=0, split_fractions=(1.0, 0.0, 0.0))["train"]
+
+
+@pytest.fixture(scope="module")
+def head_inputs(processor):
+    """Inputs of 12 tiny products, their shape labels, multi-hot colour labels, and query + view sources."""
+    image_text, omni = tiny_datasets(12)
+    inputs = processor(images=list(image_text["image"]), text=list(image_text["text"]), return_tensors="pt")
+    shape_labels = torch.tensor([TINY_SHAPES.index(text.split()[-1]) for text in image_text["text"]])
+    colour_hot = torch.zeros(len(image_text), len(TINY_COLOURS))
+    for row, text in enumerate(image_text["text"]):
+        colour_hot[row, TINY_COLOURS.index(text.split()[0])] = 1
+        colour_hot[row, 0] = 1  # a second label on every row: genuinely multi-label
+    queries = [row["source_text"] for row in omni if row["source_type"] == "query"]
+    views = [row["source_image"] for row in omni if row["source_type"] == "view"]
+    sources = processor(images=views, text=queries, return_tensors="pt")
+    return inputs, shape_labels, colour_hot, sources
+
+
+@pytest.fixture(scope="module")
+def clustered_catalog():
+    """3,000 clustered unit vectors, 64 queries, their ids and metadata, for the product index."""
+    vectors = clustered_unit_vectors(3000, CLUSTERED_DIM, seed=0)
+    queries = clustered_unit_vectors(64, CLUSTERED_DIM, seed=0, offset=3000)
+    ids = [f"p{i:05d}" for i in range(len(vectors))]
+    metadata = [{"category": f"c{i % 7}", "in_stock": i % 3 == 0} for i in range(len(vectors))]
+    return vectors, queries, ids, metadata
+
+
+@pytest.fixture(scope="module")
+def run_categorization_main():
+    """`examples/run_categorization.py`'s `main(argv)`."""
+    return runpy.run_path(str(EXAMPLES / "run_categorization.py"), run_name="categorization")["main"]
+
+
+@pytest.fixture()
+def image_label_rows(tmp_path):
+    """Rows with an image and a label, and no text column at all."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = []
+    for index, (colour, label) in enumerate([("red", "mug"), ("blue", "lamp")] * 4):
+        PILImage.new("RGB", (16, 16), colour).save(folder / f"{index}.png")
+        rows.append({"photo": f"{index}.png", "category": label})
+    (folder / "train.jsonl").write_text("\n".join(map(json.dumps, rows)), encoding="utf-8")
+    return folder / "train.jsonl"
 
 
 # ---------------------------------------------------------------------------------------------------- file systems

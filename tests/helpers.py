@@ -29,6 +29,15 @@ MULTILINGUAL = [
 HUB_LOADING_TEXTS = ["red ceramic mug", "green leather backpack", "lampe bleue"]
 PIPELINE_TEXTS = ["red ceramic mug", "green leather backpack", "lampe bleue", "striped wall clock", "oak desk"]
 
+# the shapes and colours `tiny_datasets` draws, in its order
+TINY_SHAPES = ["mug", "lamp", "vase"]
+TINY_COLOURS = ["red", "green", "blue", "yellow"]
+
+# the dimension of the product index tests' clustered vectors
+CLUSTERED_DIM = 32
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
 # small image-processor settings: images resized and cropped to CROP x CROP
 CROP = 24
 SMALL = dict(size={"shortest_edge": CROP}, crop_size={"height": CROP, "width": CROP})

@@ -14,20 +14,6 @@ from commercemm_hf.data.demo_catalog import build_demo_catalog, to_image_text_ro
 from commercemm_hf.data.loading import BadRowWarning, LoadReport, load_image_text_dataset, load_omni_dataset
 
 
-@pytest.fixture()
-def files(tmp_path):
-    """A data folder with good, corrupt and truncated images under images/."""
-    folder = tmp_path / "data"
-    (folder / "images").mkdir(parents=True)
-    for name, colour in (("red", "red"), ("blue", "blue"), ("green", "green")):
-        PILImage.new("RGB", (12, 10), colour).save(folder / "images" / f"{name}.png")
-    (folder / "images" / "corrupt.png").write_bytes(b"this is not a png")
-    PILImage.new("RGB", (64, 64), "white").save(folder / "images" / "full.jpg", quality=95)
-    data = (folder / "images" / "full.jpg").read_bytes()
-    (folder / "images" / "truncated.jpg").write_bytes(data[: len(data) // 2])
-    return folder
-
-
 def _cache(tmp_path):
     return {"cache_dir": str(tmp_path / "hf-cache")}
 
@@ -60,11 +46,11 @@ def _warned_rows(record) -> list[str]:
     return [str(w.message) for w in record if issubclass(w.category, BadRowWarning)]
 
 
-def test_jsonl_with_relative_paths_skips_and_counts_bad_rows(files, tmp_path):
-    _write_jsonl(files / "rows.jsonl", ROWS)
+def test_jsonl_with_relative_paths_skips_and_counts_bad_rows(image_files_folder, tmp_path):
+    _write_jsonl(image_files_folder / "rows.jsonl", ROWS)
     with pytest.warns(BadRowWarning) as record:
-        dataset, report = load_image_text_dataset(files / "rows.jsonl", image_column="path", text_column="caption",
-                                                  label_column="category", **_cache(tmp_path))
+        dataset, report = load_image_text_dataset(image_files_folder / "rows.jsonl", image_column="path",
+                                                  text_column="caption", label_column="category", **_cache(tmp_path))
     _check_skips(dataset, report)
     messages = _warned_rows(record)
     for index, reason in EXPECTED_SKIPS.items():
@@ -76,80 +62,82 @@ def test_jsonl_with_relative_paths_skips_and_counts_bad_rows(files, tmp_path):
     assert "skipped 4" in str(report)
 
 
-def test_csv_and_absolute_paths(files, tmp_path):
-    rows = [dict(row, path=str(files / row["path"])) if i % 2 else row for i, row in enumerate(ROWS)]
-    with open(files / "rows.csv", "w", newline="", encoding="utf-8") as handle:
+def test_csv_and_absolute_paths(image_files_folder, tmp_path):
+    rows = [dict(row, path=str(image_files_folder / row["path"])) if i % 2 else row for i, row in enumerate(ROWS)]
+    with open(image_files_folder / "rows.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["path", "caption", "category"])
         writer.writeheader()
         writer.writerows(rows)
     with pytest.warns(BadRowWarning):
-        dataset, report = load_image_text_dataset(str(files / "rows.csv"), image_column="path",
+        dataset, report = load_image_text_dataset(str(image_files_folder / "rows.csv"), image_column="path",
                                                   text_column="caption", **_cache(tmp_path))
     _check_skips(dataset, report)
     assert dataset.column_names == ["image", "text", "category"]  # unused columns are kept
 
 
-def test_raise_names_the_row(files, tmp_path):
-    _write_jsonl(files / "rows.jsonl", ROWS)
+def test_raise_names_the_row(image_files_folder, tmp_path):
+    _write_jsonl(image_files_folder / "rows.jsonl", ROWS)
     with pytest.raises(ValueError, match=r"row 1 .*image file not found.*\(3 more bad rows\)"):
-        load_image_text_dataset(files / "rows.jsonl", image_column="path", text_column="caption",
+        load_image_text_dataset(image_files_folder / "rows.jsonl", image_column="path", text_column="caption",
                                 on_bad_rows="raise", **_cache(tmp_path))
-    _write_jsonl(files / "empty.jsonl", [ROWS[0], ROWS[3]])
+    _write_jsonl(image_files_folder / "empty.jsonl", [ROWS[0], ROWS[3]])
     with pytest.raises(ValueError, match=r"row 1 .*empty text"):
-        load_image_text_dataset(files / "empty.jsonl", image_column="path", text_column="caption",
+        load_image_text_dataset(image_files_folder / "empty.jsonl", image_column="path", text_column="caption",
                                 on_bad_rows="raise", **_cache(tmp_path))
     with pytest.raises(ValueError, match="on_bad_rows"):
-        load_image_text_dataset(files / "empty.jsonl", on_bad_rows="ignore")
+        load_image_text_dataset(image_files_folder / "empty.jsonl", on_bad_rows="ignore")
 
 
-def test_validation_is_not_cached_across_calls(files, tmp_path):
-    _write_jsonl(files / "rows.jsonl", [ROWS[0], ROWS[5]])
-    dataset, report = load_image_text_dataset(files / "rows.jsonl", image_column="path", text_column="caption",
-                                              **_cache(tmp_path))
+def test_validation_is_not_cached_across_calls(image_files_folder, tmp_path):
+    _write_jsonl(image_files_folder / "rows.jsonl", [ROWS[0], ROWS[5]])
+    dataset, report = load_image_text_dataset(image_files_folder / "rows.jsonl", image_column="path",
+                                              text_column="caption", **_cache(tmp_path))
     assert report.num_skipped == 0
-    (files / "images" / "green.png").write_bytes(b"broken now")
+    (image_files_folder / "images" / "green.png").write_bytes(b"broken now")
     with pytest.warns(BadRowWarning, match="row 1 "):
-        dataset, report = load_image_text_dataset(files / "rows.jsonl", image_column="path",
+        dataset, report = load_image_text_dataset(image_files_folder / "rows.jsonl", image_column="path",
                                                   text_column="caption", **_cache(tmp_path))
     assert report.num_skipped == 1 and len(dataset) == 1
 
 
-def test_image_root_for_in_memory_data(files):
+def test_image_root_for_in_memory_data(image_files_folder):
     data = Dataset.from_dict({"image": ["images/red.png", "images/missing.png"], "text": ["red", "gone"]})
     with pytest.warns(BadRowWarning, match="row 1 "):
-        dataset, report = load_image_text_dataset(data, image_root=files)
+        dataset, report = load_image_text_dataset(data, image_root=image_files_folder)
     assert len(dataset) == 1 and dataset[0]["image"].size == (12, 10)
-    assert str(files / "images" / "missing.png") in report.skipped[0].reason
+    assert str(image_files_folder / "images" / "missing.png") in report.skipped[0].reason
 
 
-def test_embedded_images_survive_moving_files(files, tmp_path):
-    _write_jsonl(files / "rows.jsonl", [ROWS[0]])
-    dataset, _ = load_image_text_dataset(files / "rows.jsonl", image_column="path", text_column="caption",
+def test_embedded_images_survive_moving_files(image_files_folder, tmp_path):
+    _write_jsonl(image_files_folder / "rows.jsonl", [ROWS[0]])
+    dataset, _ = load_image_text_dataset(image_files_folder / "rows.jsonl", image_column="path", text_column="caption",
                                          embed_images=True, **_cache(tmp_path))
-    (files / "images" / "red.png").unlink()
+    (image_files_folder / "images" / "red.png").unlink()
     assert dataset[0]["image"].getpixel((1, 1)) == (255, 0, 0)
 
 
-def test_text_from_several_columns_and_product_ids(files, tmp_path):
+def test_text_from_several_columns_and_product_ids(image_files_folder, tmp_path):
     rows = [{"image": "images/red.png", "title": "Red mug", "description": "Ceramic.", "sku": 17},
             {"image": "images/blue.png", "title": "", "description": "Only a description", "sku": None}]
-    _write_jsonl(files / "rows.jsonl", rows)
+    _write_jsonl(image_files_folder / "rows.jsonl", rows)
     with pytest.warns(BadRowWarning, match="missing product_id"):
-        dataset, report = load_image_text_dataset(files / "rows.jsonl", text_column=["title", "description"],
-                                                  product_id_column="sku", **_cache(tmp_path))
+        dataset, report = load_image_text_dataset(image_files_folder / "rows.jsonl",
+                                                  text_column=["title", "description"], product_id_column="sku",
+                                                  **_cache(tmp_path))
     assert list(dataset["text"]) == ["Red mug. Ceramic."] and list(dataset["product_id"]) == ["17"]
     assert report.skipped[0].index == 1
 
 
-def test_column_errors(files, tmp_path):
-    _write_jsonl(files / "rows.jsonl", ROWS[:1])
+def test_column_errors(image_files_folder, tmp_path):
+    _write_jsonl(image_files_folder / "rows.jsonl", ROWS[:1])
     with pytest.raises(ValueError, match="caption"):
-        load_image_text_dataset(files / "rows.jsonl", image_column="path", **_cache(tmp_path))
-    _write_jsonl(files / "clash.jsonl", [{"path": "images/red.png", "text": "a", "caption": "b"}])
+        load_image_text_dataset(image_files_folder / "rows.jsonl", image_column="path", **_cache(tmp_path))
+    _write_jsonl(image_files_folder / "clash.jsonl", [{"path": "images/red.png", "text": "a", "caption": "b"}])
     with pytest.raises(ValueError, match="already has"):
-        load_image_text_dataset(files / "clash.jsonl", image_column="path", text_column="caption", **_cache(tmp_path))
+        load_image_text_dataset(image_files_folder / "clash.jsonl", image_column="path", text_column="caption",
+                                **_cache(tmp_path))
     with pytest.raises(FileNotFoundError):
-        load_image_text_dataset(files / "nope.jsonl")
+        load_image_text_dataset(image_files_folder / "nope.jsonl")
     with pytest.raises(FileNotFoundError):
         load_image_text_dataset("./not/here")
 
@@ -172,8 +160,8 @@ def test_save_to_disk_round_trip(tmp_path):
     assert isinstance(one, Dataset) and len(one) == len(rows["train"])
 
 
-def test_image_folder(files, tmp_path):
-    folder = files / "images"
+def test_image_folder(image_files_folder, tmp_path):
+    folder = image_files_folder / "images"
     metadata = [{"file_name": "red.png", "text": "Red mug"}, {"file_name": "corrupt.png", "text": "Broken"},
                 {"file_name": "blue.png", "text": "Blue lamp"}, {"file_name": "green.png", "text": ""}]
     _write_jsonl(folder / "metadata.jsonl", metadata)
@@ -211,13 +199,13 @@ def test_hub_name_goes_to_load_dataset(monkeypatch):
     assert isinstance(whole, DatasetDict)
 
 
-def test_many_bad_rows_limit_the_warnings(files, tmp_path):
+def test_many_bad_rows_limit_the_warnings(image_files_folder, tmp_path):
     rows = [{"image": "images/missing.png", "text": f"row {i}"} for i in range(30)] + [
         {"image": "images/red.png", "text": "kept"}]
-    _write_jsonl(files / "rows.jsonl", rows)
+    _write_jsonl(image_files_folder / "rows.jsonl", rows)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        dataset, report = load_image_text_dataset(files / "rows.jsonl", max_warnings=5, **_cache(tmp_path))
+        dataset, report = load_image_text_dataset(image_files_folder / "rows.jsonl", max_warnings=5, **_cache(tmp_path))
     messages = _warned_rows(record)
     assert len(messages) == 6 and "25 more" in messages[-1]
     assert report.num_skipped == 30 and len(dataset) == 1
@@ -237,7 +225,7 @@ def test_omni_round_trip_from_disk(tmp_path):
     assert loaded[3]["source_image"] is not None and loaded[0]["source_image"] is None
 
 
-def test_omni_jsonl_bad_rows_and_inferred_types(files, tmp_path):
+def test_omni_jsonl_bad_rows_and_inferred_types(image_files_folder, tmp_path):
     product = {"sku": "P1", "product_image": "images/red.png", "title": "Red mug"}
     rows = [
         {**product, "kind": "query", "query": "red mug", "photo": None},
@@ -251,11 +239,11 @@ def test_omni_jsonl_bad_rows_and_inferred_types(files, tmp_path):
         {**product, "product_image": "images/missing.png", "kind": "query", "query": "mug", "photo": None},
         {**product, "kind": "view", "query": "extra words", "photo": "images/blue.png"},  # text cleared
     ]
-    _write_jsonl(files / "omni.jsonl", rows)
+    _write_jsonl(image_files_folder / "omni.jsonl", rows)
     columns = dict(source_type_column="kind", source_text_column="query", source_image_column="photo",
                    product_id_column="sku", image_column="product_image", text_column="title")
     with pytest.warns(BadRowWarning) as record:
-        dataset, report = load_omni_dataset(files / "omni.jsonl", **columns, **_cache(tmp_path))
+        dataset, report = load_omni_dataset(image_files_folder / "omni.jsonl", **columns, **_cache(tmp_path))
     expected = {3: "empty query text", 4: "unknown source_type", 5: "unreadable image file",
                 6: "empty post caption", 7: "missing product_id", 8: "image file not found"}
     assert {row.index: row.reason for row in report.skipped}.keys() == expected.keys()
@@ -266,24 +254,24 @@ def test_omni_jsonl_bad_rows_and_inferred_types(files, tmp_path):
     assert dataset[3]["source_text"] is None and report.cleared == {"source_text of view rows": 1}
     assert report.num_read == 10 and report.num_kept == 4
     with pytest.raises(ValueError, match="row 3 "):
-        load_omni_dataset(files / "omni.jsonl", on_bad_rows="raise", **columns, **_cache(tmp_path))
+        load_omni_dataset(image_files_folder / "omni.jsonl", on_bad_rows="raise", **columns, **_cache(tmp_path))
 
     # without a type column the type follows from what each row has
     with pytest.warns(BadRowWarning) as record:
-        inferred, report = load_omni_dataset(files / "omni.jsonl", **dict(columns, source_type_column=None),
-                                             **_cache(tmp_path))
+        inferred, report = load_omni_dataset(image_files_folder / "omni.jsonl",
+                                             **dict(columns, source_type_column=None), **_cache(tmp_path))
     assert any("row 3 " in message and "neither a source text nor a source image" in message
                for message in _warned_rows(record))
     assert list(inferred["source_type"])[:3] == ["query", "view", "post"]
 
 
-def test_omni_views_only_without_text_column(files, tmp_path):
+def test_omni_views_only_without_text_column(image_files_folder, tmp_path):
     rows = [{"source_image": "images/blue.png", "product_id": "P1", "image": "images/red.png", "text": "Red mug"}]
-    _write_jsonl(files / "views.jsonl", rows)
-    dataset, report = load_omni_dataset(files / "views.jsonl", **_cache(tmp_path))
+    _write_jsonl(image_files_folder / "views.jsonl", rows)
+    dataset, report = load_omni_dataset(image_files_folder / "views.jsonl", **_cache(tmp_path))
     assert list(dataset["source_type"]) == ["view"] and dataset[0]["source_text"] is None
     with pytest.raises(ValueError, match="caption_text"):
-        load_omni_dataset(files / "views.jsonl", source_text_column="caption_text", **_cache(tmp_path))
+        load_omni_dataset(image_files_folder / "views.jsonl", source_text_column="caption_text", **_cache(tmp_path))
 
 
 def test_report_addition_holds_per_split():
