@@ -24,13 +24,15 @@ from commercemm_hf import (
     train_commercemm_tokenizer,
 )
 from commercemm_hf.cli import main
-from commercemm_hf.data.demo_catalog import build_demo_catalog
+from commercemm_hf.data.demo_catalog import build_demo_catalog, to_image_text_rows, to_omni_rows
 from commercemm_hf.hub import save_hub_folder
 from commercemm_hf.search import clustered_unit_vectors
 from commercemm_hf.training import CommerceMMOmniCollator, CommerceMMPretrainingCollator
+from commercemm_hf.training.recipes import prepare_demo
 from helpers import (
     CLUSTERED_DIM,
     CORPUS,
+    EVALUATE_DEMO_PRODUCTS,
     EXAMPLES,
     HUB_LOADING_TEXTS,
     MULTILINGUAL,
@@ -376,6 +378,23 @@ def image_label_rows(tmp_path):
         rows.append({"photo": f"{index}.png", "category": label})
     (folder / "train.jsonl").write_text("\n".join(map(json.dumps, rows)), encoding="utf-8")
     return folder / "train.jsonl"
+
+
+@pytest.fixture(scope="module")
+def tiny_demo():
+    """The prepared demo (catalog, config, processor) of `EVALUATE_DEMO_PRODUCTS` products, with a tiny model in
+    `extra["model"]`."""
+    torch.manual_seed(0)
+    data = prepare_demo(num_products=EVALUATE_DEMO_PRODUCTS, vocab_size=400)
+    data.extra["model"] = CommerceMMModel(data.config).eval()
+    return data
+
+
+@pytest.fixture(scope="module")
+def validation_rows(tiny_demo):
+    """The demo's validation split as image-text rows and as Omni rows."""
+    rows = tiny_demo.catalog["validation"]
+    return to_image_text_rows(rows), to_omni_rows(rows)
 
 
 # ---------------------------------------------------------------------------------------------------- file systems

@@ -36,6 +36,9 @@ TINY_COLOURS = ["red", "green", "blue", "yellow"]
 # the dimension of the product index tests' clustered vectors
 CLUSTERED_DIM = 32
 
+# the demo catalog test_evaluate.py evaluates on: 8 held-out products per split
+EVALUATE_DEMO_PRODUCTS = 80
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 # small image-processor settings: images resized and cropped to CROP x CROP
