@@ -16,8 +16,8 @@ from transformers import (
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
-    AutoModelForSequenceClassification,
     AutoModelForPreTraining,
+    AutoModelForSequenceClassification,
     AutoModelForZeroShotImageClassification,
     AutoProcessor,
 )
@@ -66,10 +66,12 @@ _register_auto_classes()
 
 from .pipelines import register_pipelines  # noqa: E402
 
+
 register_pipelines()
 
 from .encoding import CommerceMMEncoder  # noqa: E402
 from .factory import create_model_and_processor  # noqa: E402
+
 
 __all__ = [
     "CommerceMMConfig",

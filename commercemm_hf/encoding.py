@@ -18,6 +18,7 @@ from PIL import Image
 
 from .pipelines.pipeline_commercemm_inputs import base_model, collate, embed_rows, encode_item, normalize_item
 
+
 OUTPUT_VALUES = ("preferred", "text", "image", "multimodal")
 
 

@@ -24,8 +24,15 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .model_card import (  # noqa: F401  (MODEL_CARD_TEMPLATE and find_metrics: publish's names before the split)
-    MODEL_CARD_TEMPLATE, PublishError, _card_file_text, _check_repo_id, _human, _load_config, _written_by_publish,
-    find_metrics, render_model_card,
+    MODEL_CARD_TEMPLATE,
+    PublishError,
+    _card_file_text,
+    _check_repo_id,
+    _human,
+    _load_config,
+    _written_by_publish,
+    find_metrics,
+    render_model_card,
 )
 
 

@@ -1,4 +1,5 @@
-"""Shared test utilities: tiny configs, and running code in a fresh process where `commercemm_hf` cannot be imported."""
+"""Shared test utilities: corpora and settings, tiny configs and datasets, random images, and running code in a fresh
+process where `commercemm_hf` cannot be imported. (Fixtures live in conftest.py.)"""
 
 import json
 import os
@@ -10,7 +11,49 @@ from pathlib import Path
 from commercemm_hf import CommerceMMConfig
 
 
+# the corpus of the suite's shared tokenizer (conftest.py's `tokenizer`)
+CORPUS = [
+    "red ceramic mug with blue stripes", "green leather backpack", "dotted cotton t-shirt acme",
+    "taza roja de cerámica", "grüner Rucksack aus Leder", "lampe bleue en verre", "steel desk lamp zenith",
+    "wooden vase with zigzag pattern", "running shoe mesh orbit", "wireless headphones black nova",
+] * 8
+
+# texts in many scripts, for training tokenizers on (conftest.py's `multilingual_tokenizer`)
+MULTILINGUAL = [
+    "red ceramic coffee mug", "Taza de cerámica roja", "Roter Keramikbecher für Kaffee", "tasse à café en céramique",
+    "红色陶瓷咖啡杯", "赤いセラミックのマグカップ", "빨간 세라믹 머그컵", "Красная керамическая кружка",
+    "كوب قهوة أحمر", "mug 😀 with 🎁 emoji", "ＦＵＬＬＷＩＤＴＨ ｔｅｘｔ", "ÉCHARPE ÉLÉGANTE en laine",
+] * 6
+
+# product texts of the saved folders that test_hub_loading.py and test_pipelines.py load in fresh processes
+HUB_LOADING_TEXTS = ["red ceramic mug", "green leather backpack", "lampe bleue"]
+PIPELINE_TEXTS = ["red ceramic mug", "green leather backpack", "lampe bleue", "striped wall clock", "oak desk"]
+
+# the shapes and colours `tiny_datasets` draws, in its order
+TINY_SHAPES = ["mug", "lamp", "vase"]
+TINY_COLOURS = ["red", "green", "blue", "yellow"]
+
+# the dimension of the product index tests' clustered vectors
+CLUSTERED_DIM = 32
+
+# the demo catalog test_evaluate.py evaluates on: 8 held-out products per split
+EVALUATE_DEMO_PRODUCTS = 80
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+# small image-processor settings: images resized and cropped to CROP x CROP
+CROP = 24
+SMALL = dict(size={"shortest_edge": CROP}, crop_size={"height": CROP, "width": CROP})
 TINY_STACK = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_hidden_layers=2)
+
+
+def random_image(seed: int, size=(48, 40), mode="RGB"):
+    """A noise picture of `size` (width, height) in PIL mode `mode`."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
 
 
 def tiny_config(vocab_size: int = 300, **overrides) -> CommerceMMConfig:

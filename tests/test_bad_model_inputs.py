@@ -51,22 +51,14 @@ def test_config_json_that_is_not_an_object_is_named(tmp_path, content):
 # ------------------------------------------------------------------------------------------------------ checkpoints
 
 
-@pytest.fixture()
-def saved(tmp_path):
-    torch.manual_seed(0)
-    model = CommerceMMModel(tiny_config()).eval()
-    model.save_pretrained(tmp_path / "model")
-    return model, tmp_path / "model"
-
-
 def _rewrite(folder, change):
     weights = load_file(folder / "model.safetensors")
     change(weights)
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
 
 
-def test_missing_backbone_weights_are_an_error_unless_allowed(saved):
-    model, folder = saved
+def test_missing_backbone_weights_are_an_error_unless_allowed(saved_tiny_model):
+    model, folder = saved_tiny_model
     key = "text_model.encoder.layers.0.mlp.fc1.weight"
     _rewrite(folder, lambda weights: weights.pop(key))
     with pytest.raises(ValueError, match=rf"backbone weights are missing: \['{key}'\].*allow_partial_load=True"):
@@ -76,16 +68,19 @@ def test_missing_backbone_weights_are_an_error_unless_allowed(saved):
     torch.testing.assert_close(partial.logit_scale, model.logit_scale)
 
 
-def test_unexpected_backbone_weights_are_an_error(saved):
-    _, folder = saved
-    _rewrite(folder, lambda weights: weights.update({"text_model.encoder.layers.7.mlp.fc1.weight": torch.ones(2)}))
+def test_unexpected_backbone_weights_are_an_error(saved_tiny_model):
+    model, folder = saved_tiny_model
+    key = "text_model.encoder.layers.7.mlp.fc1.weight"
+    _rewrite(folder, lambda weights: weights.update({key: torch.ones(2)}))
     with pytest.raises(ValueError, match=r"have no place in this model.*layers.7"):
         CommerceMMModel.from_pretrained(folder)
-    assert CommerceMMModel.from_pretrained(folder, allow_partial_load=True) is not None
+    partial, info = CommerceMMModel.from_pretrained(folder, allow_partial_load=True, output_loading_info=True)
+    assert key in info["unexpected_keys"] and not info["missing_keys"]
+    torch.testing.assert_close(partial.state_dict(), model.state_dict())  # the rest loaded as saved
 
 
-def test_heads_absent_or_of_other_models_load_as_in_transformers(saved, tmp_path):
-    model, folder = saved
+def test_heads_absent_or_of_other_models_load_as_in_transformers(saved_tiny_model, tmp_path):
+    model, folder = saved_tiny_model
     task = CommerceMMForProductCategorization.from_pretrained(folder, num_labels=3)  # a fresh head on a base
     torch.testing.assert_close(task.commercemm.logit_scale, model.logit_scale)
     task.save_pretrained(tmp_path / "task")
@@ -96,8 +91,8 @@ def test_heads_absent_or_of_other_models_load_as_in_transformers(saved, tmp_path
         CommerceMMForProductCategorization.from_pretrained(tmp_path / "task")
 
 
-def test_non_finite_weights_are_an_error(saved):
-    _, folder = saved
+def test_non_finite_weights_are_an_error(saved_tiny_model):
+    _, folder = saved_tiny_model
 
     def poison(weights):
         weights["fusion_model.encoder.layers.0.mlp.fc2.bias"][3] = math.nan
@@ -106,8 +101,8 @@ def test_non_finite_weights_are_an_error(saved):
         CommerceMMModel.from_pretrained(folder)
 
 
-def test_integer_tensors_are_not_cast_to_float_weights(saved):
-    _, folder = saved
+def test_integer_tensors_are_not_cast_to_float_weights(saved_tiny_model):
+    _, folder = saved_tiny_model
     key = "image_projection.weight"
 
     def as_int(weights):
@@ -118,12 +113,6 @@ def test_integer_tensors_are_not_cast_to_float_weights(saved):
 
 
 # ------------------------------------------------------------------------------------------------------ model inputs
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return CommerceMMModel(tiny_config()).eval()
 
 
 @pytest.mark.parametrize("call, message", [

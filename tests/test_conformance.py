@@ -23,9 +23,7 @@ from commercemm_hf import (
     CommerceMMModel,
     CommerceMMProcessor,
 )
-from commercemm_hf.hub import save_hub_folder
-from conftest import random_image
-from helpers import run_without_package, tiny_config
+from helpers import random_image, run_without_package, tiny_config
 
 
 def padded_batch(vocab_size: int = 300, seed: int = 0):
@@ -37,12 +35,6 @@ def padded_batch(vocab_size: int = 300, seed: int = 0):
     input_ids[attention_mask == 0] = 0
     pixel_values = torch.randn(3, 3, 32, 32, generator=generator)
     return input_ids, attention_mask, pixel_values
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return CommerceMMModel(tiny_config()).eval()
 
 
 def feature_calls(model, input_ids, attention_mask, pixel_values, **kwargs):
@@ -280,27 +272,19 @@ def test_bad_mean_or_std_is_a_clear_error(processor, kwargs, message):
 # ---------------------------------------------------------------------------------------------- 10-11. folders
 
 
-@pytest.fixture(scope="module")
-def hub_folder(tmp_path_factory, processor):
-    folder = tmp_path_factory.mktemp("conformance") / "base"
-    torch.manual_seed(0)
-    save_hub_folder(CommerceMMModel(tiny_config(vocab_size=300)).eval(), processor, folder)
-    return folder
-
-
-def test_a_re_saved_folder_keeps_its_pipeline_code(hub_folder, tmp_path):
-    config = json.loads((hub_folder / "config.json").read_text())
+def test_a_re_saved_folder_keeps_its_pipeline_code(tiny_hub_folder, tmp_path):
+    config = json.loads((tiny_hub_folder / "config.json").read_text())
     named = {entry["impl"].split(".")[0] + ".py" for entry in config["custom_pipelines"].values()}
     code = named | {"pipeline_commercemm_inputs.py"}  # what the pipeline files import
-    assert code <= {path.name for path in hub_folder.glob("*.py")}
-    AutoModel.from_pretrained(hub_folder).save_pretrained(tmp_path / "in_package")
+    assert code <= {path.name for path in tiny_hub_folder.glob("*.py")}
+    AutoModel.from_pretrained(tiny_hub_folder).save_pretrained(tmp_path / "in_package")
     assert code <= {path.name for path in (tmp_path / "in_package").glob("*.py")}
     result = run_without_package(f"""
 import json, os
 from transformers import AutoModel, AutoProcessor, pipeline
-model = AutoModel.from_pretrained({str(hub_folder)!r}, trust_remote_code=True)
+model = AutoModel.from_pretrained({str(tiny_hub_folder)!r}, trust_remote_code=True)
 model.save_pretrained("resaved")
-AutoProcessor.from_pretrained({str(hub_folder)!r}, trust_remote_code=True).save_pretrained("resaved")
+AutoProcessor.from_pretrained({str(tiny_hub_folder)!r}, trust_remote_code=True).save_pretrained("resaved")
 search = pipeline("product-search", model="resaved", trust_remote_code=True)
 print(json.dumps({{"files": sorted(name for name in os.listdir("resaved") if name.endswith(".py")),
                   "pipeline": type(search).__name__}}))
@@ -308,11 +292,11 @@ print(json.dumps({{"files": sorted(name for name in os.listdir("resaved") if nam
     assert code <= set(result["files"]) and result["pipeline"] == "CommerceMMProductSearchPipeline"
 
 
-def test_image_feature_extraction_pipeline_with_pool(hub_folder, model):
-    extractor = pipeline("image-feature-extraction", model=str(hub_folder))
+def test_image_feature_extraction_pipeline_with_pool(tiny_hub_folder, model):
+    extractor = pipeline("image-feature-extraction", model=str(tiny_hub_folder))
     image = random_image(5, size=(32, 32))
     pooled = extractor(image, pool=True, return_tensors=True)
-    loaded = AutoModel.from_pretrained(hub_folder).eval()
+    loaded = AutoModel.from_pretrained(tiny_hub_folder).eval()
     pixel_values = extractor.image_processor(image)["pixel_values"]
     expected = torch.nn.functional.normalize(loaded.get_image_features(pixel_values=pixel_values).pooler_output, dim=-1)
     torch.testing.assert_close(pooled, expected, atol=1e-5, rtol=0)

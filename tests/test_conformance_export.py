@@ -6,9 +6,6 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from commercemm_hf import CommerceMMModel
-from helpers import tiny_config
-
 
 class TextFeatures(nn.Module):
     def __init__(self, model):
@@ -48,12 +45,6 @@ FEATURES = {
     "image": (ImageFeatures, ("pixel_values",)),
     "multimodal": (MultimodalFeatures, ("input_ids", "attention_mask", "pixel_values")),
 }
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return CommerceMMModel(tiny_config()).eval()
 
 
 def dynamic_shapes(names, max_length):

@@ -14,20 +14,6 @@ from commercemm_hf.data.demo_catalog import build_demo_catalog, to_image_text_ro
 from commercemm_hf.data.loading import BadRowWarning, LoadReport, load_image_text_dataset, load_omni_dataset
 
 
-@pytest.fixture()
-def files(tmp_path):
-    """A data folder with good, corrupt and truncated images under images/."""
-    folder = tmp_path / "data"
-    (folder / "images").mkdir(parents=True)
-    for name, colour in (("red", "red"), ("blue", "blue"), ("green", "green")):
-        PILImage.new("RGB", (12, 10), colour).save(folder / "images" / f"{name}.png")
-    (folder / "images" / "corrupt.png").write_bytes(b"this is not a png")
-    PILImage.new("RGB", (64, 64), "white").save(folder / "images" / "full.jpg", quality=95)
-    data = (folder / "images" / "full.jpg").read_bytes()
-    (folder / "images" / "truncated.jpg").write_bytes(data[: len(data) // 2])
-    return folder
-
-
 def _cache(tmp_path):
     return {"cache_dir": str(tmp_path / "hf-cache")}
 
@@ -60,11 +46,11 @@ def _warned_rows(record) -> list[str]:
     return [str(w.message) for w in record if issubclass(w.category, BadRowWarning)]
 
 
-def test_jsonl_with_relative_paths_skips_and_counts_bad_rows(files, tmp_path):
-    _write_jsonl(files / "rows.jsonl", ROWS)
+def test_jsonl_with_relative_paths_skips_and_counts_bad_rows(image_files_folder, tmp_path):
+    _write_jsonl(image_files_folder / "rows.jsonl", ROWS)
     with pytest.warns(BadRowWarning) as record:
-        dataset, report = load_image_text_dataset(files / "rows.jsonl", image_column="path", text_column="caption",
-                                                  label_column="category", **_cache(tmp_path))
+        dataset, report = load_image_text_dataset(image_files_folder / "rows.jsonl", image_column="path",
+                                                  text_column="caption", label_column="category", **_cache(tmp_path))
     _check_skips(dataset, report)
     messages = _warned_rows(record)
     for index, reason in EXPECTED_SKIPS.items():
@@ -76,40 +62,40 @@ def test_jsonl_with_relative_paths_skips_and_counts_bad_rows(files, tmp_path):
     assert "skipped 4" in str(report)
 
 
-def test_csv_and_absolute_paths(files, tmp_path):
-    rows = [dict(row, path=str(files / row["path"])) if i % 2 else row for i, row in enumerate(ROWS)]
-    with open(files / "rows.csv", "w", newline="", encoding="utf-8") as handle:
+def test_csv_and_absolute_paths(image_files_folder, tmp_path):
+    rows = [dict(row, path=str(image_files_folder / row["path"])) if i % 2 else row for i, row in enumerate(ROWS)]
+    with open(image_files_folder / "rows.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["path", "caption", "category"])
         writer.writeheader()
         writer.writerows(rows)
     with pytest.warns(BadRowWarning):
-        dataset, report = load_image_text_dataset(str(files / "rows.csv"), image_column="path",
+        dataset, report = load_image_text_dataset(str(image_files_folder / "rows.csv"), image_column="path",
                                                   text_column="caption", **_cache(tmp_path))
     _check_skips(dataset, report)
     assert dataset.column_names == ["image", "text", "category"]  # unused columns are kept
 
 
-def test_raise_names_the_row(files, tmp_path):
-    _write_jsonl(files / "rows.jsonl", ROWS)
+def test_raise_names_the_row(image_files_folder, tmp_path):
+    _write_jsonl(image_files_folder / "rows.jsonl", ROWS)
     with pytest.raises(ValueError, match=r"row 1 .*image file not found.*\(3 more bad rows\)"):
-        load_image_text_dataset(files / "rows.jsonl", image_column="path", text_column="caption",
+        load_image_text_dataset(image_files_folder / "rows.jsonl", image_column="path", text_column="caption",
                                 on_bad_rows="raise", **_cache(tmp_path))
-    _write_jsonl(files / "empty.jsonl", [ROWS[0], ROWS[3]])
+    _write_jsonl(image_files_folder / "empty.jsonl", [ROWS[0], ROWS[3]])
     with pytest.raises(ValueError, match=r"row 1 .*empty text"):
-        load_image_text_dataset(files / "empty.jsonl", image_column="path", text_column="caption",
+        load_image_text_dataset(image_files_folder / "empty.jsonl", image_column="path", text_column="caption",
                                 on_bad_rows="raise", **_cache(tmp_path))
     with pytest.raises(ValueError, match="on_bad_rows"):
-        load_image_text_dataset(files / "empty.jsonl", on_bad_rows="ignore")
+        load_image_text_dataset(image_files_folder / "empty.jsonl", on_bad_rows="ignore")
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "saved"])
-def test_checks_are_cached_by_fingerprint_and_report_the_same_rows(kind, files, tmp_path, monkeypatch):
-    _write_jsonl(files / "rows.jsonl", ROWS)
-    source = files / "rows.jsonl"
-    if kind == "saved":  # a dataset with cache files of its own: datasets caches the check beside them
+def test_checks_are_cached_by_fingerprint_and_report_the_same_rows(kind, image_files_folder, tmp_path, monkeypatch):
+    _write_jsonl(image_files_folder / "rows.jsonl", ROWS)
+    source = image_files_folder / "rows.jsonl"
+    if kind == "saved":  # a dataset with cache image_files_folder of its own: datasets caches the check beside them
         rows = reading.read_data_file(source, {"caption"})
-        rows.remove_columns([loading.LINE_COLUMN, loading.PROBLEM_COLUMN]).save_to_disk(str(files / "saved"))
-        source = files / "saved"
+        rows.remove_columns([loading.LINE_COLUMN, loading.PROBLEM_COLUMN]).save_to_disk(str(image_files_folder / "saved"))
+        source = image_files_folder / "saved"
     opened = []
     real = loading._open_check
     monkeypatch.setattr(loading, "_open_check", lambda *args, **kwargs: opened.append(1) or real(*args, **kwargs))
@@ -118,7 +104,7 @@ def test_checks_are_cached_by_fingerprint_and_report_the_same_rows(kind, files, 
         with pytest.warns(BadRowWarning) as record:
             dataset, report = load_image_text_dataset(source, image_column="path", text_column="caption",
                                                       **{**(_cache(tmp_path) if kind == "jsonl" else
-                                                            {"image_root": files}), **options})
+                                                            {"image_root": image_files_folder}), **options})
         return dataset, report, _warned_rows(record)
 
     first, first_report, first_warnings = load()
@@ -136,59 +122,61 @@ def test_checks_are_cached_by_fingerprint_and_report_the_same_rows(kind, files, 
     _, lenient, _ = load(require_text=False)
     assert len(opened) == 2 * checks and 3 not in [row.index for row in lenient.skipped]
     # an image replaced in place keeps its cached result until the check is asked for again
-    (files / "images" / "green.png").write_bytes(b"broken now")
+    (image_files_folder / "images" / "green.png").write_bytes(b"broken now")
     _, stale, _ = load()
     assert stale.skipped == first_report.skipped
     _, fresh, _ = load(load_from_cache_file=False)
     assert [row.index for row in fresh.skipped] == [*sorted(EXPECTED_SKIPS), 5]
 
 
-def test_num_proc_checks_in_several_processes_with_the_same_report(files, tmp_path):
-    _write_jsonl(files / "rows.jsonl", ROWS * 2)
+def test_num_proc_checks_in_several_processes_with_the_same_report(image_files_folder, tmp_path):
+    _write_jsonl(image_files_folder / "rows.jsonl", ROWS * 2)
     with pytest.warns(BadRowWarning):
-        dataset, report = load_image_text_dataset(files / "rows.jsonl", image_column="path", text_column="caption",
+        dataset, report = load_image_text_dataset(image_files_folder / "rows.jsonl", image_column="path", text_column="caption",
                                                   num_proc=2, **_cache(tmp_path))
     assert [row.index for row in report.skipped] == [*sorted(EXPECTED_SKIPS), *(i + 6 for i in sorted(EXPECTED_SKIPS))]
     assert list(dataset["text"]) == ["Red mug", "Green lamp"] * 2
     assert len(list((tmp_path / "hf-cache" / "commercemm_checks").glob("check-*_of_00002.arrow"))) == 2
 
 
-def test_image_root_for_in_memory_data(files):
+def test_image_root_for_in_memory_data(image_files_folder):
     data = Dataset.from_dict({"image": ["images/red.png", "images/missing.png"], "text": ["red", "gone"]})
     with pytest.warns(BadRowWarning, match="row 1 "):
-        dataset, report = load_image_text_dataset(data, image_root=files)
+        dataset, report = load_image_text_dataset(data, image_root=image_files_folder)
     assert len(dataset) == 1 and dataset[0]["image"].size == (12, 10)
-    assert str(files / "images" / "missing.png") in report.skipped[0].reason
+    assert str(image_files_folder / "images" / "missing.png") in report.skipped[0].reason
 
 
-def test_embedded_images_survive_moving_files(files, tmp_path):
-    _write_jsonl(files / "rows.jsonl", [ROWS[0]])
-    dataset, _ = load_image_text_dataset(files / "rows.jsonl", image_column="path", text_column="caption",
+def test_embedded_images_survive_moving_files(image_files_folder, tmp_path):
+    _write_jsonl(image_files_folder / "rows.jsonl", [ROWS[0]])
+    dataset, _ = load_image_text_dataset(image_files_folder / "rows.jsonl", image_column="path", text_column="caption",
                                          embed_images=True, **_cache(tmp_path))
-    (files / "images" / "red.png").unlink()
+    (image_files_folder / "images" / "red.png").unlink()
     assert dataset[0]["image"].getpixel((1, 1)) == (255, 0, 0)
 
 
-def test_text_from_several_columns_and_product_ids(files, tmp_path):
+def test_text_from_several_columns_and_product_ids(image_files_folder, tmp_path):
     rows = [{"image": "images/red.png", "title": "Red mug", "description": "Ceramic.", "sku": 17},
             {"image": "images/blue.png", "title": "", "description": "Only a description", "sku": None}]
-    _write_jsonl(files / "rows.jsonl", rows)
+    _write_jsonl(image_files_folder / "rows.jsonl", rows)
     with pytest.warns(BadRowWarning, match="missing product_id"):
-        dataset, report = load_image_text_dataset(files / "rows.jsonl", text_column=["title", "description"],
-                                                  product_id_column="sku", **_cache(tmp_path))
+        dataset, report = load_image_text_dataset(image_files_folder / "rows.jsonl",
+                                                  text_column=["title", "description"], product_id_column="sku",
+                                                  **_cache(tmp_path))
     assert list(dataset["text"]) == ["Red mug. Ceramic."] and list(dataset["product_id"]) == ["17"]
     assert report.skipped[0].index == 1
 
 
-def test_column_errors(files, tmp_path):
-    _write_jsonl(files / "rows.jsonl", ROWS[:1])
+def test_column_errors(image_files_folder, tmp_path):
+    _write_jsonl(image_files_folder / "rows.jsonl", ROWS[:1])
     with pytest.raises(ValueError, match="caption"):
-        load_image_text_dataset(files / "rows.jsonl", image_column="path", **_cache(tmp_path))
-    _write_jsonl(files / "clash.jsonl", [{"path": "images/red.png", "text": "a", "caption": "b"}])
+        load_image_text_dataset(image_files_folder / "rows.jsonl", image_column="path", **_cache(tmp_path))
+    _write_jsonl(image_files_folder / "clash.jsonl", [{"path": "images/red.png", "text": "a", "caption": "b"}])
     with pytest.raises(ValueError, match="already has"):
-        load_image_text_dataset(files / "clash.jsonl", image_column="path", text_column="caption", **_cache(tmp_path))
+        load_image_text_dataset(image_files_folder / "clash.jsonl", image_column="path", text_column="caption",
+                                **_cache(tmp_path))
     with pytest.raises(FileNotFoundError):
-        load_image_text_dataset(files / "nope.jsonl")
+        load_image_text_dataset(image_files_folder / "nope.jsonl")
     with pytest.raises(FileNotFoundError):
         load_image_text_dataset("./not/here")
 
@@ -211,8 +199,8 @@ def test_save_to_disk_round_trip(tmp_path):
     assert isinstance(one, Dataset) and len(one) == len(rows["train"])
 
 
-def test_image_folder(files, tmp_path):
-    folder = files / "images"
+def test_image_folder(image_files_folder, tmp_path):
+    folder = image_files_folder / "images"
     metadata = [{"file_name": "red.png", "text": "Red mug"}, {"file_name": "corrupt.png", "text": "Broken"},
                 {"file_name": "blue.png", "text": "Blue lamp"}, {"file_name": "green.png", "text": ""}]
     _write_jsonl(folder / "metadata.jsonl", metadata)
@@ -250,13 +238,13 @@ def test_hub_name_goes_to_load_dataset(monkeypatch):
     assert isinstance(whole, DatasetDict)
 
 
-def test_many_bad_rows_limit_the_warnings(files, tmp_path):
+def test_many_bad_rows_limit_the_warnings(image_files_folder, tmp_path):
     rows = [{"image": "images/missing.png", "text": f"row {i}"} for i in range(30)] + [
         {"image": "images/red.png", "text": "kept"}]
-    _write_jsonl(files / "rows.jsonl", rows)
+    _write_jsonl(image_files_folder / "rows.jsonl", rows)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        dataset, report = load_image_text_dataset(files / "rows.jsonl", max_warnings=5, **_cache(tmp_path))
+        dataset, report = load_image_text_dataset(image_files_folder / "rows.jsonl", max_warnings=5, **_cache(tmp_path))
     messages = _warned_rows(record)
     assert len(messages) == 6 and "25 more" in messages[-1]
     assert report.num_skipped == 30 and len(dataset) == 1
@@ -276,7 +264,7 @@ def test_omni_round_trip_from_disk(tmp_path):
     assert loaded[3]["source_image"] is not None and loaded[0]["source_image"] is None
 
 
-def test_omni_jsonl_bad_rows_and_inferred_types(files, tmp_path):
+def test_omni_jsonl_bad_rows_and_inferred_types(image_files_folder, tmp_path):
     product = {"sku": "P1", "product_image": "images/red.png", "title": "Red mug"}
     rows = [
         {**product, "kind": "query", "query": "red mug", "photo": None},
@@ -290,11 +278,11 @@ def test_omni_jsonl_bad_rows_and_inferred_types(files, tmp_path):
         {**product, "product_image": "images/missing.png", "kind": "query", "query": "mug", "photo": None},
         {**product, "kind": "view", "query": "extra words", "photo": "images/blue.png"},  # text cleared
     ]
-    _write_jsonl(files / "omni.jsonl", rows)
+    _write_jsonl(image_files_folder / "omni.jsonl", rows)
     columns = dict(source_type_column="kind", source_text_column="query", source_image_column="photo",
                    product_id_column="sku", image_column="product_image", text_column="title")
     with pytest.warns(BadRowWarning) as record:
-        dataset, report = load_omni_dataset(files / "omni.jsonl", **columns, **_cache(tmp_path))
+        dataset, report = load_omni_dataset(image_files_folder / "omni.jsonl", **columns, **_cache(tmp_path))
     expected = {3: "empty query text", 4: "unknown source_type", 5: "unreadable image file",
                 6: "empty post caption", 7: "missing product_id", 8: "image file not found"}
     assert {row.index: row.reason for row in report.skipped}.keys() == expected.keys()
@@ -305,24 +293,24 @@ def test_omni_jsonl_bad_rows_and_inferred_types(files, tmp_path):
     assert dataset[3]["source_text"] is None and report.cleared == {"source_text of view rows": 1}
     assert report.num_read == 10 and report.num_kept == 4
     with pytest.raises(ValueError, match="row 3 "):
-        load_omni_dataset(files / "omni.jsonl", on_bad_rows="raise", **columns, **_cache(tmp_path))
+        load_omni_dataset(image_files_folder / "omni.jsonl", on_bad_rows="raise", **columns, **_cache(tmp_path))
 
     # without a type column the type follows from what each row has
     with pytest.warns(BadRowWarning) as record:
-        inferred, report = load_omni_dataset(files / "omni.jsonl", **dict(columns, source_type_column=None),
-                                             **_cache(tmp_path))
+        inferred, report = load_omni_dataset(image_files_folder / "omni.jsonl",
+                                             **dict(columns, source_type_column=None), **_cache(tmp_path))
     assert any("row 3 " in message and "neither a source text nor a source image" in message
                for message in _warned_rows(record))
     assert list(inferred["source_type"])[:3] == ["query", "view", "post"]
 
 
-def test_omni_views_only_without_text_column(files, tmp_path):
+def test_omni_views_only_without_text_column(image_files_folder, tmp_path):
     rows = [{"source_image": "images/blue.png", "product_id": "P1", "image": "images/red.png", "text": "Red mug"}]
-    _write_jsonl(files / "views.jsonl", rows)
-    dataset, report = load_omni_dataset(files / "views.jsonl", **_cache(tmp_path))
+    _write_jsonl(image_files_folder / "views.jsonl", rows)
+    dataset, report = load_omni_dataset(image_files_folder / "views.jsonl", **_cache(tmp_path))
     assert list(dataset["source_type"]) == ["view"] and dataset[0]["source_text"] is None
     with pytest.raises(ValueError, match="caption_text"):
-        load_omni_dataset(files / "views.jsonl", source_text_column="caption_text", **_cache(tmp_path))
+        load_omni_dataset(image_files_folder / "views.jsonl", source_text_column="caption_text", **_cache(tmp_path))
 
 
 def test_report_addition_holds_per_split():

@@ -15,17 +15,6 @@ from commercemm_hf.data.demo_catalog import (
 )
 
 
-@pytest.fixture(scope="module")
-def small():
-    return build_demo_catalog(num_products=60, seed=0)
-
-
-@pytest.fixture(scope="module")
-def medium():
-    """~300 products in one split, for statistics and the baselines."""
-    return build_demo_catalog(num_products=300, seed=0, split_fractions=(1.0, 0.0, 0.0))["train"]
-
-
 def _tables_equal(a: DatasetDict, b: DatasetDict) -> bool:
     return sorted(a) == sorted(b) and all(a[split].data.table.equals(b[split].data.table) for split in a)
 
@@ -47,27 +36,27 @@ def test_worker_processes_give_the_same_catalog():
                          build_demo_catalog(num_products=24, seed=5, image_size=32, num_proc=2))
 
 
-def test_splits_are_by_product(small):
-    assert sorted(small) == ["test", "train", "validation"]
-    assert [len(small[split]) for split in ("train", "validation", "test")] == [48, 6, 6]
-    ids = {split: set(small[split]["product_id"]) for split in small}
+def test_splits_are_by_product(small_demo_catalog):
+    assert sorted(small_demo_catalog) == ["test", "train", "validation"]
+    assert [len(small_demo_catalog[split]) for split in ("train", "validation", "test")] == [48, 6, 6]
+    ids = {split: set(small_demo_catalog[split]["product_id"]) for split in small_demo_catalog}
     assert sum(len(values) for values in ids.values()) == 60
     assert not (ids["train"] & ids["validation"] or ids["train"] & ids["test"] or ids["validation"] & ids["test"])
-    assert all(len(small[split]["product_id"]) == len(ids[split]) for split in small)
+    assert all(len(small_demo_catalog[split]["product_id"]) == len(ids[split]) for split in small_demo_catalog)
 
 
-def test_taxonomy_labels_and_features(small, medium):
+def test_taxonomy_labels_and_features(small_demo_catalog, medium_demo_catalog):
     assert len(DEMO_LABELS) >= 20 and len(set(DEMO_LABELS)) == len(DEMO_LABELS)
     assert len(DEMO_CATEGORIES) >= 3 and all(len(kinds) >= 4 for kinds in DEMO_CATEGORIES.values())
-    features = small["train"].features
+    features = small_demo_catalog["train"].features
     assert isinstance(features["label"], ClassLabel) and features["label"].names == list(DEMO_LABELS)
     assert isinstance(features["image"], Image)
     assert isinstance(features["views"], List) and isinstance(features["views"].feature, Image)
     assert features["attribute_labels"].feature.names == list(ATTRIBUTE_NAMES)
-    assert "SYNTHETIC" in small["train"].info.description
-    assert len(set(medium["subcategory"])) >= 20
-    assert len(set(medium["category"])) == len(DEMO_CATEGORIES)
-    for row in medium.select(range(50)):
+    assert "SYNTHETIC" in small_demo_catalog["train"].info.description
+    assert len(set(medium_demo_catalog["subcategory"])) >= 20
+    assert len(set(medium_demo_catalog["category"])) == len(DEMO_CATEGORIES)
+    for row in medium_demo_catalog.select(range(50)):
         assert row["category"] == CATEGORY_OF[row["subcategory"]]
         assert DEMO_LABELS[row["label"]] == row["subcategory"]
         assert row["text"] == f"{row['title']}. {row['description']}"
@@ -76,24 +65,25 @@ def test_taxonomy_labels_and_features(small, medium):
         assert row["attributes"][2].split(":")[1] in PRODUCT_TYPES[row["subcategory"]][4]
 
 
-def test_rows_have_views_posts_and_multilingual_queries(small, medium):
-    row = small["train"][0]
+def test_rows_have_views_posts_and_multilingual_queries(small_demo_catalog, medium_demo_catalog):
+    row = small_demo_catalog["train"][0]
     assert row["image"].size == (96, 96) and row["image"].mode == "RGB"
     assert len(row["views"]) == 2 and len(row["posts"]) == 1 and len(row["post_captions"]) == 1
     assert all(image.size == (96, 96) for image in row["views"] + row["posts"])
     assert len(row["queries"]) == len(row["query_languages"]) == 3
     assert "#" in row["post_captions"][0]
-    raw = small["train"].cast_column("image", Image(decode=False)).cast_column("views", List(Image(decode=False)))
+    raw = small_demo_catalog["train"].cast_column("image", Image(decode=False))
+    raw = raw.cast_column("views", List(Image(decode=False)))
     for product in raw.select(range(10)):
         assert all(view["bytes"] != product["image"]["bytes"] for view in product["views"])
-    languages = Counter(language for languages in medium["query_languages"] for language in languages)
+    languages = Counter(language for languages in medium_demo_catalog["query_languages"] for language in languages)
     assert {"en", "es", "de", "fr"} <= set(languages)
     assert languages["en"] < sum(languages.values()) * 0.8
-    captions = [caption for captions in medium["post_captions"] for caption in captions]
-    colours = [row.split(":")[1] for attributes in medium["attributes"] for row in attributes[:1]]
+    captions = [caption for captions in medium_demo_catalog["post_captions"] for caption in captions]
+    colours = [row.split(":")[1] for attributes in medium_demo_catalog["attributes"] for row in attributes[:1]]
     named = sum(colour in caption for colour, caption in zip(colours, captions))
     assert 0.2 * len(captions) < named < 0.8 * len(captions)  # captions often leave the colour out
-    assert len({title.split()[0] for title in medium["title"]}) > 20  # varied title templates
+    assert len({title.split()[0] for title in medium_demo_catalog["title"]}) > 20  # varied title templates
 
 
 def test_other_sizes_and_counts():
@@ -127,21 +117,21 @@ def test_families_share_colour_and_type():
     assert len(keys) < len(specs) - 20
 
 
-def test_image_text_rows(small):
-    rows = to_image_text_rows(small["train"])
+def test_image_text_rows(small_demo_catalog):
+    rows = to_image_text_rows(small_demo_catalog["train"])
     assert rows.column_names == ["image", "text", "label", "attribute_labels", "product_id"]
-    assert len(rows) == len(small["train"])
+    assert len(rows) == len(small_demo_catalog["train"])
     assert isinstance(rows.features["image"], Image) and isinstance(rows.features["label"], ClassLabel)
-    assert rows[3]["image"].size == (96, 96) and rows[3]["text"] == small["train"][3]["text"]
-    with_views = to_image_text_rows(small, include_views=True)
+    assert rows[3]["image"].size == (96, 96) and rows[3]["text"] == small_demo_catalog["train"][3]["text"]
+    with_views = to_image_text_rows(small_demo_catalog, include_views=True)
     assert isinstance(with_views, DatasetDict)
-    assert len(with_views["train"]) == 3 * len(small["train"])
-    assert Counter(with_views["train"]["product_id"]) == {pid: 3 for pid in small["train"]["product_id"]}
+    assert len(with_views["train"]) == 3 * len(small_demo_catalog["train"])
+    assert Counter(with_views["train"]["product_id"]) == {pid: 3 for pid in small_demo_catalog["train"]["product_id"]}
 
 
-def test_omni_rows(small):
-    omni = to_omni_rows(small["validation"])
-    products = small["validation"]
+def test_omni_rows(small_demo_catalog):
+    omni = to_omni_rows(small_demo_catalog["validation"])
+    products = small_demo_catalog["validation"]
     assert isinstance(omni, Dataset) and omni.column_names == list(
         ["source_type", "source_text", "source_image", "product_id", "image", "text"])
     assert isinstance(omni.features["source_image"], Image) and isinstance(omni.features["image"], Image)
@@ -159,7 +149,7 @@ def test_omni_rows(small):
             assert "#" in row["source_text"] and isinstance(row["source_image"], PILImage.Image)
     first = products[0]
     assert list(omni["source_text"][:3]) == first["queries"]
-    assert set(to_omni_rows(small)) == {"train", "validation", "test"}
+    assert set(to_omni_rows(small_demo_catalog)) == {"train", "validation", "test"}
 
 
 def test_baseline_helpers():
@@ -172,17 +162,17 @@ def test_baseline_helpers():
     assert float(scores[2].abs().sum()) == 0.0
 
 
-def test_catalog_is_not_trivial(medium):
+def test_catalog_is_not_trivial(medium_demo_catalog):
     """Colour alone cannot tell views apart, nor word overlap queries: both baselines stay below Recall@1 0.6."""
-    results = demo_baselines(medium)
+    results = demo_baselines(medium_demo_catalog)
     view = results["view_to_product_colour_histogram"]
     query = results["query_to_product_tfidf"]
     print({name: round(metrics["recall@1"], 3) for name, metrics in results.items()})
     assert view["recall@1"] < 0.6 and query["recall@1"] < 0.6
     assert results["post_to_product_colour_histogram"]["recall@1"] < 0.6
     # ... yet the baselines are better than chance, so the pictures and texts carry the signal
-    assert view["recall@10"] > 10 / len(medium) and query["recall@10"] > 10 / len(medium)
-    english = bag_of_words_retrieval(medium, languages=["en"])["recall@1"]
-    others = bag_of_words_retrieval(medium, languages=["es", "de", "fr"])["recall@1"]
+    assert view["recall@10"] > 10 / len(medium_demo_catalog) and query["recall@10"] > 10 / len(medium_demo_catalog)
+    english = bag_of_words_retrieval(medium_demo_catalog, languages=["en"])["recall@1"]
+    others = bag_of_words_retrieval(medium_demo_catalog, languages=["es", "de", "fr"])["recall@1"]
     assert english > others  # other languages share few words with the English product texts
-    assert colour_histogram_retrieval(medium, "views", bins=4)["recall@1"] < 0.6
+    assert colour_histogram_retrieval(medium_demo_catalog, "views", bins=4)["recall@1"] < 0.6

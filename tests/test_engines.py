@@ -11,13 +11,7 @@ from transformers import Trainer, TrainerCallback
 
 from commercemm_hf.modeling.modeling_commercemm_pretraining import sample_in_proportion
 from commercemm_hf.training.collators import random_patch_mask, shape_draws
-from helpers import tiny_datasets
 from test_pretraining import Crash, losses_by_step, make_trainer
-
-
-@pytest.fixture(scope="module")
-def data():
-    return tiny_datasets(16)
 
 
 class GeneratorAudit(TorchFunctionMode):
@@ -38,14 +32,14 @@ class GeneratorAudit(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def test_every_random_draw_of_a_training_step_comes_from_a_shape_on_the_generators_device(tokenizer, processor, data,
-                                                                                          tmp_path):
+def test_every_random_draw_of_a_training_step_comes_from_a_shape_on_the_generators_device(
+        tokenizer, processor, engine_datasets, tmp_path):
     """On CUDA, an op handed a CPU generator together with a CUDA tensor raises ("Expected a 'cuda' device type for
     generator"); a CPU run cannot show that. So the step's randomness must never meet a data tensor: every call
     with a generator draws from a shape alone, on the generator's own device, and only the draws move to the
     batch's device. Transformers' MLM masker (bernoulli on a probability matrix) and `multinomial` on the ITM
     similarities both broke this."""
-    trainer = make_trainer(tokenizer, processor, data, tmp_path, max_steps=2, save_steps=10)
+    trainer = make_trainer(tokenizer, processor, engine_datasets, tmp_path, max_steps=2, save_steps=10)
     audit = GeneratorAudit()
     with audit:
         trainer.train()
@@ -80,7 +74,7 @@ class Recorder(TrainerCallback):
 
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_each_pass_is_trainers_own_training_step_and_the_optimizer_steps_once_per_step(
-        tokenizer, processor, data, tmp_path, monkeypatch, accumulation):
+        tokenizer, processor, engine_datasets, tmp_path, monkeypatch, accumulation):
     passes, unscaled = [], []
     original_step, original_loss = Trainer.training_step, Trainer.compute_loss
 
@@ -89,7 +83,7 @@ def test_each_pass_is_trainers_own_training_step_and_the_optimizer_steps_once_pe
         passes.append((self.accelerator.sync_gradients, float(loss)))
         return loss
 
-    trainer = make_trainer(tokenizer, processor, data, tmp_path, max_steps=3, save_steps=10,
+    trainer = make_trainer(tokenizer, processor, engine_datasets, tmp_path, max_steps=3, save_steps=10,
                            gradient_accumulation_steps=accumulation)
     original_compute = type(trainer).compute_loss
 
@@ -120,15 +114,15 @@ def test_each_pass_is_trainers_own_training_step_and_the_optimizer_steps_once_pe
         assert scaled == pytest.approx(loss / accumulation, rel=1e-6)
 
 
-def test_the_first_log_after_a_resume_averages_the_same_micro_steps(tokenizer, processor, data, tmp_path):
+def test_the_first_log_after_a_resume_averages_the_same_micro_steps(tokenizer, processor, engine_datasets, tmp_path):
     """A checkpoint in the middle of a logging window keeps the per-task sums since the last log."""
     common = dict(max_steps=6, logging_steps=2, save_steps=3)
-    uninterrupted = make_trainer(tokenizer, processor, data, tmp_path / "a", **common)
+    uninterrupted = make_trainer(tokenizer, processor, engine_datasets, tmp_path / "a", **common)
     uninterrupted.train()
-    interrupted = make_trainer(tokenizer, processor, data, tmp_path / "b", callbacks=[Crash(4)], **common)
+    interrupted = make_trainer(tokenizer, processor, engine_datasets, tmp_path / "b", callbacks=[Crash(4)], **common)
     with pytest.raises(RuntimeError, match="simulated crash"):
         interrupted.train()
-    resumed = make_trainer(tokenizer, processor, data, tmp_path / "b", **common)
+    resumed = make_trainer(tokenizer, processor, engine_datasets, tmp_path / "b", **common)
     resumed.train(resume_from_checkpoint=True)
     expected, got = losses_by_step(uninterrupted), losses_by_step(resumed)
     assert sorted(expected) == [2, 4, 6] and 4 in got
@@ -158,8 +152,8 @@ def test_logit_scale_is_one_dimensional_and_older_scalar_checkpoints_still_load(
         assert loaded.logit_scale.shape == (1,) and float(loaded.logit_scale) == pytest.approx(3.21)
 
 
-def test_a_full_disk_at_a_pretraining_checkpoint_says_no_space_left(tokenizer, processor, data, small_disk):
-    trainer = make_trainer(tokenizer, processor, data, small_disk / "out", max_steps=2, save_steps=1)
+def test_a_full_disk_at_a_pretraining_checkpoint_says_no_space_left(tokenizer, processor, engine_datasets, small_disk):
+    trainer = make_trainer(tokenizer, processor, engine_datasets, small_disk / "out", max_steps=2, save_steps=1)
     with pytest.raises(OSError, match=r"No space left on device while saving the checkpoint to .*small-disk") as error:
         trainer.train()
     assert error.value.errno == 28

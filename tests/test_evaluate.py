@@ -6,35 +6,16 @@ import json
 import pytest
 import torch
 
-from commercemm_hf import CommerceMMForProductCategorization, CommerceMMModel
+from commercemm_hf import CommerceMMForProductCategorization
 from commercemm_hf.cli import main
-from commercemm_hf.data import to_image_text_rows, to_omni_rows
 from commercemm_hf.evaluation import downstream
 from commercemm_hf.evaluation.downstream import DOWNSTREAM_TASKS, downstream_table, evaluate_downstream
 from commercemm_hf.hub import save_hub_folder
-from commercemm_hf.training.recipes import prepare_demo
-
-from helpers import write_jsonl
-
-NUM_PRODUCTS = 80  # 8 held-out products per split
+from helpers import EVALUATE_DEMO_PRODUCTS as NUM_PRODUCTS, write_jsonl
 
 
-@pytest.fixture(scope="module")
-def demo():
-    torch.manual_seed(0)
-    data = prepare_demo(num_products=NUM_PRODUCTS, vocab_size=400)
-    data.extra["model"] = CommerceMMModel(data.config).eval()
-    return data
-
-
-@pytest.fixture(scope="module")
-def split(demo):
-    rows = demo.catalog["validation"]
-    return to_image_text_rows(rows), to_omni_rows(rows)
-
-
-def test_all_seven_tasks_are_measured_and_in_range(demo, split):
-    metrics = evaluate_downstream(demo.extra["model"], demo.processor, *split)
+def test_all_seven_tasks_are_measured_and_in_range(tiny_demo, validation_rows):
+    metrics = evaluate_downstream(tiny_demo.extra["model"], tiny_demo.processor, *validation_rows)
     for task in DOWNSTREAM_TASKS:
         assert any(name.startswith(task + "_") for name in metrics), task
     assert all(0.0 <= value <= 1.0 for value in metrics.values())
@@ -43,10 +24,10 @@ def test_all_seven_tasks_are_measured_and_in_range(demo, split):
     assert "query_to_product recall@10" in downstream_table({"zero-shot": metrics})
 
 
-def test_zero_shot_decisions_follow_the_label_names(demo, split, monkeypatch):
+def test_zero_shot_decisions_follow_the_label_names(tiny_demo, validation_rows, monkeypatch):
     """With embeddings where each product matches exactly its class name and its attribute values, zero-shot
     categorization and attribute prediction are perfect: the decision rules are right."""
-    rows = split[0].select(range(6))  # products with distinct texts
+    rows = validation_rows[0].select(range(6))  # products with distinct texts
     class_names = rows.features["label"].names
     attribute_names = rows.features["attribute_labels"].feature.names
     prompts = [name for name in class_names] + [name.split(":", 1)[1] for name in attribute_names]
@@ -72,37 +53,39 @@ def test_zero_shot_decisions_follow_the_label_names(demo, split, monkeypatch):
     assert attributes["accuracy"] == 1.0 and attributes["micro_f1"] == 1.0
 
 
-def test_fine_tuned_heads_are_used_and_unknown_labels_are_refused(demo, split):
-    rows = split[0]
+def test_fine_tuned_heads_are_used_and_unknown_labels_are_refused(tiny_demo, validation_rows):
+    rows = validation_rows[0]
     names = rows.features["label"].names
     head = CommerceMMForProductCategorization(
-        demo.config.__class__.from_dict({**demo.config.to_dict(), "id2label": dict(enumerate(names)),
+        tiny_demo.config.__class__.from_dict({**tiny_demo.config.to_dict(), "id2label": dict(enumerate(names)),
                                          "label2id": {name: i for i, name in enumerate(names)}})).eval()
-    metrics = evaluate_downstream(demo.extra["model"], demo.processor, rows, None, categorization_head=head)
-    inputs = demo.processor(images=list(rows["image"]), text=list(rows["text"]), padding=True, return_tensors="pt")
+    metrics = evaluate_downstream(tiny_demo.extra["model"], tiny_demo.processor, rows, None, categorization_head=head)
+    inputs = tiny_demo.processor(images=list(rows["image"]), text=list(rows["text"]), padding=True, return_tensors="pt")
     with torch.no_grad():
         predictions = head(**{k: v for k, v in inputs.items() if k != "token_type_ids"}).logits.argmax(1)
     assert metrics["categorization_accuracy"] == pytest.approx(
         float((predictions == torch.tensor(rows["label"])).float().mean()))
     wrong = CommerceMMForProductCategorization(
-        demo.config.__class__.from_dict({**demo.config.to_dict(), "id2label": {0: "sofa", 1: "bicycle"}})).eval()
+        tiny_demo.config.__class__.from_dict({**tiny_demo.config.to_dict(), "id2label": {0: "sofa", 1: "bicycle"}})
+    ).eval()
     with pytest.raises(ValueError, match="labels the model does not know"):
-        evaluate_downstream(demo.extra["model"], demo.processor, rows, None, categorization_head=wrong)
+        evaluate_downstream(tiny_demo.extra["model"], tiny_demo.processor, rows, None, categorization_head=wrong)
 
 
-def test_evaluate_command_on_the_demo_catalog_and_on_a_jsonl_file(demo, split, tmp_path, capsys):
-    folder = save_hub_folder(demo.extra["model"], demo.processor, tmp_path / "model")
+def test_evaluate_command_on_the_demo_catalog_and_on_a_jsonl_file(tiny_demo, validation_rows, tmp_path, capsys):
+    folder = save_hub_folder(tiny_demo.extra["model"], tiny_demo.processor, tmp_path / "model")
     output = tmp_path / "metrics.json"
     main(["evaluate", str(folder), "--num-products", str(NUM_PRODUCTS), "--split", "validation",
           "--output", str(output)])
     printed = capsys.readouterr().out
     assert "SYNTHETIC demo catalog, validation split" in printed and "view_to_product recall@1" in printed
     from_command = json.loads(output.read_text())
-    direct = evaluate_downstream(demo.extra["model"], demo.processor, *split)
+    direct = evaluate_downstream(tiny_demo.extra["model"], tiny_demo.processor, *validation_rows)
     assert from_command == pytest.approx(direct)
 
-    names = split[0].features["label"].names
-    rows = split[0].map(lambda row: {"category_name": names[row["label"]]}, remove_columns=["label", "attribute_labels"])
+    names = validation_rows[0].features["label"].names
+    rows = validation_rows[0].map(lambda row: {"category_name": names[row["label"]]},
+                                  remove_columns=["label", "attribute_labels"])
     path = write_jsonl(rows, tmp_path / "user", ["image"])
     with path.open("a") as handle:  # a bad row: skipped and counted
         handle.write(json.dumps({"image": "missing.png", "text": "lost", "category_name": "mug"}) + "\n")

@@ -11,7 +11,7 @@ from commercemm_hf import (
     CommerceMMModel,
     create_model_and_processor,
 )
-from conftest import CORPUS
+from helpers import CORPUS
 
 
 def _forward(model, processor):

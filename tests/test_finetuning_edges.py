@@ -1,36 +1,12 @@
 """Fine-tuning through the example scripts on data at the edges (issue 14): image-only rows from a preset, files
 whose rows are all bad or that are empty, and a disk that fills up at a checkpoint."""
 
-import json
 import os
-import runpy
 import subprocess
 import warnings
-from pathlib import Path
 
 import pytest
 from PIL import Image
-
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-@pytest.fixture(scope="module")
-def run_categorization():
-    return runpy.run_path(str(EXAMPLES / "run_categorization.py"), run_name="categorization")["main"]
-
-
-@pytest.fixture()
-def image_rows(tmp_path):
-    """Rows with an image and a label, and no text column at all."""
-    folder = tmp_path / "data"
-    folder.mkdir()
-    rows = []
-    for index, (colour, label) in enumerate([("red", "mug"), ("blue", "lamp")] * 4):
-        Image.new("RGB", (16, 16), colour).save(folder / f"{index}.png")
-        rows.append({"photo": f"{index}.png", "category": label})
-    (folder / "train.jsonl").write_text("\n".join(map(json.dumps, rows)), encoding="utf-8")
-    return folder / "train.jsonl"
 
 
 def _argv(train_file, output_dir, *extra):
@@ -40,35 +16,36 @@ def _argv(train_file, output_dir, *extra):
             "--disable_tqdm", "true", *map(str, extra)]
 
 
-def test_image_only_rows_fine_tune_from_a_preset(run_categorization, image_rows, tmp_path):
+def test_image_only_rows_fine_tune_from_a_preset(run_categorization_main, image_label_rows, tmp_path):
     from transformers import pipeline
 
-    metrics = run_categorization(_argv(image_rows, tmp_path / "out"))
+    metrics = run_categorization_main(_argv(image_label_rows, tmp_path / "out"))
     assert "eval_accuracy" in metrics
     classify = pipeline("product-categorization", model=str(tmp_path / "out"), trust_remote_code=True)
     results = classify(Image.new("RGB", (16, 16), "red"), top_k=2)
     assert sorted(result["label"] for result in results) == ["lamp", "mug"]
 
 
-def test_a_file_whose_rows_are_all_bad_is_named_before_training(run_categorization, image_rows, tmp_path):
-    for path in image_rows.parent.glob("*.png"):
+def test_a_file_whose_rows_are_all_bad_is_named_before_training(run_categorization_main, image_label_rows, tmp_path):
+    for path in image_label_rows.parent.glob("*.png"):
         path.unlink()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match=r"No usable rows .*train.jsonl: all 8 rows are bad.*image file not found"):
-            run_categorization(_argv(image_rows, tmp_path / "out"))
+            run_categorization_main(_argv(image_label_rows, tmp_path / "out"))
 
 
-def test_an_empty_training_file_is_named(run_categorization, image_rows, tmp_path):
-    empty = image_rows.parent / "empty.jsonl"
+def test_an_empty_training_file_is_named(run_categorization_main, image_label_rows, tmp_path):
+    empty = image_label_rows.parent / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(ValueError, match=r"--train_file .*empty.jsonl holds no rows"):
-        run_categorization(_argv(image_rows, tmp_path / "out", "--train_file", empty))
+        run_categorization_main(_argv(image_label_rows, tmp_path / "out", "--train_file", empty))
 
 
-def test_a_full_disk_at_a_checkpoint_says_no_space_left(run_categorization, image_rows, small_disk):
+def test_a_full_disk_at_a_checkpoint_says_no_space_left(run_categorization_main, image_label_rows, small_disk):
     with pytest.raises(OSError, match=r"No space left on device while saving the checkpoint to .*small-disk") as error:
-        run_categorization(_argv(image_rows, small_disk / "out", "--save_strategy", "steps", "--save_steps", "1"))
+        run_categorization_main(_argv(image_label_rows, small_disk / "out", "--save_strategy", "steps",
+                                      "--save_steps", "1"))
     assert error.value.errno == 28
 
 

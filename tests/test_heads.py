@@ -9,25 +9,8 @@ import torch
 from commercemm_hf import CommerceMMForProductCategorization, CommerceMMForRetrieval, CommerceMMModel
 from commercemm_hf.modeling.modeling_commercemm_tasks import RETRIEVAL_TASKS
 
-from helpers import tiny_config, tiny_datasets
+from helpers import TINY_COLOURS as COLOURS, TINY_SHAPES as SHAPES, tiny_config
 
-SHAPES = ["mug", "lamp", "vase"]
-COLOURS = ["red", "green", "blue", "yellow"]
-
-
-@pytest.fixture(scope="module")
-def rows(processor):
-    image_text, omni = tiny_datasets(12)
-    inputs = processor(images=list(image_text["image"]), text=list(image_text["text"]), return_tensors="pt")
-    shape_labels = torch.tensor([SHAPES.index(text.split()[-1]) for text in image_text["text"]])
-    colour_hot = torch.zeros(len(image_text), len(COLOURS))
-    for row, text in enumerate(image_text["text"]):
-        colour_hot[row, COLOURS.index(text.split()[0])] = 1
-        colour_hot[row, 0] = 1  # a second label on every row: genuinely multi-label
-    queries = [row["source_text"] for row in omni if row["source_type"] == "query"]
-    views = [row["source_image"] for row in omni if row["source_type"] == "view"]
-    sources = processor(images=views, text=queries, return_tensors="pt")
-    return inputs, shape_labels, colour_hot, sources
 
 
 def train(model, batch, steps=40, lr=5e-4):
@@ -44,8 +27,8 @@ def train(model, batch, steps=40, lr=5e-4):
 
 
 @pytest.mark.parametrize("modalities", ["both", "text", "image"])
-def test_multi_class_categorization_learns_from_any_modality(tokenizer, rows, modalities):
-    inputs, shape_labels, _, _ = rows
+def test_multi_class_categorization_learns_from_any_modality(tokenizer, head_inputs, modalities):
+    inputs, shape_labels, _, _ = head_inputs
     torch.manual_seed(0)
     config = tiny_config(vocab_size=len(tokenizer), id2label=dict(enumerate(SHAPES)),
                          label2id={label: i for i, label in enumerate(SHAPES)})
@@ -61,8 +44,8 @@ def test_multi_class_categorization_learns_from_any_modality(tokenizer, rows, mo
     assert model(**batch).logits.shape == (12, 3)
 
 
-def test_multi_label_categorization_and_round_trip(tokenizer, rows, tmp_path):
-    inputs, _, colour_hot, _ = rows
+def test_multi_label_categorization_and_round_trip(tokenizer, head_inputs, tmp_path):
+    inputs, _, colour_hot, _ = head_inputs
     torch.manual_seed(0)
     config = tiny_config(vocab_size=len(tokenizer), id2label=dict(enumerate(COLOURS)),
                          label2id={label: i for i, label in enumerate(COLOURS)},
@@ -79,8 +62,8 @@ def test_multi_label_categorization_and_round_trip(tokenizer, rows, tmp_path):
         torch.testing.assert_close(reloaded(**batch).logits, model(**batch).logits)
 
 
-def test_categorization_errors_name_the_problem(tokenizer, rows):
-    inputs, shape_labels, _, _ = rows
+def test_categorization_errors_name_the_problem(tokenizer, head_inputs):
+    inputs, shape_labels, _, _ = head_inputs
     model = CommerceMMForProductCategorization(tiny_config(vocab_size=len(tokenizer), id2label=dict(enumerate(SHAPES))))
     with pytest.raises(ValueError, match="got neither"):
         model(labels=shape_labels)
@@ -89,8 +72,8 @@ def test_categorization_errors_name_the_problem(tokenizer, rows):
 
 
 @pytest.mark.parametrize("task", sorted(RETRIEVAL_TASKS))
-def test_retrieval_head_learns_each_direction(tokenizer, rows, task, tmp_path):
-    inputs, _, _, sources = rows
+def test_retrieval_head_learns_each_direction(tokenizer, head_inputs, task, tmp_path):
+    inputs, _, _, sources = head_inputs
     source_kind, target_kind = RETRIEVAL_TASKS[task]
     torch.manual_seed(0)
     model = CommerceMMForRetrieval(tiny_config(vocab_size=len(tokenizer), retrieval_source=source_kind,
@@ -113,8 +96,8 @@ def test_retrieval_head_learns_each_direction(tokenizer, rows, task, tmp_path):
     assert isinstance(CommerceMMModel.from_pretrained(tmp_path / "retrieval"), CommerceMMModel)
 
 
-def test_retrieval_head_refuses_inputs_that_cannot_give_its_embedding(tokenizer, rows):
-    inputs, _, _, _ = rows
+def test_retrieval_head_refuses_inputs_that_cannot_give_its_embedding(tokenizer, head_inputs):
+    inputs, _, _, _ = head_inputs
     model = CommerceMMForRetrieval(tiny_config(vocab_size=len(tokenizer), retrieval_source="text",
                                                retrieval_target="multimodal"))
     with pytest.raises(ValueError, match="multimodal embedding needs an image and a text"):

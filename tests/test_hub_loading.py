@@ -8,39 +8,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from commercemm_hf import CommerceMMModel
 from commercemm_hf.hub import save_hub_folder
-
-from conftest import random_image
+from helpers import HUB_LOADING_TEXTS as TEXTS
 from helpers import run_without_package, tiny_config
 
 
-TEXTS = ["red ceramic mug", "green leather backpack", "lampe bleue"]
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory, processor, tokenizer):
-    work = tmp_path_factory.mktemp("hub")
-    model = CommerceMMModel(tiny_config(vocab_size=len(tokenizer))).eval()
-    save_hub_folder(model, processor, work / "commercemm-tiny")
-    images = [random_image(seed) for seed in range(3)]
-    for index, image in enumerate(images):
-        image.save(work / f"image_{index}.png")
-    inputs = processor(images=images, text=TEXTS, return_tensors="pt")
-    with torch.no_grad():
-        outputs = model(**inputs)
-        zero_shot = model(pixel_values=inputs["pixel_values"][:1], input_ids=inputs["input_ids"],
-                          attention_mask=inputs["attention_mask"]).logits_per_image.softmax(-1)[0]
-    save_file({
-        "pixel_values": inputs["pixel_values"], "input_ids": inputs["input_ids"],
-        "attention_mask": inputs["attention_mask"], "multimodal_embeds": outputs.multimodal_embeds,
-        "logits_per_image": outputs.logits_per_image.contiguous(), "zero_shot": zero_shot,
-    }, str(work / "expected.safetensors"))
-    return work
-
-
-def test_folder_contents(saved):
-    folder = saved / "commercemm-tiny"
+def test_folder_contents(hub_loading_folder):
+    folder = hub_loading_folder / "commercemm-tiny"
     files = {path.name for path in folder.iterdir()}
     assert {"config.json", "model.safetensors", "configuration_commercemm.py", "modeling_commercemm.py",
             "processing_commercemm.py", "image_processing_commercemm.py", "tokenizer.json"} <= files
@@ -81,25 +55,25 @@ def _check(result):
     assert result["embeds_diff"] < 1e-5 and result["logits_diff"] < 1e-4
 
 
-def test_remote_code_from_folder_without_the_package(saved):
-    _check(run_without_package('MODEL = "commercemm-tiny"\n' + LOAD_AND_COMPARE, saved))
+def test_remote_code_from_folder_without_the_package(hub_loading_folder):
+    _check(run_without_package('MODEL = "commercemm-tiny"\n' + LOAD_AND_COMPARE, hub_loading_folder))
 
 
-def test_repo_id_from_offline_hub_cache_without_the_package(saved):
-    cache = saved / "hub_cache"
+def test_repo_id_from_offline_hub_cache_without_the_package(hub_loading_folder):
+    cache = hub_loading_folder / "hub_cache"
     revision = "0123456789abcdef0123456789abcdef01234567"
     repo = cache / "models--acme-org--commercemm-tiny"
-    shutil.copytree(saved / "commercemm-tiny", repo / "snapshots" / revision)
+    shutil.copytree(hub_loading_folder / "commercemm-tiny", repo / "snapshots" / revision)
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(revision)
     result = run_without_package(
-        'MODEL = "acme-org/commercemm-tiny"\n' + LOAD_AND_COMPARE, saved,
+        'MODEL = "acme-org/commercemm-tiny"\n' + LOAD_AND_COMPARE, hub_loading_folder,
         env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
     )
     _check(result)
 
 
-def test_zero_shot_image_classification_pipeline_without_the_package(saved):
+def test_zero_shot_image_classification_pipeline_without_the_package(hub_loading_folder):
     result = run_without_package("""
 import json, torch
 from PIL import Image
@@ -109,7 +83,7 @@ classifier = pipeline("zero-shot-image-classification", model="commercemm-tiny",
 scores = classifier(Image.open("image_0.png"), candidate_labels=%r, hypothesis_template="{}")
 print(json.dumps({"scores": {row["label"]: row["score"] for row in scores},
                   "expected": load_file("expected.safetensors")["zero_shot"].tolist()}))
-""" % (TEXTS,), saved)
+""" % (TEXTS,), hub_loading_folder)
     for label, expected in zip(TEXTS, result["expected"]):
         assert result["scores"][label] == pytest.approx(expected, abs=1e-5)
 

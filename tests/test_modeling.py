@@ -13,11 +13,6 @@ from helpers import tiny_config
 torch.manual_seed(0)
 
 
-@pytest.fixture(scope="module")
-def model():
-    return CommerceMMModel(tiny_config()).eval()
-
-
 def text_batch(batch=3, length=12, vocab=300):
     input_ids = torch.randint(5, vocab, (batch, length))
     attention_mask = torch.ones_like(input_ids)

@@ -7,56 +7,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from commercemm_hf import CommerceMMConfig, CommerceMMForProductCategorization, CommerceMMModel
+from commercemm_hf import CommerceMMConfig, CommerceMMModel
 from commercemm_hf.hub import save_hub_folder
 from commercemm_hf.pipelines import ProductIndex
 
-from conftest import random_image
+from helpers import PIPELINE_TEXTS as TEXTS
 from helpers import run_without_package, tiny_config
 
 
-TEXTS = ["red ceramic mug", "green leather backpack", "lampe bleue", "striped wall clock", "oak desk"]
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory, processor, tokenizer):
-    work = tmp_path_factory.mktemp("pipelines")
-    torch.manual_seed(0)
-    model = CommerceMMModel(tiny_config(vocab_size=len(tokenizer))).eval()
-    save_hub_folder(model, processor, work / "base")
-    labels = ["mug", "bag", "lamp"]
-    head_config = tiny_config(vocab_size=len(tokenizer), id2label=dict(enumerate(labels)),
-                              label2id={label: i for i, label in enumerate(labels)})
-    head = CommerceMMForProductCategorization(head_config).eval()
-    save_hub_folder(head, processor, work / "categorization")
-    images = [random_image(seed, size=(40 + 7 * seed, 36)) for seed in range(len(TEXTS))]
-    for index, image in enumerate(images):
-        image.save(work / f"image_{index}.png")
-    inputs = processor(images=images, text=TEXTS, return_tensors="pt")
-    with torch.no_grad():
-        expected = {
-            "text": F.normalize(model.get_text_features(input_ids=inputs["input_ids"][:1],
-                                                        attention_mask=inputs["attention_mask"][:1]).pooler_output, dim=-1),
-            "image": F.normalize(model.get_image_features(pixel_values=inputs["pixel_values"][1:2]).pooler_output, dim=-1),
-            "multimodal": F.normalize(model.get_multimodal_features(
-                input_ids=inputs["input_ids"][2:3], attention_mask=inputs["attention_mask"][2:3],
-                pixel_values=inputs["pixel_values"][2:3]).pooler_output, dim=-1),
-            "shallow_text": F.normalize(model.get_text_features(
-                input_ids=inputs["input_ids"][:1], attention_mask=inputs["attention_mask"][:1], text_depth=1
-            ).pooler_output, dim=-1),
-        }
-        products = F.normalize(model.get_multimodal_features(**inputs).pooler_output, dim=-1)
-        query = F.normalize(model.get_text_features(input_ids=inputs["input_ids"][3:4],
-                                                    attention_mask=inputs["attention_mask"][3:4]).pooler_output, dim=-1)
-        scores, order = (query @ products.t()).topk(3)
-        head_logits = head(input_ids=inputs["input_ids"][:1], attention_mask=inputs["attention_mask"][:1],
-                           pixel_values=inputs["pixel_values"][:1]).logits[0]
-    (work / "expected.json").write_text(json.dumps({
-        **{kind: value[0].tolist() for kind, value in expected.items()},
-        "search_ids": [f"p{int(i)}" for i in order[0]], "search_scores": scores[0].tolist(),
-        "categorization": [labels[int(i)] for i in head_logits.softmax(-1).argsort(descending=True)],
-    }))
-    return work
 
 
 PREAMBLE = """
@@ -71,7 +29,7 @@ def close(a, b):
 """ % (TEXTS,)
 
 
-def test_embedding_pipeline_from_a_fresh_process(work):
+def test_embedding_pipeline_from_a_fresh_process(pipeline_folders):
     result = run_without_package(PREAMBLE + """
 embed = pipeline("product-embedding", model="base", trust_remote_code=True)
 outputs = embed([TEXTS[0], images[1], {"image": images[2], "text": TEXTS[2]}], batch_size=2)
@@ -88,12 +46,12 @@ print(json.dumps({
     "depth": close(shallow["text_embeds"], expected["shallow_text"]),
     "error": error,
 }))
-""", work)
+""", pipeline_folders)
     assert result["text"] and result["image"] and result["multimodal"] and result["depth"]
     assert "needs an image, a text, or both" in result["error"]
 
 
-def test_search_pipeline_from_a_fresh_process_indexes_saves_loads_and_grows(work):
+def test_search_pipeline_from_a_fresh_process_indexes_saves_loads_and_grows(pipeline_folders):
     result = run_without_package(PREAMBLE + """
 search = pipeline("product-search", model="base", trust_remote_code=True)
 products = [{"image": image, "text": text} for image, text in zip(images, TEXTS)]
@@ -115,15 +73,15 @@ print(json.dumps({
     "batched_ids": [hit["product_id"] for hit in batched[0]], "reloaded_ids": [hit["product_id"] for hit in again],
     "duplicate_error": duplicate_error,
 }))
-""", work)
-    expected = json.loads((work / "expected.json").read_text())
+""", pipeline_folders)
+    expected = json.loads((pipeline_folders / "expected.json").read_text())
     assert result["ids"] == expected["search_ids"]
     assert result["scores"] == pytest.approx(expected["search_scores"], abs=1e-5)
     assert result["batched_ids"] == result["reloaded_ids"] == result["ids"]
     assert "already in the index" in result["duplicate_error"]
 
 
-def test_search_pipeline_remote_code_builds_approximate_indexes_with_filters_from_a_fresh_process(work):
+def test_search_pipeline_remote_code_builds_approximate_indexes_with_filters_from_a_fresh_process(pipeline_folders):
     pytest.importorskip("faiss")  # in the test extra, so CI runs it
     result = run_without_package(PREAMBLE + """
 import os
@@ -146,42 +104,41 @@ print(json.dumps({
     "top_shelf": sorted(hit["product_id"] for hit in top_shelf), "overwrite_error": overwrite_error,
     "files": sorted(os.listdir("hnsw_index")), "reloaded": [hit["product_id"] for hit in search(TEXTS[3], top_k=3)],
 }))
-""", work)
-    expected = json.loads((work / "expected.json").read_text())
+""", pipeline_folders)
+    expected = json.loads((pipeline_folders / "expected.json").read_text())
     assert "commercemm_hf" not in result["module"] and result["factory"] == "HNSW32,Flat"
     assert result["ids"] == result["reloaded"] == expected["search_ids"]
     assert result["top_shelf"] == ["p0", "p1"] and "overwrite=True" in result["overwrite_error"]
     assert result["files"] == ["product_index.faiss", "product_index.json", "product_vectors.safetensors"]
 
 
-def test_categorization_pipeline_from_a_fresh_process(work):
+def test_categorization_pipeline_from_a_fresh_process(pipeline_folders):
     result = run_without_package(PREAMBLE + """
 classify = pipeline("product-categorization", model="categorization", trust_remote_code=True)
 both = classify({"image": images[0], "text": TEXTS[0]}, top_k=3)
 many = classify([TEXTS[1], images[2], {"image": images[0], "text": TEXTS[0]}], top_k=2, batch_size=2)
 print(json.dumps({"labels": [row["label"] for row in both], "scores": [row["score"] for row in both],
                   "many": [[row["label"] for row in rows] for rows in many]}))
-""", work)
-    expected = json.loads((work / "expected.json").read_text())
+""", pipeline_folders)
+    expected = json.loads((pipeline_folders / "expected.json").read_text())
     assert result["labels"] == expected["categorization"]
     assert sum(result["scores"]) == pytest.approx(1.0, abs=1e-5)
     assert result["many"][2] == expected["categorization"][:2] and all(len(rows) == 2 for rows in result["many"])
 
 
-def test_saved_config_names_the_pipelines(work):
-    base = json.loads((work / "base" / "config.json").read_text())
+def test_saved_config_names_the_pipelines(pipeline_folders):
+    base = json.loads((pipeline_folders / "base" / "config.json").read_text())
     assert set(base["custom_pipelines"]) == {"product-embedding", "product-search"}
     assert base["custom_pipelines"]["product-search"]["pt"] == ["AutoModel"]
-    head = json.loads((work / "categorization" / "config.json").read_text())
+    head = json.loads((pipeline_folders / "categorization" / "config.json").read_text())
     assert set(head["custom_pipelines"]) == {"product-categorization"}
-    assert (work / "base" / "pipeline_commercemm_inputs.py").exists()
-    assert (work / "base" / "pipeline_commercemm_index.py").exists()
-    assert (work / "base" / "pipeline_commercemm_shards.py").exists()
+    assert (pipeline_folders / "base" / "pipeline_commercemm_inputs.py").exists()
+    assert (pipeline_folders / "base" / "pipeline_commercemm_index.py").exists()
+    assert (pipeline_folders / "base" / "pipeline_commercemm_shards.py").exists()
 
 
 def test_faiss_and_torch_search_give_the_same_top_k():
     faiss = pytest.importorskip("faiss")  # in the test extra, so CI runs it
-    assert faiss is not None
     generator = torch.Generator().manual_seed(0)
     products = F.normalize(torch.randn(500, 32, generator=generator), dim=-1)
     queries = F.normalize(torch.randn(40, 32, generator=generator), dim=-1)
@@ -194,6 +151,10 @@ def test_faiss_and_torch_search_give_the_same_top_k():
         results[backend] = index.search(queries, top_k=10)
     torch.testing.assert_close(results["faiss"][0], results["torch"][0], atol=1e-5, rtol=0)
     assert torch.equal(results["faiss"][1].long(), results["torch"][1].long())
+    # the faiss backend really searched with FAISS: its scores are FAISS's to the last bit (torch's differ in it)
+    scores, rows = faiss.knn(queries.numpy(), products.numpy(), 10, metric=faiss.METRIC_INNER_PRODUCT)
+    assert torch.equal(results["faiss"][0], torch.from_numpy(scores))
+    assert torch.equal(results["faiss"][1].long(), torch.from_numpy(rows).long())
 
 
 def test_index_rejects_corrupt_files_and_bad_shapes(tmp_path):

@@ -16,7 +16,6 @@ from commercemm_hf.modeling import OMNI_TASKS, PRETRAINING_TASKS
 from commercemm_hf.modeling.modeling_commercemm_pretraining import contrastive_loss
 from commercemm_hf.training import (
     CommerceMMOmniCollator,
-    CommerceMMPretrainingCollator,
     CommerceMMPretrainingTrainer,
     sample_depths,
 )
@@ -24,28 +23,13 @@ from commercemm_hf.training import (
 from helpers import tiny_config, tiny_datasets
 
 
-@pytest.fixture(scope="module")
-def data():
-    return tiny_datasets(12)
-
-
-@pytest.fixture(scope="module")
-def batches(processor, tokenizer, data):
-    image_text, omni = data
-    config = tiny_config(vocab_size=len(tokenizer))
-    image_text_collator = CommerceMMPretrainingCollator(processor, config, masking=False)
-    omni_collator = CommerceMMOmniCollator(processor, config)
-    return (image_text_collator, image_text_collator([image_text[i] for i in range(12)]),
-            omni_collator([omni[i] for i in range(36)]))
-
-
 def new_model(tokenizer, **overrides):
     torch.manual_seed(0)
     return CommerceMMForPreTraining(tiny_config(vocab_size=len(tokenizer), **overrides))
 
 
-def test_all_fourteen_losses_by_name(tokenizer, batches):
-    collator, image_text, omni = batches
+def test_all_fourteen_losses_by_name(tokenizer, pretraining_batches):
+    collator, image_text, omni = pretraining_batches
     model = new_model(tokenizer)
     generator = torch.Generator().manual_seed(0)
     both = model(**collator.mask(dict(image_text), generator), **omni, generator=generator)
@@ -53,12 +37,14 @@ def test_all_fourteen_losses_by_name(tokenizer, batches):
     assert all(torch.isfinite(value) for value in both.losses.values())
     weights = model.config.loss_weights
     torch.testing.assert_close(both.loss, sum(weights[task] * value for task, value in both.losses.items()))
-    assert both.itm_accuracy is not None and both.mim_kl_target_usage_entropy is not None
+    assert 0.0 <= float(both.itm_accuracy) <= 1.0
+    # the entropy of a mean over prototypes: at most log(number of prototypes), reached by the uniform mean
+    assert 0.0 < float(both.mim_kl_target_usage_entropy) <= math.log(model.config.mim_num_prototypes) + 1e-5
 
 
 @pytest.mark.parametrize("kept", [("itc",), ("itm", "omni_text_to_image"), ("mlm",), ("mim_kl", "mim_fr", "itc")])
-def test_tasks_with_zero_weight_are_not_computed_and_the_rest_are_unchanged(tokenizer, batches, kept):
-    collator, image_text, omni = batches
+def test_tasks_with_zero_weight_are_not_computed_and_the_rest_are_unchanged(tokenizer, pretraining_batches, kept):
+    collator, image_text, omni = pretraining_batches
     weights = {task: (1.0 if task in kept else 0.0) for task in PRETRAINING_TASKS}
     full, ablated = new_model(tokenizer), new_model(tokenizer, loss_weights=weights)
     assert ablated.active_tasks() == set(kept)
@@ -71,8 +57,8 @@ def test_tasks_with_zero_weight_are_not_computed_and_the_rest_are_unchanged(toke
     assert ablated.commercemm.fusion_model.cls_token.grad is None or kept != ("itc",)
 
 
-def test_collator_masking(tokenizer, batches, processor):
-    collator, image_text, _ = batches
+def test_collator_masking(tokenizer, pretraining_batches, processor):
+    collator, image_text, _ = pretraining_batches
     masked = collator.mask(dict(image_text), torch.Generator().manual_seed(1))
     labels, ids = masked["mlm_labels"], image_text["input_ids"]
     chosen = labels.ne(-100)
@@ -88,8 +74,8 @@ def test_collator_masking(tokenizer, batches, processor):
     assert torch.equal(again["bool_masked_pos"], masked["bool_masked_pos"])
 
 
-def test_a_source_contributes_only_what_it_has(tokenizer, processor, data):
-    _, omni = data
+def test_a_source_contributes_only_what_it_has(tokenizer, processor, pretraining_datasets):
+    _, omni = pretraining_datasets
     model = new_model(tokenizer)
     collator = CommerceMMOmniCollator(processor, model.config)
     queries = collator([row for row in omni if row["source_type"] == "query"])
@@ -103,8 +89,8 @@ def test_a_source_contributes_only_what_it_has(tokenizer, processor, data):
         collator([{**omni[0], "source_text": "  ", "source_image": None}])
 
 
-def test_omni_pairs_and_loss_weights_are_honoured(tokenizer, batches):
-    _, _, omni = batches
+def test_omni_pairs_and_loss_weights_are_honoured(tokenizer, pretraining_batches):
+    _, _, omni = pretraining_batches
     model = new_model(tokenizer, omni_pairs=["omni_text_to_multimodal"], loss_weights={"omni_text_to_multimodal": 2.0})
     out = model(**omni)
     assert list(out.losses) == ["omni_text_to_multimodal"]
@@ -153,8 +139,8 @@ def test_contrastive_loss_does_not_push_apart_copies_of_one_product():
     assert aware < plain
 
 
-def test_each_loss_decreases_and_mim_targets_do_not_collapse(tokenizer, batches):
-    collator, image_text, omni = batches
+def test_each_loss_decreases_and_mim_targets_do_not_collapse(tokenizer, pretraining_batches):
+    collator, image_text, omni = pretraining_batches
     model = new_model(tokenizer, modality_randomization=False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
     history = []
@@ -202,8 +188,8 @@ def test_truncate_gives_the_same_outputs_and_saves_alone(tokenizer, tmp_path):
 # --------------------------------------------------------------------------------------------------- the trainer
 
 
-def make_trainer(tokenizer, processor, data, output_dir, max_steps=6, callbacks=None, **arguments):
-    image_text, omni = data
+def make_trainer(tokenizer, processor, pretraining_datasets, output_dir, max_steps=6, callbacks=None, **arguments):
+    image_text, omni = pretraining_datasets
     arguments = {"logging_steps": 1, "save_steps": 3, **arguments}
     args = TrainingArguments(
         output_dir, max_steps=max_steps, per_device_train_batch_size=4, report_to=[], seed=0, learning_rate=1e-3,
@@ -257,14 +243,14 @@ def losses_by_step(trainer):
     return {row["step"]: row for row in trainer.state.log_history if "loss" in row}
 
 
-def test_crash_and_resume_reach_the_same_losses(tokenizer, processor, data, tmp_path):
-    uninterrupted = make_trainer(tokenizer, processor, data, tmp_path / "a")
+def test_crash_and_resume_reach_the_same_losses(tokenizer, processor, pretraining_datasets, tmp_path):
+    uninterrupted = make_trainer(tokenizer, processor, pretraining_datasets, tmp_path / "a")
     uninterrupted.train()
-    crashed = make_trainer(tokenizer, processor, data, tmp_path / "b", callbacks=[Crash(5)])
+    crashed = make_trainer(tokenizer, processor, pretraining_datasets, tmp_path / "b", callbacks=[Crash(5)])
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashed.train()
     assert get_last_checkpoint(str(tmp_path / "b")).endswith("checkpoint-3")
-    resumed = make_trainer(tokenizer, processor, data, tmp_path / "b")
+    resumed = make_trainer(tokenizer, processor, pretraining_datasets, tmp_path / "b")
     resumed.train(resume_from_checkpoint=True)
     expected, got = losses_by_step(uninterrupted), losses_by_step(resumed)
     assert sorted(got) == [1, 2, 3, 4, 5, 6]  # 1-3 restored from the checkpoint's history, 4-6 trained again
@@ -273,8 +259,9 @@ def test_crash_and_resume_reach_the_same_losses(tokenizer, processor, data, tmp_
             assert got[step][name] == pytest.approx(expected[step][name], rel=1e-4, abs=1e-4), (step, name)
 
 
-def test_a_kill_mid_save_leaves_no_checkpoint_to_resume_from(tokenizer, processor, data, tmp_path, monkeypatch):
-    trainer = make_trainer(tokenizer, processor, data, tmp_path)
+def test_a_kill_mid_save_leaves_no_checkpoint_to_resume_from(tokenizer, processor, pretraining_datasets, tmp_path,
+                                                              monkeypatch):
+    trainer = make_trainer(tokenizer, processor, pretraining_datasets, tmp_path)
     original = CommerceMMPretrainingTrainer._save_optimizer_and_scheduler
 
     def dies_at_step_6(self, output_dir):
@@ -289,17 +276,17 @@ def test_a_kill_mid_save_leaves_no_checkpoint_to_resume_from(tokenizer, processo
     assert (tmp_path / ".staging" / "checkpoint-6").exists()  # the half-written one, out of resume's sight
     assert get_last_checkpoint(str(tmp_path)).endswith("checkpoint-3")
     monkeypatch.setattr(CommerceMMPretrainingTrainer, "_save_optimizer_and_scheduler", original)
-    resumed = make_trainer(tokenizer, processor, data, tmp_path)
+    resumed = make_trainer(tokenizer, processor, pretraining_datasets, tmp_path)
     resumed.train(resume_from_checkpoint=True)
     assert (tmp_path / "checkpoint-6").exists() and not (tmp_path / ".staging").exists()
 
 
-def test_resume_refuses_a_checkpoint_without_stream_state(tokenizer, processor, data, tmp_path):
-    trainer = make_trainer(tokenizer, processor, data, tmp_path, max_steps=3)
+def test_resume_refuses_a_checkpoint_without_stream_state(tokenizer, processor, pretraining_datasets, tmp_path):
+    trainer = make_trainer(tokenizer, processor, pretraining_datasets, tmp_path, max_steps=3)
     trainer.train()
     os.remove(tmp_path / "checkpoint-3" / "commercemm_pretraining_state.json")
     with pytest.raises(ValueError, match="Omni stream's position is unknown"):
-        make_trainer(tokenizer, processor, data, tmp_path).train(resume_from_checkpoint=True)
+        make_trainer(tokenizer, processor, pretraining_datasets, tmp_path).train(resume_from_checkpoint=True)
     shutil.rmtree(tmp_path / "checkpoint-3")
     with pytest.raises(ValueError, match="No complete checkpoint"):
-        make_trainer(tokenizer, processor, data, tmp_path).train(resume_from_checkpoint=True)
+        make_trainer(tokenizer, processor, pretraining_datasets, tmp_path).train(resume_from_checkpoint=True)

@@ -41,24 +41,16 @@ from commercemm_hf.processing import (
     train_commercemm_tokenizer,
 )
 from commercemm_hf.processing import image_processing_commercemm, processing_commercemm, tokenization_commercemm
-from helpers import run_without_package
+from helpers import CROP, MULTILINGUAL, SMALL, run_without_package
 
 
 PROCESSING_DIR = Path(image_processing_commercemm.__file__).parent
-CROP = 24
-SMALL = dict(size={"shortest_edge": CROP}, crop_size={"height": CROP, "width": CROP})
 STEP = 1 / 255 + 1e-6  # one 8-bit level
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-@pytest.fixture(scope="module")
-def unnormalized():
-    """Pixel values in [0, 1] (rescaled, no mean/std), so pictures compare directly."""
-    return CommerceMMImageProcessor(do_normalize=False, **SMALL)
-
-
-def pixels(processor, images, **kwargs) -> torch.Tensor:
-    return processor(images, **kwargs)["pixel_values"]
+def pixels(image_processor, images, **kwargs) -> torch.Tensor:
+    return image_processor(images, **kwargs)["pixel_values"]
 
 
 def quadrants(width=40, height=30) -> Image.Image:
@@ -89,6 +81,12 @@ def corner_colours(values: torch.Tensor) -> list[tuple]:
     _, height, width = values.shape
     spots = [(2, 2), (2, width - 3), (height - 3, 2), (height - 3, width - 3)]
     return [tuple(int(round(float(v) * 255)) for v in values[:, y, x]) for y, x in spots]
+
+
+def assert_one_unit_crop(values: torch.Tensor) -> None:
+    """One float32 (1, 3, CROP, CROP) picture in [0, 1], as `unnormalized` gives for any single image."""
+    assert values.shape == (1, 3, CROP, CROP) and values.dtype == torch.float32 and torch.isfinite(values).all()
+    assert 0.0 <= float(values.min()) and float(values.max()) <= 1.0
 
 
 # ------------------------------------------------------------------------------------------------ PIL modes
@@ -125,7 +123,9 @@ def test_gray_modes_give_the_gray_picture(unnormalized, mode):
     converted = in_mode(picture, mode)
     assert converted.mode == mode
     expected = pixels(unnormalized, picture.convert("L").convert("RGB"))
-    torch.testing.assert_close(pixels(unnormalized, converted), expected, atol=STEP, rtol=0)
+    result = pixels(unnormalized, converted)
+    assert_one_unit_crop(result)
+    torch.testing.assert_close(result, expected, atol=STEP, rtol=0)
 
 
 @pytest.mark.parametrize("mode", COLOUR_MODES)
@@ -134,6 +134,7 @@ def test_colour_modes_give_the_colour_picture(unnormalized, mode):
     converted = in_mode(picture, mode)
     assert converted.mode == mode
     result, expected = pixels(unnormalized, converted), pixels(unnormalized, picture)
+    assert_one_unit_crop(result)
     # palette quantisation and colour-space round trips are lossy; the picture must stay the same picture
     tolerance = {"P": 0.2, "PA": 0.2, "LAB": 0.06}.get(mode, 0.03)
     assert (result - expected).abs().mean() < tolerance / 4 and (result - expected).abs().max() < tolerance * 2
@@ -142,8 +143,9 @@ def test_colour_modes_give_the_colour_picture(unnormalized, mode):
 def test_bilevel_mode(unnormalized):
     picture = Image.new("1", (30, 30), 0)
     picture.paste(1, (15, 0, 30, 30))  # right half white
-    values = pixels(unnormalized, picture)[0]
-    assert corner_colours(values) == [(0, 0, 0), (255, 255, 255), (0, 0, 0), (255, 255, 255)]
+    values = pixels(unnormalized, picture)
+    assert_one_unit_crop(values)
+    assert corner_colours(values[0]) == [(0, 0, 0), (255, 255, 255), (0, 0, 0), (255, 255, 255)]
 
 
 @pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
@@ -177,6 +179,8 @@ def test_transparency_is_composited_on_white(unnormalized):
     torch.testing.assert_close(pixels(unnormalized, transparent_red), white)
     half_black = pixels(unnormalized, Image.new("LA", (30, 30), (0, 128)))
     assert torch.allclose(half_black, torch.full_like(half_black, 127 / 255), atol=STEP)
+    half_black_rgba = pixels(unnormalized, Image.new("RGBA", (30, 30), (0, 0, 0, 128)))
+    assert torch.allclose(half_black_rgba, torch.full_like(half_black_rgba, 127 / 255), atol=STEP)
     palette = Image.new("P", (30, 30), 3)
     palette.info["transparency"] = 3
     torch.testing.assert_close(pixels(unnormalized, palette), white)
@@ -246,7 +250,7 @@ def test_exif_orientation_changes_the_shape_before_resizing(unnormalized):
 # ------------------------------------------------------------------------------------------------ sizes
 
 
-@pytest.mark.parametrize("size", [(1, 1), (1, 4000), (4000, 1), (4000, 3000), (2, 3)])
+@pytest.mark.parametrize("size", [(1, 1), (1, 4000), (4000, 1), (4000, 3000), (2, 3), (3, 2)])
 def test_any_size_gives_the_crop(unnormalized, size):
     values = pixels(unnormalized, Image.new("RGB", size, (10, 200, 30)))
     assert values.shape == (1, 3, CROP, CROP)
@@ -290,13 +294,16 @@ def test_extreme_aspect_ratios_match_clip_on_photos(width, height):
     torch.testing.assert_close(ours, theirs, atol=STEP, rtol=0)
 
 
-def test_matches_clip_after_mean_and_std_with_other_settings():
-    settings_ = dict(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 24}, resample=2,
-                     image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.3, 0.4])
-    images = [noise(70, 50, seed=3), noise(33, 90, seed=4)]
+@pytest.mark.parametrize("settings_, crop", [
+    (dict(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 24}, resample=2,
+          image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.3, 0.4]), (32, 24)),
+    (dict(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), (32, 32)),  # the default mean and std
+])
+def test_matches_clip_after_mean_and_std(settings_, crop):
+    images = [noise(70, 50, seed=3), noise(33, 90, seed=4), noise(32, 32, seed=6)]
     ours = CommerceMMImageProcessor(**settings_)(images)["pixel_values"]
     theirs = CLIPImageProcessorPil(**settings_)(images, return_tensors="pt")["pixel_values"]
-    assert ours.shape == (2, 3, 32, 24)
+    assert ours.shape == (3, 3, *crop)
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
@@ -317,16 +324,19 @@ def test_numpy_torch_file_and_bytes_inputs(unnormalized, tmp_path):
     reference = pixels(unnormalized, picture)
     png = tmp_path / "picture.png"
     picture.save(png)
-    sources = [
+    arrays = [
         hwc, hwc.transpose(2, 0, 1), hwc / 255.0, (hwc / 255.0).astype(np.float16), np.asfortranarray(hwc),
-        torch.from_numpy(hwc.transpose(2, 0, 1).copy()), torch.from_numpy(hwc / 255.0).permute(2, 0, 1),
+        hwc.astype(np.uint16) * 257, torch.from_numpy(hwc.transpose(2, 0, 1).copy()),
+        torch.from_numpy(hwc / 255.0).permute(2, 0, 1),
         torch.from_numpy(hwc.copy()).permute(2, 0, 1).to(torch.bfloat16) / 255,
-        png, str(png), png.read_bytes(), io.BytesIO(png.read_bytes()), {"bytes": None, "path": str(png)},
-        {"bytes": png.read_bytes(), "path": "ignored.png"},
     ]
-    for index, source in enumerate(sources):
-        tolerance = 2 * STEP if index == 7 else STEP  # bfloat16 keeps 8 bits of mantissa
+    for index, source in enumerate(arrays):
+        tolerance = 2 * STEP if index == len(arrays) - 1 else STEP  # bfloat16 keeps 8 bits of mantissa
         torch.testing.assert_close(pixels(unnormalized, source), reference, atol=tolerance, rtol=0, msg=str(index))
+    files = [png, str(png), png.read_bytes(), io.BytesIO(png.read_bytes()), {"bytes": None, "path": str(png)},
+             {"bytes": png.read_bytes(), "path": "ignored.png"}]
+    for index, source in enumerate(files):  # PNG is lossless: the very same pixels
+        torch.testing.assert_close(pixels(unnormalized, source), reference, atol=0, rtol=0, msg=str(index))
 
 
 def test_gray_and_bool_arrays(unnormalized):
@@ -383,16 +393,17 @@ def test_uncropped_sizes(unnormalized):
     assert same.shape == (2, 3, 16, 20)
 
 
-def test_fast_jpeg_decode(tmp_path):
+@pytest.mark.parametrize("settings_, draft", [({}, (400, 300)), (SMALL, (200, 150))])  # 1/4 and 1/8 scale
+def test_fast_jpeg_decode(tmp_path, settings_, draft):
     path = tmp_path / "large.jpg"
     smooth(1600, 1200).save(path, quality=95)
-    exact = CommerceMMImageProcessor(do_normalize=False)
-    fast = CommerceMMImageProcessor(do_normalize=False, fast_jpeg_decode=True)
+    exact = CommerceMMImageProcessor(do_normalize=False, **settings_)
+    fast = CommerceMMImageProcessor(do_normalize=False, fast_jpeg_decode=True, **settings_)
     difference = (pixels(fast, path) - pixels(exact, path)).abs()
     assert difference.mean() < 0.01 and difference.max() < 0.1
-    with Image.open(path) as image:  # the draft is what decodes at a reduced scale: 1600 x 1200 -> 400 x 300
+    with Image.open(path) as image:  # the draft is what decodes at a reduced scale: 1600 x 1200 -> `draft`
         fast._draft_jpeg(image, {"do_resize": True, "size": fast.size})
-        assert image.size == (400, 300)
+        assert image.size == draft
     unresized = dict(do_resize=False, crop_size={"height": 1200, "width": 1600}, return_tensors=None)
     assert pixels(fast, path, **unresized)[0].shape == (3, 1200, 1600)  # no resize asked: full decode
 
@@ -431,6 +442,7 @@ def test_lazily_opened_corrupt_image(unnormalized, tmp_path):
     (np.zeros((0, 3, 8, 8), dtype=np.uint8), "list is empty"),
     ([smooth(), 3.5], "image 1: unsupported type float"),
     ([[smooth()]], "image 0: unsupported type list"),
+    (42, "image 0: unsupported type int"),
     ("missing/file.png", "image 0: no image file at 'missing/file.png'"),
     ("https://example.com/a.jpg", "URLs are not fetched"),
     (np.zeros((8, 8, 2), dtype=np.uint8), r"must be \(H, W\)"),
@@ -440,6 +452,7 @@ def test_lazily_opened_corrupt_image(unnormalized, tmp_path):
     (np.full((8, 8, 3), np.nan), "NaN"),
     (torch.full((3, 8, 8), float("inf")), "NaN or infinite"),
     (np.full((8, 8, 3), 200.0), r"must lie in \[0, 1\]"),
+    (np.full((8, 8, 3), 3.0), r"must lie in \[0, 1\]"),
     (np.zeros((8, 8, 3), dtype=np.int64), "unsupported image array dtype int64"),
     (Image.new("RGB", (0, 5)), "image is empty"),
 ])
@@ -503,35 +516,25 @@ def test_property_equals_clip_on_rgb_images(width, height, seed):
 # ------------------------------------------------------------------------------------------------ tokenizer
 
 
-MULTILINGUAL = [
-    "red ceramic coffee mug", "Taza de cerámica roja", "Roter Keramikbecher für Kaffee", "tasse à café en céramique",
-    "红色陶瓷咖啡杯", "赤いセラミックのマグカップ", "빨간 세라믹 머그컵", "Красная керамическая кружка",
-    "كوب قهوة أحمر", "mug 😀 with 🎁 emoji", "ＦＵＬＬＷＩＤＴＨ ｔｅｘｔ", "ÉCHARPE ÉLÉGANTE en laine",
-] * 6
-
-
-@pytest.fixture(scope="module", params=["bpe", "wordpiece"])
-def trained(request):
-    return train_commercemm_tokenizer(MULTILINGUAL, vocab_size=400, algorithm=request.param, model_max_length=20)
-
-
-def test_trained_tokenizer_special_tokens(trained):
-    assert isinstance(trained, PreTrainedTokenizerFast)
-    assert trained.convert_tokens_to_ids(SPECIAL_TOKENS) == [0, 1, 2, 3, 4]
-    assert (trained.pad_token, trained.unk_token, trained.cls_token, trained.sep_token, trained.mask_token) == (
-        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-    assert trained.model_max_length == 20
-    assert trained("")["input_ids"] == [trained.cls_token_id, trained.sep_token_id]
-    pair = trained("mug", "kaffee")["input_ids"]
-    assert pair[0] == trained.cls_token_id and pair.count(trained.sep_token_id) == 2
+def test_trained_tokenizer_special_tokens(multilingual_tokenizer):
+    tokenizer = multilingual_tokenizer
+    assert isinstance(tokenizer, PreTrainedTokenizerFast)
+    assert tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS) == [0, 1, 2, 3, 4]
+    names = (tokenizer.pad_token, tokenizer.unk_token, tokenizer.cls_token, tokenizer.sep_token, tokenizer.mask_token)
+    assert names == ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+    assert tokenizer.model_max_length == 20
+    assert tokenizer("")["input_ids"] == [tokenizer.cls_token_id, tokenizer.sep_token_id]
+    pair = tokenizer("mug", "kaffee")["input_ids"]
+    assert pair[0] == tokenizer.cls_token_id and pair.count(tokenizer.sep_token_id) == 2
 
 
 @pytest.mark.parametrize("text", ["红色陶瓷杯", "빨간 머그컵", "café crème", "кружка", "mug 😀", "ＦＵＬＬ"])
-def test_trained_tokenizer_handles_scripts(trained, text):
-    ids = trained(text)["input_ids"]
-    assert ids[0] == trained.cls_token_id and ids[-1] == trained.sep_token_id and len(ids) > 2
-    if trained.unk_token_id not in ids:
-        decoded = unicodedata.normalize("NFKC", trained.decode(ids, skip_special_tokens=True)).replace(" ", "")
+def test_trained_tokenizer_handles_scripts(multilingual_tokenizer, text):
+    tokenizer = multilingual_tokenizer
+    ids = tokenizer(text)["input_ids"]
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id and len(ids) > 2
+    if tokenizer.unk_token_id not in ids:
+        decoded = unicodedata.normalize("NFKC", tokenizer.decode(ids, skip_special_tokens=True)).replace(" ", "")
         assert decoded in (text.lower().replace(" ", ""), "full", "cafecreme")
 
 
@@ -551,11 +554,11 @@ def test_wordpiece_normalises_like_bert_uncased():
     assert cased.tokenize("Taza") != cased.tokenize("taza") and "á" in "".join(cased.tokenize("cerámica"))
 
 
-def test_tokenizer_save_load_round_trip(trained, tmp_path):
-    trained.save_pretrained(tmp_path)
+def test_tokenizer_save_load_round_trip(multilingual_tokenizer, tmp_path):
+    multilingual_tokenizer.save_pretrained(tmp_path)
     reloaded = AutoTokenizer.from_pretrained(tmp_path)
     texts = ["Taza de cerámica 😀", "红色陶瓷咖啡杯 " * 10, ""]
-    assert reloaded(texts, truncation=True)["input_ids"] == trained(texts, truncation=True)["input_ids"]
+    assert reloaded(texts, truncation=True)["input_ids"] == multilingual_tokenizer(texts, truncation=True)["input_ids"]
     assert reloaded.model_max_length == 20 and reloaded.mask_token_id == 4
 
 
@@ -596,50 +599,49 @@ def test_tokenizer_trains_from_a_generator():
 # ------------------------------------------------------------------------------------------------ processor
 
 
-@pytest.fixture(scope="module")
-def processor(trained):
-    return CommerceMMProcessor(CommerceMMImageProcessor(**SMALL), trained)
-
-
-def test_processor_images_texts_and_both(processor):
+def test_processor_images_texts_and_both(multilingual_processor):
     images = [smooth(), quadrants(), Image.new("RGBA", (5, 300))]
-    both = processor(images=images, text=["red mug", "taza roja", "红色陶瓷杯"])
+    both = multilingual_processor(images=images, text=["red mug", "taza roja", "红色陶瓷杯"])
     assert set(both) == {"pixel_values", "input_ids", "attention_mask"}
     assert both["pixel_values"].shape == (3, 3, CROP, CROP) and both["input_ids"].shape[0] == 3
     assert both["input_ids"].dtype == torch.long
-    assert set(processor(text="only a text")) == {"input_ids", "attention_mask"}
-    assert set(processor(images=smooth())) == {"pixel_values"}
-    unpaired = processor(images=images[:2], text=["a", "b", "c", "d", "e"])
+    assert set(multilingual_processor(text="only a text")) == {"input_ids", "attention_mask"}
+    assert set(multilingual_processor(images=smooth())) == {"pixel_values"}
+    unpaired = multilingual_processor(images=images[:2], text=["a", "b", "c", "d", "e"])
     assert unpaired["pixel_values"].shape[0] == 2 and unpaired["input_ids"].shape[0] == 5
-    torch.testing.assert_close(both["pixel_values"], processor.image_processor(images)["pixel_values"])
+    torch.testing.assert_close(both["pixel_values"], multilingual_processor.image_processor(images)["pixel_values"])
 
 
-def test_processor_padding_truncation_and_empty_text(processor):
-    batch = processor(text=["mug " * 3000, "", "red mug"])
-    limit = processor.tokenizer.model_max_length
+def test_processor_padding_truncation_and_empty_text(multilingual_processor):
+    batch = multilingual_processor(text=["mug " * 3000, "", "red mug"])
+    limit = multilingual_processor.tokenizer.model_max_length
     assert batch["input_ids"].shape == (3, limit)  # padded to the longest, which was truncated to the limit
-    cls_id, sep_id = processor.tokenizer.cls_token_id, processor.tokenizer.sep_token_id
+    cls_id, sep_id = multilingual_processor.tokenizer.cls_token_id, multilingual_processor.tokenizer.sep_token_id
     assert batch["input_ids"][1][batch["attention_mask"][1].bool()].tolist() == [cls_id, sep_id]
-    assert batch["input_ids"][0, -1] == sep_id and batch["input_ids"][1, -1] == processor.tokenizer.pad_token_id
-    assert processor(text=["mug " * 3000], max_length=8)["input_ids"].shape == (1, 8)
-    assert processor(text=["red", "red mug red mug"], padding="max_length", max_length=12)["input_ids"].shape == (2, 12)
+    pad_id = multilingual_processor.tokenizer.pad_token_id
+    assert batch["input_ids"][0, -1] == sep_id and batch["input_ids"][1, -1] == pad_id
+    assert multilingual_processor(text=["mug " * 3000], max_length=8)["input_ids"].shape == (1, 8)
+    padded = multilingual_processor(text=["red", "red mug red mug"], padding="max_length", max_length=12)
+    assert padded["input_ids"].shape == (2, 12)
 
 
-def test_processor_token_type_ids_and_output_formats(processor):
-    assert "token_type_ids" not in processor(text="mug")
-    assert "token_type_ids" in processor(text="mug", return_token_type_ids=True)
-    as_numpy = processor(images=smooth(), text=["mug", "red mug"], return_tensors="np")
+def test_processor_token_type_ids_and_output_formats(multilingual_processor):
+    assert "token_type_ids" not in multilingual_processor(text="mug")
+    assert "token_type_ids" in multilingual_processor(text="mug", return_token_type_ids=True)
+    as_numpy = multilingual_processor(images=smooth(), text=["mug", "red mug"], return_tensors="np")
     assert isinstance(as_numpy["pixel_values"], np.ndarray) and isinstance(as_numpy["input_ids"], np.ndarray)
-    as_lists = processor(images=smooth(), text=["mug", "red mug"], return_tensors=None)
+    as_lists = multilingual_processor(images=smooth(), text=["mug", "red mug"], return_tensors=None)
     assert isinstance(as_lists["input_ids"], list) and isinstance(as_lists["pixel_values"], list)
-    assert processor.model_input_names == ["input_ids", "attention_mask", "pixel_values"]
+    as_torch = multilingual_processor(images=smooth(), text=["mug", "red mug"], return_tensors="pt")
+    assert isinstance(as_torch["pixel_values"], torch.Tensor) and isinstance(as_torch["input_ids"], torch.Tensor)
+    assert multilingual_processor.model_input_names == ["input_ids", "attention_mask", "pixel_values"]
 
 
-def test_processor_routes_keyword_arguments(processor):
+def test_processor_routes_keyword_arguments(multilingual_processor):
     picture = smooth()
-    unscaled = processor(images=picture, do_normalize=False)["pixel_values"]
+    unscaled = multilingual_processor(images=picture, do_normalize=False)["pixel_values"]
     torch.testing.assert_close(unscaled, pixels(CommerceMMImageProcessor(do_normalize=False, **SMALL), picture))
-    per_modality = processor(images=picture, text="red mug " * 20, images_kwargs={"do_normalize": False},
+    per_modality = multilingual_processor(images=picture, text="red mug " * 20, images_kwargs={"do_normalize": False},
                              text_kwargs={"max_length": 6})
     torch.testing.assert_close(per_modality["pixel_values"], unscaled)
     assert per_modality["input_ids"].shape == (1, 6)
@@ -654,23 +656,23 @@ def test_processor_routes_keyword_arguments(processor):
     ({"text": []}, "non-empty list of strings, got list"),
     ({"images": [smooth(), "nowhere.png"]}, "image 1: no image file"),
 ])
-def test_processor_errors(processor, kwargs, message):
+def test_processor_errors(multilingual_processor, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        processor(**kwargs)
+        multilingual_processor(**kwargs)
 
 
-def test_processor_needs_a_tokenizer_and_defaults_the_image_processor(trained):
+def test_processor_needs_a_tokenizer_and_defaults_the_image_processor(multilingual_tokenizer):
     with pytest.raises(ValueError, match="needs a tokenizer"):
         CommerceMMProcessor(CommerceMMImageProcessor())
-    default = CommerceMMProcessor(tokenizer=trained)
+    default = CommerceMMProcessor(tokenizer=multilingual_tokenizer)
     assert default(images=smooth())["pixel_values"].shape == (1, 3, 224, 224)
 
 
-def test_processor_with_a_tokenizer_without_a_length_limit(trained, tmp_path):
+def test_processor_with_a_tokenizer_without_a_length_limit(multilingual_tokenizer, tmp_path):
     # The shared fixture's backend keeps the truncation of its last call (max_length=6 above), and a tokenizer.json
     # saved with it says max_length=6, which the processor honours (what the saved tokenizer says wins): clear it.
-    trained.backend_tokenizer.no_truncation()
-    trained.save_pretrained(tmp_path)
+    multilingual_tokenizer.backend_tokenizer.no_truncation()
+    multilingual_tokenizer.save_pretrained(tmp_path)
     unlimited = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"), pad_token="[PAD]")
     assert unlimited.model_max_length > 1e29
     long_text = "mug " * 100
@@ -678,22 +680,22 @@ def test_processor_with_a_tokenizer_without_a_length_limit(trained, tmp_path):
     assert batch["input_ids"][0].tolist() == unlimited(long_text)["input_ids"]  # nothing truncated
 
 
-def test_processor_save_load_round_trip(processor, tmp_path):
-    processor.save_pretrained(tmp_path)
+def test_processor_save_load_round_trip(multilingual_processor, tmp_path):
+    multilingual_processor.save_pretrained(tmp_path)
     saved = {path.name for path in tmp_path.iterdir()}
     assert {"processor_config.json", "tokenizer.json", "image_processing_commercemm.py"} <= saved
     inputs = dict(images=[smooth(), quadrants(), Image.new("I;16", (9, 700), 30000)],
                   text=["Taza roja 😀", "", "红色陶瓷咖啡杯 " * 30])
-    expected = processor(**inputs)
+    expected = multilingual_processor(**inputs)
     for loaded in (CommerceMMProcessor.from_pretrained(tmp_path), AutoProcessor.from_pretrained(tmp_path)):
         assert type(loaded) is CommerceMMProcessor and type(loaded.image_processor) is CommerceMMImageProcessor
-        assert loaded.tokenizer.model_max_length == processor.tokenizer.model_max_length
+        assert loaded.tokenizer.model_max_length == multilingual_processor.tokenizer.model_max_length
         result = loaded(**inputs)
         assert set(result) == set(expected)
         for key in expected:
             assert torch.equal(result[key], expected[key]), key
     image_processor = AutoImageProcessor.from_pretrained(tmp_path)
-    assert image_processor.to_dict() == processor.image_processor.to_dict()
+    assert image_processor.to_dict() == multilingual_processor.image_processor.to_dict()
 
 
 def test_image_processor_save_load_keeps_custom_settings(tmp_path):
@@ -712,10 +714,10 @@ def test_image_processor_save_load_keeps_custom_settings(tmp_path):
 @given(texts=st.lists(st.one_of(st.text(max_size=300), st.just(""), st.text(min_size=2000, max_size=3000)),
                       min_size=1, max_size=4),
        n_images=st.integers(0, 3))
-def test_property_any_unicode_text(processor, texts, n_images):
+def test_property_any_unicode_text(multilingual_processor, texts, n_images):
     images = [smooth(seed=seed) for seed in range(n_images)] or None
-    batch = processor(images=images, text=texts)
-    tokenizer = processor.tokenizer
+    batch = multilingual_processor(images=images, text=texts)
+    tokenizer = multilingual_processor.tokenizer
     assert batch["input_ids"].shape[0] == len(texts) and batch["input_ids"].shape[1] <= tokenizer.model_max_length
     assert (batch["input_ids"][:, 0] == tokenizer.cls_token_id).all()
     lengths = batch["attention_mask"].sum(1)
@@ -744,9 +746,9 @@ def test_files_travel_as_remote_code(name):
             assert absolute.group(1).split(".")[0] in ALLOWED, line
 
 
-def test_remote_code_loads_without_the_package(processor, tmp_path):
+def test_remote_code_loads_without_the_package(multilingual_processor, tmp_path):
     """A fresh process that cannot import commercemm_hf loads the saved processor through the copied code."""
-    processor.save_pretrained(tmp_path / "saved")
+    multilingual_processor.save_pretrained(tmp_path / "saved")
     loaded = run_without_package(
         """
         import json
@@ -759,7 +761,7 @@ def test_remote_code_loads_without_the_package(processor, tmp_path):
         """,
         tmp_path,
     )
-    expected = processor(images=Image.new("LA", (50, 20)), text=["red mug", ""])
+    expected = multilingual_processor(images=Image.new("LA", (50, 20)), text=["red mug", ""])
     assert loaded["class"] == "CommerceMMProcessor"
     assert torch.equal(torch.tensor(loaded["input_ids"]), expected["input_ids"])
     torch.testing.assert_close(torch.tensor(loaded["pixel_values"]), expected["pixel_values"])

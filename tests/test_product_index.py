@@ -9,29 +9,20 @@ import torch
 from torch.nn import functional as F
 
 from commercemm_hf.pipelines import ProductIndex
-from commercemm_hf.search import clustered_unit_vectors, recall_against_exact
+from commercemm_hf.search import recall_against_exact
+from helpers import CLUSTERED_DIM as DIM
 
 
 faiss = pytest.importorskip("faiss")  # in the test extra, so CI runs these
 
-DIM = 32
 INDEX_TYPES = {"flat": {}, "hnsw": {"efSearch": 64}, "ivfpq": {"nprobe": 16}, "IVF16,Flat": {"nprobe": 8},
                "OPQ8,IVF16,PQ8": {"nprobe": 8}, "HNSW16,SQ8": {}}
 # Recall@10 against exact each type must reach on the clustered vectors below
 MIN_RECALL = {"flat": 1.0, "hnsw": 0.95, "ivfpq": 0.4, "IVF16,Flat": 0.95, "OPQ8,IVF16,PQ8": 0.6, "HNSW16,SQ8": 0.85}
 
 
-@pytest.fixture(scope="module")
-def catalog():
-    vectors = clustered_unit_vectors(3000, DIM, seed=0)
-    queries = clustered_unit_vectors(64, DIM, seed=0, offset=3000)
-    ids = [f"p{i:05d}" for i in range(len(vectors))]
-    metadata = [{"category": f"c{i % 7}", "in_stock": i % 3 == 0} for i in range(len(vectors))]
-    return vectors, queries, ids, metadata
-
-
-def _built(index_type, catalog, **kwargs):
-    vectors, _, ids, metadata = catalog
+def _built(index_type, clustered_catalog, **kwargs):
+    vectors, _, ids, metadata = clustered_catalog
     index = ProductIndex(DIM, index_type=index_type, train_size=2000, **INDEX_TYPES[index_type], **kwargs)
     index.add(vectors[:1000], ids[:1000], metadata[:1000])  # grown in two batches, the first before training
     index.add(vectors[1000:], ids[1000:], metadata[1000:])
@@ -39,9 +30,9 @@ def _built(index_type, catalog, **kwargs):
 
 
 @pytest.mark.parametrize("index_type", list(INDEX_TYPES))
-def test_every_index_type_finds_what_exact_search_finds(index_type, catalog):
-    vectors, queries, ids, _ = catalog
-    index = _built(index_type, catalog)
+def test_every_index_type_finds_what_exact_search_finds(index_type, clustered_catalog):
+    vectors, queries, ids, _ = clustered_catalog
+    index = _built(index_type, clustered_catalog)
     exact = ProductIndex(DIM, backend="torch")
     exact.add(vectors, ids)
     recall = recall_against_exact(index, exact, queries, k=10, batch_size=16)
@@ -52,10 +43,10 @@ def test_every_index_type_finds_what_exact_search_finds(index_type, catalog):
     assert bool((scores[:, :-1] >= scores[:, 1:] - 1e-6).all())  # best first
 
 
-def test_exact_backends_agree_and_the_chunked_scan_matches_a_dense_product(catalog, monkeypatch):
+def test_exact_backends_agree_and_the_chunked_scan_matches_a_dense_product(clustered_catalog, monkeypatch):
     from commercemm_hf.pipelines import pipeline_commercemm_index
 
-    vectors, queries, ids, _ = catalog
+    vectors, queries, ids, _ = clustered_catalog
     monkeypatch.setattr(pipeline_commercemm_index, "_SCORE_ELEMENTS", 64 * 100)  # many product chunks
     results = {}
     for backend in ("torch", "faiss"):
@@ -69,9 +60,9 @@ def test_exact_backends_agree_and_the_chunked_scan_matches_a_dense_product(catal
 
 
 @pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivfpq"])
-def test_filters_honour_top_k_and_match_exact_search_over_the_allowed_products(index_type, catalog):
-    vectors, queries, ids, metadata = catalog
-    index = _built(index_type, catalog)
+def test_filters_honour_top_k_and_match_exact_search_over_the_allowed_products(index_type, clustered_catalog):
+    vectors, queries, ids, metadata = clustered_catalog
+    index = _built(index_type, clustered_catalog)
     for filter, allowed in (
         ({"category": "c3"}, [m["category"] == "c3" for m in metadata]),
         ({"category": ["c1", "c5"], "in_stock": True}, [m["category"] in ("c1", "c5") and m["in_stock"]
@@ -104,9 +95,9 @@ def test_filters_honour_top_k_and_match_exact_search_over_the_allowed_products(i
 
 
 @pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivfpq"])
-def test_upsert_replaces_and_delete_removes(index_type, catalog):
-    vectors, queries, ids, metadata = catalog
-    index = _built(index_type, catalog)
+def test_upsert_replaces_and_delete_removes(index_type, clustered_catalog):
+    vectors, queries, ids, metadata = clustered_catalog
+    index = _built(index_type, clustered_catalog)
     target = queries[0:1]
     with pytest.raises(ValueError, match="already in the index"):
         index.add(target, [ids[7]])
@@ -127,8 +118,8 @@ def test_upsert_replaces_and_delete_removes(index_type, catalog):
         index.upsert(vectors[:2], ["x", "x"])
 
 
-def test_non_finite_vectors_and_queries_are_refused(catalog):
-    vectors, queries, ids, _ = catalog
+def test_non_finite_vectors_and_queries_are_refused(clustered_catalog):
+    vectors, queries, ids, _ = clustered_catalog
     index = ProductIndex(DIM)
     bad = vectors[:3].clone()
     bad[1, 4] = float("nan")
@@ -145,9 +136,9 @@ def test_non_finite_vectors_and_queries_are_refused(catalog):
 
 
 @pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivfpq", "IVF16,Flat"])
-def test_save_load_round_trip_keeps_results_deletions_metadata_and_parameters(index_type, catalog, tmp_path):
-    vectors, queries, ids, _ = catalog
-    index = _built(index_type, catalog)
+def test_save_load_round_trip_keeps_results_deletions_metadata_and_parameters(index_type, clustered_catalog, tmp_path):
+    vectors, queries, ids, _ = clustered_catalog
+    index = _built(index_type, clustered_catalog)
     index.delete(ids[:5])
     index.upsert(vectors[10:11], [ids[11]], [{"category": "x"}])
     index.save(tmp_path / "index")
@@ -164,8 +155,8 @@ def test_save_load_round_trip_keeps_results_deletions_metadata_and_parameters(in
     assert "new1" in loaded
 
 
-def test_saving_is_atomic_and_never_overwrites_without_being_asked(catalog, tmp_path, monkeypatch):
-    vectors, queries, ids, _ = catalog
+def test_saving_is_atomic_and_never_overwrites_without_being_asked(clustered_catalog, tmp_path, monkeypatch):
+    vectors, queries, ids, _ = clustered_catalog
     first = ProductIndex(DIM)
     first.add(vectors[:10], ids[:10])
     first.save(tmp_path / "index")
@@ -189,10 +180,10 @@ def test_saving_is_atomic_and_never_overwrites_without_being_asked(catalog, tmp_
     assert len(ProductIndex.load(tmp_path / "index")) == 20
 
 
-def test_load_refuses_mismatched_shapes_and_versions(catalog, tmp_path):
+def test_load_refuses_mismatched_shapes_and_versions(clustered_catalog, tmp_path):
     from safetensors.numpy import load_file, save_file
 
-    vectors, _, ids, _ = catalog
+    vectors, _, ids, _ = clustered_catalog
     index = ProductIndex(DIM, index_type="hnsw", keep_vectors=True)  # the safetensors file then holds the vectors
     index.add(vectors[:50], ids[:50], [{"category": "a"}] * 50)
     index.save(tmp_path / "good")
@@ -232,8 +223,8 @@ def test_load_refuses_mismatched_shapes_and_versions(catalog, tmp_path):
         ProductIndex.load(tmp_path / "nothing")
 
 
-def test_the_first_f32_format_still_loads(catalog, tmp_path):
-    vectors, queries, ids, _ = catalog
+def test_the_first_f32_format_still_loads(clustered_catalog, tmp_path):
+    vectors, queries, ids, _ = clustered_catalog
     (tmp_path / "product_embeddings.f32").write_bytes(vectors[:20].numpy().astype("<f4").tobytes())
     (tmp_path / "product_index.json").write_text(json.dumps({
         "dim": DIM, "product_kind": "text", "count": 20, "product_ids": ids[:20],
@@ -258,8 +249,8 @@ def test_add_and_load_are_linear_in_the_catalog(tmp_path):
     assert time.perf_counter() - started < 5.0
 
 
-def test_untrainable_sizes_and_unknown_parameters_give_clear_errors(catalog):
-    vectors, queries, ids, _ = catalog
+def test_untrainable_sizes_and_unknown_parameters_give_clear_errors(clustered_catalog):
+    vectors, queries, ids, _ = clustered_catalog
     index = ProductIndex(DIM, index_type="IVF4096,PQ8")
     index.add(vectors[:100], ids[:100])
     with pytest.raises(ValueError, match="Training FAISS 'IVF4096,PQ8' on 100 products failed"):
@@ -274,10 +265,10 @@ def test_untrainable_sizes_and_unknown_parameters_give_clear_errors(catalog):
         ProductIndex(DIM, index_type="NoSuchType12")
 
 
-def test_faiss_minus_one_results_never_reach_the_caller(catalog):
+def test_faiss_minus_one_results_never_reach_the_caller(clustered_catalog):
     """IVF with nprobe=1 holds ~190 products per list: FAISS pads a top-500 with -1, which the index answers
     exactly instead of returning row -1 (the last product) or None."""
-    vectors, queries, ids, _ = catalog
+    vectors, queries, ids, _ = clustered_catalog
     index = ProductIndex(DIM, index_type="IVF16,Flat", nprobe=1)
     index.add(vectors, ids)
     index.train()  # (it would train at the first search anyway)
@@ -290,12 +281,12 @@ def test_faiss_minus_one_results_never_reach_the_caller(catalog):
 
 
 @pytest.mark.parametrize("index_type", ["hnsw", "IVF16,Flat"])
-def test_without_kept_vectors_filters_and_files_use_faiss_own_copy(index_type, catalog, tmp_path):
-    vectors, queries, ids, metadata = catalog
-    index = _built(index_type, catalog, keep_vectors=False)
-    reference = _built(index_type, catalog, keep_vectors=True)
+def test_without_kept_vectors_filters_and_files_use_faiss_own_copy(index_type, clustered_catalog, tmp_path):
+    vectors, queries, ids, metadata = clustered_catalog
+    index = _built(index_type, clustered_catalog, keep_vectors=False)
+    reference = _built(index_type, clustered_catalog, keep_vectors=True)
     assert index._vectors is None and reference._vectors is not None
-    assert _built(index_type, catalog)._vectors is None  # the default for FAISS types
+    assert _built(index_type, clustered_catalog)._vectors is None  # the default for FAISS types
     for filter in (None, {"category": "c3"}, {"category": "c0", "in_stock": True}):
         assert [[h["product_id"] for h in hits] for hits in index.query(queries, 10, filter)] == \
             [[h["product_id"] for h in hits] for hits in reference.query(queries, 10, filter)]

@@ -13,7 +13,7 @@ import yaml
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.utils import filter_repo_objects
 
-from commercemm_hf import CommerceMMForProductCategorization, CommerceMMModel
+from commercemm_hf import CommerceMMForProductCategorization
 from commercemm_hf.cli import main
 from commercemm_hf.hub import save_hub_folder
 from commercemm_hf.publish import (
@@ -37,58 +37,8 @@ SAVED_FILES = {
 }
 
 
-@pytest.fixture(scope="module")
-def saved_folder(tmp_path_factory, processor, tokenizer):
-    folder = tmp_path_factory.mktemp("publish") / "commercemm-tiny"
-    save_hub_folder(CommerceMMModel(tiny_config(vocab_size=len(tokenizer))), processor, folder)
-    return folder
-
-
-@pytest.fixture
-def folder(saved_folder, tmp_path):
-    """A fresh copy per test (publishing writes README.md into it)."""
-    return shutil.copytree(saved_folder, tmp_path / "out" / "commercemm-tiny")
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any Hub call or socket connection fails the test."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("the network was touched")
-
-    for name in ("create_repo", "upload_folder", "upload_file", "create_commit", "whoami"):
-        monkeypatch.setattr(HfApi, name, refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-
-
-@pytest.fixture
-def fake_hub(monkeypatch):
-    """Fake `HfApi.create_repo` / `upload_folder` that record their arguments."""
-    calls = []
-
-    def create_repo(self, repo_id, **kwargs):
-        calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
-        return f"https://huggingface.co/{repo_id}"
-
-    def upload_folder(self, **kwargs):
-        calls.append(("upload_folder", kwargs))
-        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{kwargs['repo_id']}/commit/abc123"})()
-
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    monkeypatch.setattr(socket.socket, "connect", lambda *a, **k: (_ for _ in ()).throw(AssertionError("network")))
-    return calls
-
-
-@pytest.fixture
-def no_stored_token(monkeypatch, tmp_path):
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token-here"))
-
-
-def assert_no_secret(folder, *texts):
-    for path in folder.rglob("*"):
+def assert_no_secret(publish_folder, *texts):
+    for path in publish_folder.rglob("*"):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), f"token written to {path}"
     for text in texts:
@@ -96,86 +46,87 @@ def assert_no_secret(folder, *texts):
 
 
 # ------------------------------------------------------------------------------------------------ dry run and plan
-def test_dry_run_lists_the_planned_files_without_network(folder, no_network, capsys):
-    (folder / ".cache").mkdir()
-    (folder / ".cache" / "upload.lock").write_text("local state")
-    result = publish(folder, REPO, dry_run=True)
+def test_dry_run_lists_the_planned_files_without_network(publish_folder, no_network, capsys):
+    (publish_folder / ".cache").mkdir()
+    (publish_folder / ".cache" / "upload.lock").write_text("local state")
+    result = publish(publish_folder, REPO, dry_run=True)
     out = capsys.readouterr().out
     paths = [file.path for file in result["files"]]
     assert set(paths) == SAVED_FILES | {"README.md"}
-    assert all(file.size == (folder / file.path).stat().st_size for file in result["files"])
+    assert all(file.size == (publish_folder / file.path).stat().st_size for file in result["files"])
     assert result["dry_run"] and result["url"] is None
     assert "Dry run: would upload to https://huggingface.co/my-org/commercemm-tiny" in out
     assert all(path in out for path in paths) and ".cache" not in out
     assert f"{len(paths)} files" in out
-    assert (folder / "README.md").exists()
+    assert (publish_folder / "README.md").exists()
 
 
-def test_plan_upload_and_format_plan(folder):
-    plan = plan_upload(folder)
+def test_plan_upload_and_format_plan(publish_folder):
+    plan = plan_upload(publish_folder)
     assert isinstance(plan[0], UploadFile) and [file.path for file in plan] == sorted(SAVED_FILES)
     text = format_plan([UploadFile("config.json", 3710), UploadFile("model.safetensors", 304900)])
     assert "3.7 KB" in text and "304.9 KB" in text and "2 files, 308.6 KB" in text
 
 
-def test_sharded_weights_are_planned_and_a_missing_shard_is_named(folder):
-    (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
+def test_sharded_weights_are_planned_and_a_missing_shard_is_named(publish_folder):
+    (publish_folder / "model.safetensors").rename(publish_folder / "model-00001-of-00002.safetensors")
     index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors",
                                             "b": "model-00002-of-00002.safetensors"}}
-    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    (publish_folder / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(PublishError, match="model-00002-of-00002.safetensors"):
-        plan_upload(folder)
-    shutil.copy(folder / "model-00001-of-00002.safetensors", folder / "model-00002-of-00002.safetensors")
-    assert "model.safetensors.index.json" in {file.path for file in plan_upload(folder)}
+        plan_upload(publish_folder)
+    shutil.copy(publish_folder / "model-00001-of-00002.safetensors",
+                publish_folder / "model-00002-of-00002.safetensors")
+    assert "model.safetensors.index.json" in {file.path for file in plan_upload(publish_folder)}
 
 
 # ---------------------------------------------------------------------------------------------------- refusals
 @pytest.mark.parametrize("name", ["pytorch_model.bin", "training_args.bin", "optimizer.pt", "sub/state.pkl"])
-def test_pickle_files_are_refused(folder, no_network, name):
-    (folder / name).parent.mkdir(exist_ok=True)
-    (folder / name).write_bytes(b"\x80\x04pickled")
+def test_pickle_files_are_refused(publish_folder, no_network, name):
+    (publish_folder / name).parent.mkdir(exist_ok=True)
+    (publish_folder / name).write_bytes(b"\x80\x04pickled")
     with pytest.raises(PublishError, match=r"pickle-format files .*safetensors only"):
-        publish(folder, REPO, dry_run=True)
-    assert not (folder / "README.md").exists()
+        publish(publish_folder, REPO, dry_run=True)
+    assert not (publish_folder / "README.md").exists()
 
 
-def test_folders_that_are_not_hub_ready_are_refused_with_what_is_missing(folder):
-    config = json.loads((folder / "config.json").read_text())
+def test_folders_that_are_not_hub_ready_are_refused_with_what_is_missing(publish_folder):
+    config = json.loads((publish_folder / "config.json").read_text())
     del config["auto_map"]
-    (folder / "config.json").write_text(json.dumps(config))
-    (folder / "pipeline_commercemm_inputs.py").unlink()  # imported by the pipeline files that config names
-    (folder / "processor_config.json").unlink()
+    (publish_folder / "config.json").write_text(json.dumps(config))
+    (publish_folder / "pipeline_commercemm_inputs.py").unlink()  # imported by the pipeline files that config names
+    (publish_folder / "processor_config.json").unlink()
     with pytest.raises(PublishError) as error:
-        plan_upload(folder)
+        plan_upload(publish_folder)
     message = str(error.value)
     assert "not Hub-ready" in message and "config.json has no auto_map" in message
     assert "pipeline_commercemm_inputs.py" in message and "processor_config.json" in message
 
-    (folder / "config.json").unlink()
+    (publish_folder / "config.json").unlink()
     with pytest.raises(PublishError, match="config.json is missing"):
-        plan_upload(folder)
+        plan_upload(publish_folder)
 
 
-def test_missing_weights_and_modeling_code_are_named(folder):
-    (folder / "model.safetensors").unlink()
-    (folder / "modeling_commercemm.py").unlink()
+def test_missing_weights_and_modeling_code_are_named(publish_folder):
+    (publish_folder / "model.safetensors").unlink()
+    (publish_folder / "modeling_commercemm.py").unlink()
     with pytest.raises(PublishError, match=r"(?s)model.safetensors is missing.*modeling_commercemm.py"):
-        plan_upload(folder)
+        plan_upload(publish_folder)
 
 
-def test_bad_repo_id_is_refused(folder, no_network):
+def test_bad_repo_id_is_refused(publish_folder, no_network):
     with pytest.raises(PublishError, match="ORG/NAME"):
-        publish(folder, "no-namespace", dry_run=True)
+        publish(publish_folder, "no-namespace", dry_run=True)
 
 
 # ---------------------------------------------------------------------------------------------------- the card
-def test_card_renders_the_folder_and_metrics_with_valid_metadata(folder):
-    (folder / "eval_results.json").write_text(json.dumps({
+def test_card_renders_the_folder_and_metrics_with_valid_metadata(publish_folder):
+    (publish_folder / "eval_results.json").write_text(json.dumps({
         "eval_query_to_product_recall@10": 0.625, "eval_accuracy": 0.75, "eval_runtime": 3.5, "epoch": 2.0,
     }))
-    card = render_model_card(folder, REPO)
-    card.save(folder / "README.md")
-    text = (folder / "README.md").read_text()
+    card = render_model_card(publish_folder, REPO)
+    card.save(publish_folder / "README.md")
+    text = (publish_folder / "README.md").read_text()
     assert "{{" not in text and "{%" not in text
     for expected in ("| eval_query_to_product_recall@10 | 0.6250 |", "| eval_accuracy | 0.7500 |",
                      "| eval_runtime | 3.5000 |", "From `eval_results.json`", f'AutoModel.from_pretrained("{REPO}"',
@@ -189,7 +140,7 @@ def test_card_renders_the_folder_and_metrics_with_valid_metadata(folder):
     assert front["library_name"] == "transformers" and front["license"] == "apache-2.0"
     assert front["pipeline_tag"] == "feature-extraction" and "commercemm" in front["tags"]
     assert "zero-shot-image-classification" in front["tags"] and "sentence-transformers" in front["tags"]
-    loaded = ModelCard.load(folder / "README.md")
+    loaded = ModelCard.load(publish_folder / "README.md")
     assert loaded.data.library_name == "transformers"
     results = {result.metric_name: result for result in loaded.data.eval_results}
     assert set(results) == {"eval_query_to_product_recall@10", "eval_accuracy"}  # quality metrics only
@@ -199,11 +150,12 @@ def test_card_renders_the_folder_and_metrics_with_valid_metadata(folder):
     assert loaded.data.model_name == "commercemm-tiny"
 
 
-def test_metrics_sources_in_order(folder, tmp_path):
+def test_metrics_sources_in_order(publish_folder, tmp_path):
     demo = {"before": {"query_to_product_mrr": 0.1}, "after": {"query_to_product_mrr": 0.4},
-            "baselines": {"text overlap": {"recall@1": 0.2}}, "reload_max_abs_diff": 2e-7, "folder": str(folder)}
-    (folder.parent / "demo_results.json").write_text(json.dumps(demo))
-    card = render_model_card(folder, REPO)  # the parent's demo results name this folder
+            "baselines": {"text overlap": {"recall@1": 0.2}}, "reload_max_abs_diff": 2e-7,
+            "folder": str(publish_folder)}
+    (publish_folder.parent / "demo_results.json").write_text(json.dumps(demo))
+    card = render_model_card(publish_folder, REPO)  # the parent's demo results name this folder
     assert "| query_to_product_mrr | 0.1000 | 0.4000 |" in card.text and "SYNTHETIC" in card.text
     assert "| baselines/text overlap/recall@1 | 0.2000 |" in card.text and "2e-07" in card.text
     assert [r.metric_value for r in card.data.eval_results] == [0.4]  # after pretraining, not before or baselines
@@ -211,18 +163,19 @@ def test_metrics_sources_in_order(folder, tmp_path):
 
     metrics_file = tmp_path / "my_metrics.json"
     metrics_file.write_text(json.dumps({"test_accuracy": 0.5}))
-    from_file = render_model_card(folder, REPO, metrics=metrics_file)
+    from_file = render_model_card(publish_folder, REPO, metrics=metrics_file)
     assert "From `my_metrics.json`" in from_file.text and "query_to_product_mrr" not in from_file.text
-    given = render_model_card(folder, REPO, metrics={"macro_f1": 0.3}, training_data="Ten real mugs.",
+    given = render_model_card(publish_folder, REPO, metrics={"macro_f1": 0.3}, training_data="Ten real mugs.",
                               datasets=["my-org/mugs"])
     assert "| macro_f1 | 0.3000 |" in given.text and "Ten real mugs." in given.text
     assert given.data.datasets == ["my-org/mugs"] and given.data.eval_results[0].dataset_type == "my-org/mugs"
 
 
-def test_results_of_another_folder_are_not_claimed(folder, caplog):
-    (folder.parent / "demo_results.json").write_text(json.dumps({"after": {"mrr": 0.9}, "folder": "/elsewhere/x"}))
+def test_results_of_another_folder_are_not_claimed(publish_folder, caplog):
+    (publish_folder.parent / "demo_results.json").write_text(
+        json.dumps({"after": {"mrr": 0.9}, "folder": "/elsewhere/x"}))
     with caplog.at_level(logging.WARNING):
-        card = render_model_card(folder, REPO)
+        card = render_model_card(publish_folder, REPO)
     assert "No metrics were recorded" in card.text and card.data.eval_results is None
     assert "Not recorded in this folder" in card.text  # training data: the publisher must say
     assert "results are for /elsewhere/x" in caplog.text
@@ -245,81 +198,82 @@ def test_template_is_the_repository_model_card():
 
 
 # ---------------------------------------------------------------------------------------------------- uploading
-def test_upload_calls_huggingface_hub_with_the_plan_and_never_leaks_the_token(folder, fake_hub, capsys, caplog,
+def test_upload_calls_huggingface_hub_with_the_plan_and_never_leaks_the_token(publish_folder, fake_hub, capsys, caplog,
                                                                               no_stored_token):
-    (folder / ".git").mkdir()
-    (folder / ".git" / "config").write_text("[core]")
-    (folder / "notes.txt").write_text("uploaded too: it is in the plan")
+    (publish_folder / ".git").mkdir()
+    (publish_folder / ".git" / "config").write_text("[core]")
+    (publish_folder / "notes.txt").write_text("uploaded too: it is in the plan")
     with caplog.at_level(logging.DEBUG):
-        result = publish(folder, REPO, token=SECRET, private=True, commit_message="first upload")
+        result = publish(publish_folder, REPO, token=SECRET, private=True, commit_message="first upload")
     captured = capsys.readouterr()
     assert [name for name, _ in fake_hub] == ["create_repo", "upload_folder"]
     create, upload = fake_hub[0][1], fake_hub[1][1]
     assert create == {"repo_id": REPO, "token": SECRET, "private": True, "repo_type": "model", "exist_ok": True}
-    assert upload["repo_id"] == REPO and upload["folder_path"] == str(folder) and upload["token"] == SECRET
+    assert upload["repo_id"] == REPO and upload["folder_path"] == str(publish_folder) and upload["token"] == SECRET
     assert upload["repo_type"] == "model" and upload["commit_message"] == "first upload"
     planned = [file.path for file in result["files"]]
     assert set(planned) == SAVED_FILES | {"README.md", "notes.txt"}
     # what huggingface_hub would send, filtered by the patterns we pass, is exactly the plan
-    local = [path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()]
+    local = [path.relative_to(publish_folder).as_posix() for path in publish_folder.rglob("*") if path.is_file()]
     sent = filter_repo_objects(local, allow_patterns=upload["allow_patterns"],
                                ignore_patterns=upload["ignore_patterns"])
     assert sorted(sent) == sorted(planned)
     assert result["url"].endswith("/commit/abc123") and f"Uploaded {len(planned)} files" in captured.out
-    assert_no_secret(folder, captured.out, captured.err, caplog.text, repr(result), str(result))
+    assert_no_secret(publish_folder, captured.out, captured.err, caplog.text, repr(result), str(result))
 
 
-def test_token_from_the_environment_and_errors_without_it(folder, fake_hub, monkeypatch, no_stored_token, capsys):
+def test_token_from_the_environment_and_errors_without_it(publish_folder, fake_hub, monkeypatch, no_stored_token,
+                                                           capsys):
     monkeypatch.setenv("HF_TOKEN", SECRET)
-    publish(folder, REPO)
+    publish(publish_folder, REPO)
     assert fake_hub[0][1]["token"] == SECRET and fake_hub[0][1]["private"] is None
     monkeypatch.delenv("HF_TOKEN")
     fake_hub.clear()
-    (folder / "README.md").unlink()
+    (publish_folder / "README.md").unlink()
     with pytest.raises(PublishError, match="No Hugging Face token found.*--dry-run") as error:
-        publish(folder, REPO)
-    assert not fake_hub and not (folder / "README.md").exists()  # failed before writing or calling anything
-    assert_no_secret(folder, str(error.value), capsys.readouterr().out)
+        publish(publish_folder, REPO)
+    assert not fake_hub and not (publish_folder / "README.md").exists()  # failed before writing or calling anything
+    assert_no_secret(publish_folder, str(error.value), capsys.readouterr().out)
 
 
-def test_hub_errors_that_echo_the_token_are_redacted(folder, monkeypatch, no_stored_token, capsys):
+def test_hub_errors_that_echo_the_token_are_redacted(publish_folder, monkeypatch, no_stored_token, capsys):
     def failing_create_repo(self, repo_id, **kwargs):
         raise RuntimeError(f"401 Unauthorized for token {kwargs['token']}")
 
     monkeypatch.setattr(HfApi, "create_repo", failing_create_repo)
     with pytest.raises(RuntimeError, match=r"401 Unauthorized for token \*\*\*") as error:
-        publish(folder, REPO, token=SECRET)
+        publish(publish_folder, REPO, token=SECRET)
     printed = "".join(traceback.format_exception(error.value))  # the original error is not chained in
-    assert_no_secret(folder, printed, repr(error.value), capsys.readouterr().out)
+    assert_no_secret(publish_folder, printed, repr(error.value), capsys.readouterr().out)
 
 
 # ---------------------------------------------------------------------------------------------------- the CLI
-def test_cli_publish_dry_run_and_upload(folder, fake_hub, monkeypatch, no_stored_token, capsys, tmp_path):
+def test_cli_publish_dry_run_and_upload(publish_folder, fake_hub, monkeypatch, no_stored_token, capsys, tmp_path):
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps({"query_to_product_recall@1": 0.25}))
-    main(["publish", str(folder), "--repo-id", REPO, "--dry-run", "--metrics", str(metrics)])
+    main(["publish", str(publish_folder), "--repo-id", REPO, "--dry-run", "--metrics", str(metrics)])
     out = capsys.readouterr().out
     assert "Dry run" in out and "model.safetensors" in out and not fake_hub
-    assert "| query_to_product_recall@1 | 0.2500 |" in (folder / "README.md").read_text()
+    assert "| query_to_product_recall@1 | 0.2500 |" in (publish_folder / "README.md").read_text()
 
     monkeypatch.setenv("MY_HUB_TOKEN", SECRET)
-    main(["publish", str(folder), "--repo-id", REPO, "--token-env", "MY_HUB_TOKEN", "--private",
+    main(["publish", str(publish_folder), "--repo-id", REPO, "--token-env", "MY_HUB_TOKEN", "--private",
           "--training-data", "Our 10k product photos."])
     captured = capsys.readouterr()
     assert fake_hub[0][1]["token"] == SECRET and fake_hub[0][1]["private"] is True
     assert fake_hub[1][1]["commit_message"] == "Upload CommerceMM model (commercemm-hf)"
-    assert "Our 10k product photos." in (folder / "README.md").read_text()
-    assert_no_secret(folder, captured.out, captured.err)
+    assert "Our 10k product photos." in (publish_folder / "README.md").read_text()
+    assert_no_secret(publish_folder, captured.out, captured.err)
 
 
-def test_cli_publish_errors(folder, fake_hub, no_stored_token):
+def test_cli_publish_errors(publish_folder, fake_hub, no_stored_token):
     with pytest.raises(SystemExit, match="UNSET_VAR.*is not set"):
-        main(["publish", str(folder), "--repo-id", REPO, "--token-env", "UNSET_VAR"])
+        main(["publish", str(publish_folder), "--repo-id", REPO, "--token-env", "UNSET_VAR"])
     with pytest.raises(SystemExit, match="No Hugging Face token found"):
-        main(["publish", str(folder), "--repo-id", REPO])
-    (folder / "pytorch_model.bin").write_bytes(b"x")
+        main(["publish", str(publish_folder), "--repo-id", REPO])
+    (publish_folder / "pytorch_model.bin").write_bytes(b"x")
     with pytest.raises(SystemExit, match="commercemm publish: .*pickle-format"):
-        main(["publish", str(folder), "--repo-id", REPO, "--dry-run"])
+        main(["publish", str(publish_folder), "--repo-id", REPO, "--dry-run"])
     assert not fake_hub
 
 
@@ -330,48 +284,48 @@ def test_cli_publish_errors(folder, fake_hub, no_stored_token):
     (lambda data: data[:20], "header claims"),
     (lambda data: data + b"\0" * 16, "trailing bytes"),
 ])
-def test_safetensors_whose_header_does_not_cover_the_file_are_refused(folder, no_network, damage, message):
-    weights = folder / "model.safetensors"
+def test_safetensors_whose_header_does_not_cover_the_file_are_refused(publish_folder, no_network, damage, message):
+    weights = publish_folder / "model.safetensors"
     weights.write_bytes(damage(weights.read_bytes()))
     with pytest.raises(PublishError, match=rf"model.safetensors.*{message}"):
-        publish(folder, REPO, dry_run=True)
-    assert not (folder / "README.md").exists()
+        publish(publish_folder, REPO, dry_run=True)
+    assert not (publish_folder / "README.md").exists()
 
 
-def test_links_out_of_the_folder_are_refused(folder, no_network, tmp_path):
+def test_links_out_of_the_folder_are_refused(publish_folder, no_network, tmp_path):
     secret = tmp_path / "elsewhere" / "credentials.txt"
     secret.parent.mkdir()
     secret.write_text("not for the Hub")
-    (folder / "notes.txt").write_text("inside")
-    (folder / "inside-link.txt").symlink_to(folder / "notes.txt")
-    assert "inside-link.txt" in {file.path for file in plan_upload(folder)}  # a link within the folder is fine
-    (folder / "extra.txt").symlink_to(secret)
+    (publish_folder / "notes.txt").write_text("inside")
+    (publish_folder / "inside-link.txt").symlink_to(publish_folder / "notes.txt")
+    assert "inside-link.txt" in {file.path for file in plan_upload(publish_folder)}  # a link within the folder is fine
+    (publish_folder / "extra.txt").symlink_to(secret)
     with pytest.raises(PublishError, match=r"links that leave the folder.*extra.txt -> .*credentials.txt"):
-        plan_upload(folder)
-    (folder / "extra.txt").unlink()
-    (folder / "more").symlink_to(secret.parent, target_is_directory=True)
+        plan_upload(publish_folder)
+    (publish_folder / "extra.txt").unlink()
+    (publish_folder / "more").symlink_to(secret.parent, target_is_directory=True)
     with pytest.raises(PublishError, match=r"links that leave the folder.*more -> "):
-        publish(folder, REPO, dry_run=True)
+        publish(publish_folder, REPO, dry_run=True)
 
 
-def test_a_readme_publish_did_not_write_is_never_overwritten(folder, fake_hub, no_stored_token, capsys):
+def test_a_readme_publish_did_not_write_is_never_overwritten(publish_folder, fake_hub, no_stored_token, capsys):
     handwritten = "# Our model\n\nWritten by hand.\n"
-    (folder / "README.md").write_text(handwritten)
-    publish(folder, REPO, dry_run=True)
-    assert (folder / "README.md").read_text() == handwritten and "Keeping" in capsys.readouterr().out
-    publish(folder, REPO, token=SECRET)
-    assert (folder / "README.md").read_text() == handwritten
+    (publish_folder / "README.md").write_text(handwritten)
+    publish(publish_folder, REPO, dry_run=True)
+    assert (publish_folder / "README.md").read_text() == handwritten and "Keeping" in capsys.readouterr().out
+    publish(publish_folder, REPO, token=SECRET)
+    assert (publish_folder / "README.md").read_text() == handwritten
     assert "README.md" in [entry for entry in fake_hub[1][1]["allow_patterns"]]
 
-    (folder / "README.md").unlink()
-    publish(folder, REPO, dry_run=True, training_data="First description.")
-    assert "First description." in (folder / "README.md").read_text()
-    publish(folder, REPO, dry_run=True, training_data="Second description.")  # its own card: renewed
-    generated = (folder / "README.md").read_text()
+    (publish_folder / "README.md").unlink()
+    publish(publish_folder, REPO, dry_run=True, training_data="First description.")
+    assert "First description." in (publish_folder / "README.md").read_text()
+    publish(publish_folder, REPO, dry_run=True, training_data="Second description.")  # its own card: renewed
+    generated = (publish_folder / "README.md").read_text()
     assert "Second description." in generated and "First description." not in generated
-    (folder / "README.md").write_text(generated.replace("Second description.", "Edited by a person."))
-    publish(folder, REPO, dry_run=True, training_data="Third description.")  # edited since: kept
-    assert "Edited by a person." in (folder / "README.md").read_text()
+    (publish_folder / "README.md").write_text(generated.replace("Second description.", "Edited by a person."))
+    publish(publish_folder, REPO, dry_run=True, training_data="Third description.")  # edited since: kept
+    assert "Edited by a person." in (publish_folder / "README.md").read_text()
 
 
 def _torch_pickle(path):
@@ -393,29 +347,29 @@ def _numpy_objects(path):
     ("checkpoint.data", _torch_pickle),
     ("embeddings.npy", _numpy_objects),
 ])
-def test_pickles_are_found_by_any_case_extension_and_by_content(folder, no_network, name, write):
-    write(folder / name)
+def test_pickles_are_found_by_any_case_extension_and_by_content(publish_folder, no_network, name, write):
+    write(publish_folder / name)
     with pytest.raises(PublishError, match=rf"pickle-format files .*{name.replace('.', '[.]')}"):
-        plan_upload(folder)
+        plan_upload(publish_folder)
 
 
-def test_plain_numpy_arrays_are_not_taken_for_pickles(folder):
+def test_plain_numpy_arrays_are_not_taken_for_pickles(publish_folder):
     import numpy as np
-    np.save(folder / "centroids.npy", np.zeros((2, 3), dtype=np.float32))
-    assert "centroids.npy" in {file.path for file in plan_upload(folder)}
+    np.save(publish_folder / "centroids.npy", np.zeros((2, 3), dtype=np.float32))
+    assert "centroids.npy" in {file.path for file in plan_upload(publish_folder)}
 
 
 @pytest.mark.parametrize("repo_id", ["../x", "a/..", "org/../x", "a/.x", "a/b/c", "-a/b", "a--b/c", "a/b.", "/x",
                                      "a/" + "n" * 97, "a/b c"])
-def test_repo_ids_the_hub_would_not_accept_are_refused(folder, no_network, repo_id):
+def test_repo_ids_the_hub_would_not_accept_are_refused(publish_folder, no_network, repo_id):
     with pytest.raises(PublishError, match="ORG/NAME"):
-        publish(folder, repo_id, dry_run=True)
-    assert not (folder / "README.md").exists()
+        publish(publish_folder, repo_id, dry_run=True)
+    assert not (publish_folder / "README.md").exists()
 
 
 @pytest.mark.parametrize("repo_id", ["my-org/commercemm-tiny", "user_1/model.v2", "A/b"])
-def test_good_repo_ids_pass(folder, no_network, repo_id):
-    assert publish(folder, repo_id, dry_run=True)["repo_id"] == repo_id
+def test_good_repo_ids_pass(publish_folder, no_network, repo_id):
+    assert publish(publish_folder, repo_id, dry_run=True)["repo_id"] == repo_id
 
 
 def _http_client_connect_errors() -> list:
@@ -433,14 +387,14 @@ def _http_client_connect_errors() -> list:
     socket.gaierror(-3, "Temporary failure in name resolution"),
     *_http_client_connect_errors(),
 ])
-def test_an_unreachable_hub_is_a_clear_error(folder, monkeypatch, no_stored_token, error):
+def test_an_unreachable_hub_is_a_clear_error(publish_folder, monkeypatch, no_stored_token, error):
     def unreachable(self, repo_id, **kwargs):
         raise error
 
     monkeypatch.setattr(HfApi, "create_repo", unreachable)
     with pytest.raises(PublishError, match=r"Could not reach the Hugging Face Hub .*--dry-run"):
-        publish(folder, REPO, token=SECRET)
+        publish(publish_folder, REPO, token=SECRET)
     monkeypatch.setenv("HF_TOKEN", SECRET)
     with pytest.raises(SystemExit, match=r"commercemm publish: Could not reach the Hugging Face Hub") as exit_info:
-        main(["publish", str(folder), "--repo-id", REPO])
+        main(["publish", str(publish_folder), "--repo-id", REPO])
     assert SECRET not in str(exit_info.value)

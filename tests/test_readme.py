@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from commercemm_hf.cli import parse_arguments
-from conftest import random_image
-from helpers import tiny_datasets, write_jsonl
+from helpers import random_image, tiny_datasets, write_jsonl
 
 
 README = Path(__file__).resolve().parent.parent / "README.md"

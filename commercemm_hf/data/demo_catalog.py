@@ -32,8 +32,18 @@ Example:
 from .demo.catalog import build_demo_catalog, demo_catalog_features, plan_catalog
 from .demo.photography import render_product
 from .demo.vocabulary import (
-    ATTRIBUTE_NAMES, BRANDS, CATEGORY_OF, COLOURS, DEMO_CATEGORIES, DEMO_LABELS, DESCRIPTION, MATERIALS, PATTERNS,
-    PRODUCT_TYPES, QUERY_LANGUAGES, DemoProductSpec,
+    ATTRIBUTE_NAMES,
+    BRANDS,
+    CATEGORY_OF,
+    COLOURS,
+    DEMO_CATEGORIES,
+    DEMO_LABELS,
+    DESCRIPTION,
+    MATERIALS,
+    PATTERNS,
+    PRODUCT_TYPES,
+    QUERY_LANGUAGES,
+    DemoProductSpec,
 )
 from .schema import OMNI_FEATURES, to_image_text_rows, to_omni_rows
 

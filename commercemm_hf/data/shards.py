@@ -33,7 +33,7 @@ from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 from .reading import TEXT_FORMATS, read_data_file
 
 
-SHARD_BUILDERS = {".parquet": "parquet", ".tar": "webdataset", **{suffix: "text" for suffix in TEXT_FORMATS}}
+SHARD_BUILDERS = {".parquet": "parquet", ".tar": "webdataset", **dict.fromkeys(TEXT_FORMATS, "text")}
 FILE_COLUMN = "__file__"  # the shard a row of JSON Lines / CSV shards was read from (for bad-row messages)
 _REMOTE = re.compile(r"^(?!file://)[A-Za-z][A-Za-z0-9+.-]*://")
 _GLOB = re.compile(r"[*?\[]")

@@ -350,7 +350,7 @@ class CommerceMMConfig(PreTrainedConfig):
         if self.omni_pairs is None:
             self.omni_pairs = list(OMNI_TASKS)
         if self.loss_weights is None:
-            self.loss_weights = {task: 1.0 for task in PRETRAINING_TASKS}
+            self.loss_weights = dict.fromkeys(PRETRAINING_TASKS, 1.0)
         for name, stack in (("text", self.text_config), ("image", self.vision_config), ("fusion", self.multimodal_config)):
             if getattr(self, f"{name}_depth_choices") is None:
                 setattr(self, f"{name}_depth_choices", [stack.num_hidden_layers])

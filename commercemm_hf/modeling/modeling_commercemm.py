@@ -38,7 +38,6 @@ from .checks_commercemm import check_checkpoint_dtypes, check_loaded_weights, ch
 from .configuration_commercemm import (
     EMBEDDING_KINDS,
     CommerceMMConfig,
-    CommerceMMFusionConfig,
     CommerceMMStackConfig,
     CommerceMMTextConfig,
     CommerceMMVisionConfig,

@@ -26,7 +26,7 @@ from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_commercemm import EMBEDDING_KINDS, IMAGE_TEXT_TASKS, OMNI_TASKS, PRETRAINING_TASKS, CommerceMMConfig
+from .configuration_commercemm import EMBEDDING_KINDS, IMAGE_TEXT_TASKS, PRETRAINING_TASKS, CommerceMMConfig
 from .losses_commercemm import (
     contrastive_loss,
     gather_rows,

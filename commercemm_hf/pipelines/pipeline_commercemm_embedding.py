@@ -6,8 +6,14 @@ This file travels as Hugging Face remote code: transformers, torch, PIL and sing
 import torch
 from transformers import Pipeline
 
-from .pipeline_commercemm_inputs import (InputWarningsMixin, base_model, embed_rows, encode_item, normalize_item,
-                                          split_depths)
+from .pipeline_commercemm_inputs import (
+    InputWarningsMixin,
+    base_model,
+    embed_rows,
+    encode_item,
+    normalize_item,
+    split_depths,
+)
 from .pipeline_commercemm_onnx import features_model, split_backend
 
 

@@ -14,10 +14,20 @@ import torch
 from transformers import Pipeline
 
 from .pipeline_commercemm_index import ProductIndex
+from .pipeline_commercemm_inputs import (
+    ON_BAD_ITEMS,
+    base_model,
+    check_products,
+    collate,
+    default_product_ids,
+    embed_rows,
+    encode_item,
+    normalize_item,
+    split_depths,
+    warn_about_inputs,
+    warn_about_skipped,
+)
 from .pipeline_commercemm_onnx import features_model, split_backend
-from .pipeline_commercemm_inputs import (ON_BAD_ITEMS, base_model, check_products, collate, default_product_ids,
-                                          embed_rows, encode_item, normalize_item, split_depths, warn_about_inputs,
-                                          warn_about_skipped)
 from .pipeline_commercemm_shards import read_embedding_shards
 
 

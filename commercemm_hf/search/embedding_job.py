@@ -31,8 +31,14 @@ import torch
 
 from ..pipelines.pipeline_commercemm_index import metadata_value
 from ..pipelines.pipeline_commercemm_inputs import base_model, collate, embed_rows, encode_item, normalize_item
-from ..pipelines.pipeline_commercemm_shards import (EMBEDDING_KINDS, SHARDS_FORMAT, SHARDS_MANIFEST, SHARDS_VERSION,
-                                                   shard_numbers, shard_path)
+from ..pipelines.pipeline_commercemm_shards import (
+    EMBEDDING_KINDS,
+    SHARDS_FORMAT,
+    SHARDS_MANIFEST,
+    SHARDS_VERSION,
+    shard_numbers,
+    shard_path,
+)
 
 
 def _write_json_atomically(path: Path, value: dict):

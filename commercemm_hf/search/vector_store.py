@@ -41,6 +41,7 @@ import numpy as np
 from ..pipelines.pipeline_commercemm_index import metadata_value
 from ..pipelines.pipeline_commercemm_shards import read_embedding_shards, read_manifest
 
+
 #: the namespace of the point ids: uuid5(PRODUCT_NAMESPACE, product id)
 PRODUCT_NAMESPACE = uuid.UUID("0b6c4a52-8f0e-5d5e-9a34-6c6f6d6d6572")
 

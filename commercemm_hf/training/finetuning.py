@@ -38,17 +38,37 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..data.schema import TASK_SOURCE_TYPE
 from ..modeling.configuration_commercemm import PRESETS
 from .arguments import (
-    CategorizationArguments, DataArguments, ModelArguments, PretrainingArguments, RetrievalArguments, parse_arguments,
-    setup_logging, start,
+    CategorizationArguments,
+    DataArguments,
+    ModelArguments,
+    PretrainingArguments,
+    RetrievalArguments,
+    parse_arguments,
+    setup_logging,
+    start,
 )
 from .checkpoints import CheckpointSizeCallback, finished_run
 from .finetuning_data import (
-    MODALITY_INPUTS, RETRIEVAL_FIELDS, LabelSpec, build_demo, hold_out_validation, label_spec,
-    load_categorization_data, load_retrieval_data, load_splits, model_image_size, report_dict, resolve_modalities,
-    training_texts, truncate_splits,
+    MODALITY_INPUTS,
+    RETRIEVAL_FIELDS,
+    LabelSpec,
+    build_demo,
+    hold_out_validation,
+    label_spec,
+    load_categorization_data,
+    load_retrieval_data,
+    load_splits,
+    model_image_size,
+    report_dict,
+    resolve_modalities,
+    training_texts,
+    truncate_splits,
 )
 from .heads import (
-    CategorizationCollator, CommerceMMCategorizationTrainer, CommerceMMRetrievalTrainer, RetrievalCollator,
+    CategorizationCollator,
+    CommerceMMCategorizationTrainer,
+    CommerceMMRetrievalTrainer,
+    RetrievalCollator,
     categorization_compute_metrics,
 )
 

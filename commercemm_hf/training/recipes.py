@@ -18,7 +18,7 @@ from transformers import TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
 from ..data.schema import DIRECTIONS, direction_metric, to_image_text_rows, to_omni_rows
-from ..modeling.configuration_commercemm import IMAGE_TEXT_TASKS, OMNI_TASKS, PRETRAINING_TASKS, CommerceMMConfig
+from ..modeling.configuration_commercemm import IMAGE_TEXT_TASKS, PRETRAINING_TASKS, CommerceMMConfig
 from ..modeling.modeling_commercemm_pretraining import CommerceMMForPreTraining
 from .checkpoints import CheckpointSizeCallback
 from .trainer import CommerceMMPretrainingTrainer

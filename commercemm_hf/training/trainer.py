@@ -25,11 +25,11 @@ import shutil
 from collections import defaultdict
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
 from accelerate.data_loader import skip_first_batches
 from accelerate.utils import DistributedType
 from datasets import IterableDataset
 from datasets.distributed import split_dataset_by_node
+from torch.utils.data import DataLoader, DistributedSampler
 from transformers import Trainer
 from transformers.distributed.fsdp import is_fsdp_managed_module
 from transformers.trainer_utils import get_last_checkpoint

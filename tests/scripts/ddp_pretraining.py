@@ -15,8 +15,7 @@ from commercemm_hf import CommerceMMForPreTraining, CommerceMMProcessor  # noqa:
 from commercemm_hf import train_commercemm_tokenizer  # noqa: E402
 from commercemm_hf.modeling.modeling_commercemm_pretraining import contrastive_loss  # noqa: E402
 from commercemm_hf.training import CommerceMMPretrainingTrainer, trainer as trainer_module  # noqa: E402
-from conftest import CORPUS  # noqa: E402
-from helpers import tiny_config, tiny_datasets  # noqa: E402
+from helpers import CORPUS, tiny_config, tiny_datasets  # noqa: E402
 
 
 output_dir = sys.argv[1]

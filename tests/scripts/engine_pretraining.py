@@ -18,8 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from commercemm_hf import CommerceMMForPreTraining, CommerceMMProcessor  # noqa: E402
 from commercemm_hf import train_commercemm_tokenizer  # noqa: E402
 from commercemm_hf.training import CommerceMMPretrainingTrainer  # noqa: E402
-from conftest import CORPUS  # noqa: E402
-from helpers import tiny_config, tiny_datasets  # noqa: E402
+from helpers import CORPUS, tiny_config, tiny_datasets  # noqa: E402
 
 
 output_dir, engine = sys.argv[1], sys.argv[2]

@@ -12,8 +12,18 @@ from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Im
 from .photography import _encode, _other_view, _studio_shot, _tagged_post, render_product
 from .texts import _caption, _description, _queries, _title
 from .vocabulary import (
-    _ACCENTS, ATTRIBUTE_NAMES, BRANDS, CATEGORY_OF, COLOURS, DEMO_LABELS, DESCRIPTION, PATTERNS, PRODUCT_TYPES,
-    QUERY_LANGUAGES, DemoProductSpec, _choice,
+    _ACCENTS,
+    ATTRIBUTE_NAMES,
+    BRANDS,
+    CATEGORY_OF,
+    COLOURS,
+    DEMO_LABELS,
+    DESCRIPTION,
+    PATTERNS,
+    PRODUCT_TYPES,
+    QUERY_LANGUAGES,
+    DemoProductSpec,
+    _choice,
 )
 
 

@@ -7,8 +7,16 @@ from __future__ import annotations
 import numpy as np
 
 from .vocabulary import (
-    _GENERIC_TAGS, _HASHTAGS, CATEGORY_OF, COLOURS, MATERIALS, PATTERNS, PRODUCT_TYPES, QUERY_LANGUAGES,
-    DemoProductSpec, _choice,
+    _GENERIC_TAGS,
+    _HASHTAGS,
+    CATEGORY_OF,
+    COLOURS,
+    MATERIALS,
+    PATTERNS,
+    PRODUCT_TYPES,
+    QUERY_LANGUAGES,
+    DemoProductSpec,
+    _choice,
 )
 
 
@@ -124,7 +132,7 @@ def _caption(spec: DemoProductSpec, rng: np.random.Generator) -> str:
         f"Obsessed with this {pattern}{kind}",
         f"Weekend plans: me and my {colour}{kind}",
         f"New in: {colour}{pattern}{kind}",
-        f"Look what arrived today",
+        "Look what arrived today",
     ))
     tags = [brand_tag, kind_tag, _choice(rng, _HASHTAGS[CATEGORY_OF[spec.kind]]), _choice(rng, _GENERIC_TAGS)]
     if rng.random() < 0.3:
