@@ -38,6 +38,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+
 PACKAGES = ("ruby-tanuki-emoji", "ruby-gemojione", "unicode-data", "unicode-cldr-core")
 LANGUAGES = ("de", "fr", "es", "ja")
 SPLIT_PERCENT = {"train": 60, "validation": 20, "test": 20}

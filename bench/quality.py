@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -104,10 +105,21 @@ def minilm_folder(work: Path) -> Path:
     return folder
 
 
+def run_folder(work: Path, name: str, task: str) -> Path:
+    return work / name.replace(" ", "_").replace("(", "").replace(")", "") / task
+
+
+def finished_run(output: Path, metrics: dict) -> bool:
+    """Whether a run folder holds its test metrics (all_results.json is written after training too, without them)."""
+    results = output / "all_results.json"
+    return (output / "quality_run.json").is_file() or (
+        results.is_file() and all(key in json.loads(results.read_text()) for key in metrics.values()))
+
+
 def run_recipe(name: str, task: str, data: Path, work: Path, args) -> dict:
     """Train and test one recipe on one task through its example script; returns the metrics and the command."""
     script, task_flags, metrics = TASKS[task]
-    output = work / name.replace(" ", "_").replace("(", "").replace(")", "") / task
+    output = run_folder(work, name, task)
     flags = [str(minilm_folder(work)) if flag == "{minilm}" else flag for flag in RECIPES[name]]
     command = [sys.executable, str(ROOT / "examples" / script), *task_flags, *flags,
                "--train_file", str(data / "products_train.jsonl"),
@@ -124,7 +136,7 @@ def run_recipe(name: str, task: str, data: Path, work: Path, args) -> dict:
     started = time.time()
     # a run of this command that finished after its quality.py was stopped is read, not trained again
     finished = ((output / "command.txt").is_file() and (output / "command.txt").read_text() == shown
-                and results.is_file() and all(k in json.loads(results.read_text()) for k in metrics.values()))
+                and finished_run(output, metrics))
     if not finished:
         output.mkdir(parents=True, exist_ok=True)
         (output / "command.txt").write_text(shown)
@@ -135,6 +147,7 @@ def run_recipe(name: str, task: str, data: Path, work: Path, args) -> dict:
             raise SystemExit(f"{shown}\nfailed (exit {result.returncode}); see {output / 'log.txt'}")
     found = json.loads(results.read_text())
     record = {"command": shown, "wall_s": round(time.time() - started, 1) if not finished else None,
+              "train_runtime_s": found.get("train_runtime"),
               "metrics": {column: found[key] for column, key in metrics.items()},
               "validation": {column: found.get(key.replace("test_", "eval_")) for column, key in metrics.items()}}
     done.write_text(json.dumps(record, indent=2))
@@ -199,32 +212,43 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--baselines-only", action="store_true")
+    parser.add_argument("--table-only", action="store_true",
+                        help="train nothing: the table of the runs already finished under --work")
     parser.add_argument("--no-minilm", action="store_true", help="skip the MiniLM baselines")
     parser.add_argument("--work", type=Path, default=Path("/tmp/commercemm-quality"))
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "quality.json")
     args = parser.parse_args(argv)
 
     import torch
+    from fetch_devset import build
 
     from commercemm_hf.evaluation.baselines import catalog_baselines
-    from fetch_devset import build
 
     torch.set_num_threads(args.threads)
     load_start, started = uptime(), time.time()
     data = build()
     train, test = load_rows(data, "train"), load_rows(data, "test")
     print(f"catalog {data}: {len(train)} train / {len(test)} test products; {load_start}", flush=True)
-    baselines = catalog_baselines(train, test, minilm=not args.no_minilm)
+    # the baselines are deterministic: computed once per catalog and kept beside the runs
+    cached = args.work / f"baselines{'-no-minilm' if args.no_minilm else ''}.json"
+    if cached.is_file():
+        baselines, multilingual = json.loads(cached.read_text()).values()
+    else:
+        baselines = catalog_baselines(train, test, minilm=not args.no_minilm)
+        multilingual = multilingual_baselines(test, minilm=not args.no_minilm)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps({"baselines": baselines, "multilingual": multilingual}))
     recipes = {}
     if not args.baselines_only:
         for name in args.recipes:
             for task in args.tasks:
+                if args.table_only and not finished_run(run_folder(args.work, name, task), TASKS[task][2]):
+                    continue
                 record = run_recipe(name, task, data, args.work, args)
                 recipes.setdefault(name, {})[task] = record
                 print(f"{name} / {task}: {record['metrics']} in {record['wall_s']} s", flush=True)
     text = table(baselines, recipes)
     print("\n" + text)
-    multilingual = multilingual_baselines(test, minilm=not args.no_minilm)
     print(f"\n{multilingual}")
     load_end = uptime()
     print(f"\n{time.time() - started:.0f} s; uptime at start: {load_start}; at end: {load_end}")

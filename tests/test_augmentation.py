@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from helpers import random_image
 
 from commercemm_hf.training import finetuning as ft
 from commercemm_hf.training.augmentation import ImageAugmentation, augmentation_from_flags
 from commercemm_hf.training.collators import CommerceMMOmniCollator
-from helpers import random_image
 
 
 def test_same_seed_same_images_other_seed_other_images():
