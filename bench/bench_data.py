@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+
 STARTED = time.perf_counter()
 BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR.parent) not in sys.path:  # run from anywhere: the package is the repository's
@@ -202,8 +203,13 @@ def child_train(args) -> dict:
     import torch
     from transformers import TrainerCallback, TrainingArguments
 
-    from commercemm_hf import CommerceMMConfig, CommerceMMForPreTraining, CommerceMMImageProcessor
-    from commercemm_hf import CommerceMMProcessor, train_commercemm_tokenizer
+    from commercemm_hf import (
+        CommerceMMConfig,
+        CommerceMMForPreTraining,
+        CommerceMMImageProcessor,
+        CommerceMMProcessor,
+        train_commercemm_tokenizer,
+    )
     from commercemm_hf.training.trainer import CommerceMMPretrainingTrainer
 
     load_image_text_dataset, load_omni_dataset = _loaders()

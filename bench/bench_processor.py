@@ -22,10 +22,10 @@ import tempfile
 from pathlib import Path
 
 import common
-from common import IMAGE_SIZE, TEXT_TOKENS, torch
-
 import numpy as np
+from common import IMAGE_SIZE, TEXT_TOKENS, torch
 from PIL import Image, ImageDraw, ImageFilter
+
 
 NAME = "processor"
 TITLE = "Target 5 - CommerceMMProcessor vs CLIPImageProcessor + tokenizer, 640x480 JPEG files + titles, batch 64"

@@ -22,13 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
+
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 import common  # noqa: E402  (puts the repository on sys.path, quiets warnings)
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
 
 #: index type -> search settings swept on the one built index
 CONFIGS = {
@@ -108,8 +109,8 @@ def child(args):
 
 def table(results: list[dict], num_vectors: int, dim: int) -> str:
     exact = results[0]["settings"][0]
-    lines = [f"| index type | search setting | build s (CPU s) | peak MB | resident MB | file MB | save+load s | "
-             f"q/s batch 1 | q/s batch 64 | Recall@10 | speed-up vs exact (b1 / b64) |",
+    lines = ["| index type | search setting | build s (CPU s) | peak MB | resident MB | file MB | save+load s | "
+             "q/s batch 1 | q/s batch 64 | Recall@10 | speed-up vs exact (b1 / b64) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for result in results:
         for setting in result["settings"]:

@@ -25,10 +25,11 @@ import sys
 
 import common
 from common import torch
+from torch.nn import functional as F
 
 from commercemm_hf.modeling.configuration_commercemm import IMAGE_TEXT_TASKS, OMNI_TASKS, PRETRAINING_TASKS
 from commercemm_hf.modeling.modeling_commercemm_pretraining import contrastive_loss
-from torch.nn import functional as F
+
 
 NAME = "two_pass"
 TITLE = "Target 2 - two-pass 14-task step vs 14 separate forward/backward passes (matched architecture, batch 8)"

@@ -25,6 +25,7 @@ import time
 import warnings
 from pathlib import Path
 
+
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 if str(BENCH_DIR.parent) not in sys.path:  # run from anywhere: the package is the repository's
@@ -36,6 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+
 
 try:  # the demo catalog's `datasets.map` progress bars would drown the tables
     import datasets

@@ -16,6 +16,7 @@ import time
 
 import common
 
+
 BENCHMARKS = {  # result name -> script
     "pretraining": "bench_pretraining.py",
     "two_pass": "bench_two_pass.py",

@@ -116,7 +116,8 @@ def run_without_package(script: str, workdir: Path, env: dict | None = None, tim
 def tiny_datasets(num_products: int = 12, seed: int = 0):
     """Small image-text and Omni `datasets.Dataset`s of coloured shapes (for trainer tests)."""
     import numpy as np
-    from datasets import Dataset, Features, Image as ImageFeature, Value
+    from datasets import Dataset, Features, Value
+    from datasets import Image as ImageFeature
     from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(seed)

@@ -6,6 +6,7 @@ it as a folder, import it with `CommerceMMModel.from_text_vision_pretrained`, an
 
 import pytest
 import torch
+from helpers import tiny_config
 from transformers import (
     BertConfig,
     BertModel,
@@ -25,8 +26,6 @@ from transformers import (
 
 from commercemm_hf import CommerceMMModel
 from commercemm_hf.modeling.convert_backbones_commercemm import copy_into
-
-from helpers import tiny_config
 
 
 TEXT_SIZES = dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=4, intermediate_size=96, vocab_size=120)

@@ -5,12 +5,9 @@ import json
 import logging
 
 import pytest
-
-from commercemm_hf.cli import main, run_demo
-
 from helpers import check_publishable_and_loadable, tiny_datasets, write_jsonl
 
-
+from commercemm_hf.cli import main, run_demo
 
 
 def test_pretrain_command_on_jsonl_files_saves_a_folder_and_resumes(tmp_path, capsys, caplog):

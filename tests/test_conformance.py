@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import random_image, run_without_package, tiny_config
 from PIL import Image
 from safetensors import safe_open
 from transformers import AutoModel, PreTrainedTokenizerFast, pipeline
@@ -23,7 +24,6 @@ from commercemm_hf import (
     CommerceMMModel,
     CommerceMMProcessor,
 )
-from helpers import random_image, run_without_package, tiny_config
 
 
 def padded_batch(vocab_size: int = 300, seed: int = 0):

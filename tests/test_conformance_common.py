@@ -9,10 +9,10 @@ import unittest
 
 import numpy as np
 import torch
-from parameterized import parameterized
-
 from common.test_configuration_common import ConfigTester
 from common.test_modeling_common import ModelTesterMixin, _config_zero_init, floats_tensor, ids_tensor
+from parameterized import parameterized
+
 from commercemm_hf import (
     CommerceMMConfig,
     CommerceMMForProductCategorization,

@@ -7,11 +7,22 @@ from datasets import ClassLabel, Dataset, DatasetDict, Image, List
 from PIL import Image as PILImage
 
 from commercemm_hf.data.baselines import (
-    bag_of_words_retrieval, colour_histogram_retrieval, colour_histograms, demo_baselines, tfidf_scores,
+    bag_of_words_retrieval,
+    colour_histogram_retrieval,
+    colour_histograms,
+    demo_baselines,
+    tfidf_scores,
 )
 from commercemm_hf.data.demo_catalog import (
-    ATTRIBUTE_NAMES, CATEGORY_OF, DEMO_CATEGORIES, DEMO_LABELS, PRODUCT_TYPES, build_demo_catalog, plan_catalog,
-    to_image_text_rows, to_omni_rows,
+    ATTRIBUTE_NAMES,
+    CATEGORY_OF,
+    DEMO_CATEGORIES,
+    DEMO_LABELS,
+    PRODUCT_TYPES,
+    build_demo_catalog,
+    plan_catalog,
+    to_image_text_rows,
+    to_omni_rows,
 )
 
 
@@ -126,7 +137,7 @@ def test_image_text_rows(small_demo_catalog):
     with_views = to_image_text_rows(small_demo_catalog, include_views=True)
     assert isinstance(with_views, DatasetDict)
     assert len(with_views["train"]) == 3 * len(small_demo_catalog["train"])
-    assert Counter(with_views["train"]["product_id"]) == {pid: 3 for pid in small_demo_catalog["train"]["product_id"]}
+    assert Counter(with_views["train"]["product_id"]) == dict.fromkeys(small_demo_catalog["train"]["product_id"], 3)
 
 
 def test_omni_rows(small_demo_catalog):

@@ -5,13 +5,14 @@ import json
 
 import pytest
 import torch
+from helpers import EVALUATE_DEMO_PRODUCTS as NUM_PRODUCTS
+from helpers import write_jsonl
 
 from commercemm_hf import CommerceMMForProductCategorization
 from commercemm_hf.cli import main
 from commercemm_hf.evaluation import downstream
 from commercemm_hf.evaluation.downstream import DOWNSTREAM_TASKS, downstream_table, evaluate_downstream
 from commercemm_hf.hub import save_hub_folder
-from helpers import EVALUATE_DEMO_PRODUCTS as NUM_PRODUCTS, write_jsonl
 
 
 def test_all_seven_tasks_are_measured_and_in_range(tiny_demo, validation_rows):

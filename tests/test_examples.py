@@ -12,9 +12,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from helpers import check_publishable_and_loadable, run_without_package
+from PIL import Image
 
 
 ROOT = Path(__file__).resolve().parent.parent

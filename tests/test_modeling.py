@@ -2,12 +2,11 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_config
 from transformers import AutoConfig, AutoModel
 
 from commercemm_hf import CommerceMMConfig, CommerceMMModel
 from commercemm_hf.modeling.configuration_commercemm import OMNI_TASKS, PRETRAINING_TASKS
-
-from helpers import tiny_config
 
 
 torch.manual_seed(0)

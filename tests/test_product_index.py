@@ -6,11 +6,11 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers import CLUSTERED_DIM as DIM
 from torch.nn import functional as F
 
 from commercemm_hf.pipelines import ProductIndex
 from commercemm_hf.search import recall_against_exact
-from helpers import CLUSTERED_DIM as DIM
 
 
 faiss = pytest.importorskip("faiss")  # in the test extra, so CI runs these

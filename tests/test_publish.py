@@ -10,6 +10,7 @@ import traceback
 import huggingface_hub
 import pytest
 import yaml
+from helpers import tiny_config
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.utils import filter_repo_objects
 
@@ -17,10 +18,14 @@ from commercemm_hf import CommerceMMForProductCategorization
 from commercemm_hf.cli import main
 from commercemm_hf.hub import save_hub_folder
 from commercemm_hf.publish import (
-    MODEL_CARD_TEMPLATE, PublishError, UploadFile, format_plan, plan_upload, publish, render_model_card,
+    MODEL_CARD_TEMPLATE,
+    PublishError,
+    UploadFile,
+    format_plan,
+    plan_upload,
+    publish,
+    render_model_card,
 )
-
-from helpers import tiny_config
 
 
 SECRET = "hf_PublishTestSecretToken0123456789abcdef"

@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import random_image
 from torch.nn import functional as F
 
 from commercemm_hf import CommerceMMModel
 from commercemm_hf.export import GRAPHS, export_onnx, session
-from helpers import random_image
 
 
 onnxruntime = pytest.importorskip("onnxruntime")

@@ -9,13 +9,19 @@ import torch
 import torch.distributed as dist
 from transformers import TrainingArguments
 
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from commercemm_hf import CommerceMMForPreTraining, CommerceMMProcessor  # noqa: E402
-from commercemm_hf import train_commercemm_tokenizer  # noqa: E402
-from commercemm_hf.modeling.modeling_commercemm_pretraining import contrastive_loss  # noqa: E402
-from commercemm_hf.training import CommerceMMPretrainingTrainer, trainer as trainer_module  # noqa: E402
 from helpers import CORPUS, tiny_config, tiny_datasets  # noqa: E402
+
+from commercemm_hf import (  # noqa: E402
+    CommerceMMForPreTraining,
+    CommerceMMProcessor,
+    train_commercemm_tokenizer,
+)
+from commercemm_hf.modeling.modeling_commercemm_pretraining import contrastive_loss  # noqa: E402
+from commercemm_hf.training import CommerceMMPretrainingTrainer  # noqa: E402
+from commercemm_hf.training import trainer as trainer_module  # noqa: E402
 
 
 output_dir = sys.argv[1]
