@@ -266,8 +266,11 @@ class CommerceMMForRetrievalTester(CommerceMMModelTester):
         config, inputs = super().prepare_config_and_inputs_for_common()
         # queries (source texts) retrieve products (target image-text pairs)
         source_input_ids = ids_tensor([self.batch_size, self.seq_length], self.vocab_size)
-        inputs = {"source_input_ids": source_input_ids, "source_attention_mask": copy.deepcopy(inputs["attention_mask"]),
-                  **inputs}
+        inputs = {
+            "source_input_ids": source_input_ids,
+            "source_attention_mask": copy.deepcopy(inputs["attention_mask"]),
+            **inputs,
+        }
         return config, inputs
 
 

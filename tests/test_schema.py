@@ -75,7 +75,9 @@ def test_converters_name_the_missing_columns():
 
 
 def test_undecoded_casts_image_columns_once_and_leaves_the_rest():
-    features = Features({"image": Image(), "views": List(Image()), "done": Image(decode=False), "text": Value("string")})
+    features = Features(
+        {"image": Image(), "views": List(Image()), "done": Image(decode=False), "text": Value("string")}
+    )
     rows = Dataset.from_dict({"image": [None], "views": [[]], "done": [None], "text": ["a"]}, features=features)
     cast = undecoded(rows, ["image", "views", "done", "text", "absent"])
     assert not cast.features["image"].decode and not cast.features["views"].feature.decode

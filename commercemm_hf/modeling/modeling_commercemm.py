@@ -1161,7 +1161,7 @@ class _ScalarToOneElement(ConversionOps):
 
     @torch.no_grad()
     def convert(self, input_dict, source_patterns, target_patterns, **kwargs):
-        (name, tensors), = input_dict.items()
+        ((name, tensors),) = input_dict.items()
         tensor = tensors[0] if isinstance(tensors, list) else tensors
         return {target_patterns[0]: tensor.reshape(1) if tensor.dim() == 0 else tensor}
 

@@ -193,7 +193,7 @@ class CommerceMMForRetrieval(CommerceMMPreTrainedModel):
 
 def _encoder_key(key: str) -> str:
     prefix = CommerceMMForRetrieval.base_model_prefix + "."
-    return key[len(prefix):] if key.startswith(prefix) else key
+    return key[len(prefix) :] if key.startswith(prefix) else key
 
 
 def _encoder_keys_into_head(module, state_dict, prefix, *args):
@@ -201,8 +201,13 @@ def _encoder_keys_into_head(module, state_dict, prefix, *args):
     are the head's `commercemm.text_model...`; keys that already carry the prefix are left as they are."""
     inner = prefix + module.base_model_prefix + "."
     for key in [key for key in state_dict if key.startswith(prefix) and not key.startswith(inner)]:
-        state_dict[inner + key[len(prefix):]] = state_dict.pop(key)
+        state_dict[inner + key[len(prefix) :]] = state_dict.pop(key)
 
 
-__all__ = ["CommerceMMForProductCategorization", "CommerceMMForRetrieval", "CommerceMMRetrievalOutput",
-           "RETRIEVAL_TASKS", "embed_inputs"]
+__all__ = [
+    "CommerceMMForProductCategorization",
+    "CommerceMMForRetrieval",
+    "CommerceMMRetrievalOutput",
+    "RETRIEVAL_TASKS",
+    "embed_inputs",
+]

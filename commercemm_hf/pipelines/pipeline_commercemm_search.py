@@ -161,7 +161,9 @@ class CommerceMMProductSearchPipeline(Pipeline):
                 product_ids = [str(len(self.product_index) + i) for i in range(len(products))]
         if len(product_ids) != len(products):
             raise ValueError(f"{len(products)} products but {len(product_ids)} product ids.")
-        embeddings = self._embed_products(list(products), self.product_index.product_kind, batch_size, split_depths(depths))
+        embeddings = self._embed_products(
+            list(products), self.product_index.product_kind, batch_size, split_depths(depths)
+        )
         self.product_index.add(embeddings, list(product_ids))
         return self.product_index
 
@@ -171,8 +173,7 @@ class CommerceMMProductSearchPipeline(Pipeline):
         if product_kind not in ("multimodal", "image", "text"):
             raise ValueError(f"product_kind must be 'multimodal', 'image' or 'text', got {product_kind!r}.")
         self.product_index = self._new_index(product_kind)
-        for vectors, ids, metadata in read_embedding_shards(folder, product_kind,
-                                                            expected_dim=self.product_index.dim):
+        for vectors, ids, metadata in read_embedding_shards(folder, product_kind, expected_dim=self.product_index.dim):
             self.product_index.add(vectors, ids, metadata)
         return self.product_index
 
@@ -204,7 +205,9 @@ class CommerceMMProductSearchPipeline(Pipeline):
 
     def preprocess(self, item):
         if self.product_index is None:
-            raise ValueError("Index a catalog first: search.index_products(products, product_ids) or search.load_index(path).")
+            raise ValueError(
+                "Index a catalog first: search.index_products(products, product_ids) or search.load_index(path)."
+            )
         return encode_item(normalize_item(item), self.tokenizer, self.image_processor, base_model(self.model).config)
 
     def _forward(self, model_inputs, backend=None, onnx_folder=None, **depths):

@@ -161,9 +161,11 @@ class CommerceMMOmniCollator:
         self.max_length = max_length or config.text_config.max_text_length
 
     def _encode(self, images=None, text=None) -> dict[str, torch.Tensor]:
-        encoded = dict(self.processor(
-            images=images, text=text, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        ))
+        encoded = dict(
+            self.processor(
+                images=images, text=text, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
+        )
         encoded.pop("token_type_ids", None)
         return encoded
 

@@ -68,9 +68,12 @@ def disk_full_named(folder, what: str = "checkpoint"):
             raise
         free = free_bytes(folder)
         left = f"{free / 2**20:.1f} MiB free" if free is not None else "free space unknown"
-        raise OSError(errno.ENOSPC, f"No space left on device while saving the {what} to {folder} ({left}). Free "
-                      "some space, choose another --output_dir, or keep fewer checkpoints (--save_total_limit); "
-                      f"the partly written {what} is incomplete.") from error
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device while saving the {what} to {folder} ({left}). Free "
+            "some space, choose another --output_dir, or keep fewer checkpoints (--save_total_limit); "
+            f"the partly written {what} is incomplete.",
+        ) from error
 
 
 __all__ = ["disk_full_named", "free_bytes", "is_disk_full"]

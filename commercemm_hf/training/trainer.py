@@ -309,8 +309,12 @@ class CommerceMMPretrainingTrainer(Trainer):
     def _rotate_final_checkpoints(self, run_dir: str):
         from transformers.trainer_utils import rotate_checkpoints
 
-        rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
-                           best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+        rotate_checkpoints(
+            output_dir=run_dir,
+            save_total_limit=self.args.save_total_limit,
+            best_model_checkpoint=self.state.best_model_checkpoint,
+            use_mtime=True,
+        )
 
     def _barrier(self):
         self.accelerator.wait_for_everyone()
@@ -369,11 +373,14 @@ class CommerceMMPretrainingTrainer(Trainer):
         generator = torch.Generator().manual_seed(self.args.seed)
         streams = []
         if eval_dataset is not None:
-            loader = DataLoader(eval_dataset, batch_size=self.args.per_device_eval_batch_size, collate_fn=self.data_collator)
+            loader = DataLoader(
+                eval_dataset, batch_size=self.args.per_device_eval_batch_size, collate_fn=self.data_collator
+            )
             streams.append((loader, lambda batch: self.data_collator.mask(batch, generator)))
         if self.eval_omni_dataset is not None:
-            loader = DataLoader(self.eval_omni_dataset, batch_size=self.args.per_device_eval_batch_size,
-                                collate_fn=self.omni_collator)
+            loader = DataLoader(
+                self.eval_omni_dataset, batch_size=self.args.per_device_eval_batch_size, collate_fn=self.omni_collator
+            )
             streams.append((loader, lambda batch: batch))
         for loader, prepare in streams:
             for batch in loader:
@@ -381,7 +388,11 @@ class CommerceMMPretrainingTrainer(Trainer):
                 for task, value in outputs.losses.items():
                     sums[task] += float(value)
                     batches[task] += 1
-        metrics = {f"{metric_key_prefix}_{task}_loss": sums[task] / batches[task] for task in PRETRAINING_TASKS if batches[task]}
+        metrics = {
+            f"{metric_key_prefix}_{task}_loss": sums[task] / batches[task]
+            for task in PRETRAINING_TASKS
+            if batches[task]
+        }
         if metrics:
             weights = model.config.loss_weights
             metrics[f"{metric_key_prefix}_loss"] = sum(
@@ -391,11 +402,17 @@ class CommerceMMPretrainingTrainer(Trainer):
             from ..evaluation.zero_shot import omni_retrieval_metrics
 
             with self._gathered_parameters():
-                retrieval = omni_retrieval_metrics(model.commercemm, self.processing_class, self.eval_omni_dataset,
-                                                   batch_size=self.args.per_device_eval_batch_size)
+                retrieval = omni_retrieval_metrics(
+                    model.commercemm,
+                    self.processing_class,
+                    self.eval_omni_dataset,
+                    batch_size=self.args.per_device_eval_batch_size,
+                )
             metrics.update({f"{metric_key_prefix}_{key}": value for key, value in retrieval.items()})
-        metrics = {key: (round(value, 4) if isinstance(value, float) and math.isfinite(value) else value)
-                   for key, value in metrics.items()}
+        metrics = {
+            key: (round(value, 4) if isinstance(value, float) and math.isfinite(value) else value)
+            for key, value in metrics.items()
+        }
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
