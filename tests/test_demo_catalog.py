@@ -143,8 +143,8 @@ def test_image_text_rows(small_demo_catalog):
 def test_omni_rows(small_demo_catalog):
     omni = to_omni_rows(small_demo_catalog["validation"])
     products = small_demo_catalog["validation"]
-    assert isinstance(omni, Dataset) and omni.column_names == list(
-        ["source_type", "source_text", "source_image", "product_id", "image", "text"])
+    assert isinstance(omni, Dataset) and omni.column_names == [
+        "source_type", "source_text", "source_image", "product_id", "image", "text"]
     assert isinstance(omni.features["source_image"], Image) and isinstance(omni.features["image"], Image)
     assert Counter(omni["source_type"]) == {"query": 3 * len(products), "view": 2 * len(products),
                                             "post": len(products)}

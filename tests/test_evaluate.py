@@ -31,7 +31,7 @@ def test_zero_shot_decisions_follow_the_label_names(tiny_demo, validation_rows, 
     rows = validation_rows[0].select(range(6))  # products with distinct texts
     class_names = rows.features["label"].names
     attribute_names = rows.features["attribute_labels"].feature.names
-    prompts = [name for name in class_names] + [name.split(":", 1)[1] for name in attribute_names]
+    prompts = list(class_names) + [name.split(":", 1)[1] for name in attribute_names]
     dimension = len(prompts)
 
     def fake_embed(model, processor, images=None, texts=None, kind="multimodal", batch_size=32, **depths):

@@ -320,7 +320,7 @@ def test_a_readme_publish_did_not_write_is_never_overwritten(publish_folder, fak
     assert (publish_folder / "README.md").read_text() == handwritten and "Keeping" in capsys.readouterr().out
     publish(publish_folder, REPO, token=SECRET)
     assert (publish_folder / "README.md").read_text() == handwritten
-    assert "README.md" in [entry for entry in fake_hub[1][1]["allow_patterns"]]
+    assert "README.md" in list(fake_hub[1][1]["allow_patterns"])
 
     (publish_folder / "README.md").unlink()
     publish(publish_folder, REPO, dry_run=True, training_data="First description.")

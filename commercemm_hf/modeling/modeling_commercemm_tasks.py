@@ -99,11 +99,13 @@ class CommerceMMForProductCategorization(CommerceMMPreTrainedModel):
         if labels is not None:
             if self.config.problem_type == "multi_label_classification":
                 if labels.shape != logits.shape:
-                    raise ValueError(f"Multi-label labels must be multi-hot {tuple(logits.shape)}, got {tuple(labels.shape)}.")
+                    raise ValueError(f"Multi-label labels must be multi-hot {tuple(logits.shape)}, "
+                                     f"got {tuple(labels.shape)}.")
                 loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
             else:
                 if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
-                    raise ValueError(f"Labels must be class indices of shape ({logits.shape[0]},), got {tuple(labels.shape)}.")
+                    raise ValueError(f"Labels must be class indices of shape ({logits.shape[0]},), "
+                                     f"got {tuple(labels.shape)}.")
                 if labels.min() < 0 or labels.max() >= self.config.num_labels:
                     raise ValueError(f"Labels must lie in 0..{self.config.num_labels - 1}, got {labels.tolist()}.")
                 loss = F.cross_entropy(logits, labels)
@@ -188,7 +190,8 @@ class CommerceMMForRetrieval(CommerceMMPreTrainedModel):
                 if source_embeds.shape[0] != target_embeds.shape[0]:
                     raise ValueError("The retrieval loss needs one target per source (row i retrieves target i).")
                 loss = contrastive_loss(source_embeds, target_embeds, scale, target_index, target_index)
-        return CommerceMMRetrievalOutput(loss=loss, logits=logits, source_embeds=source_embeds, target_embeds=target_embeds)
+        return CommerceMMRetrievalOutput(loss=loss, logits=logits, source_embeds=source_embeds,
+                                         target_embeds=target_embeds)
 
 
 def _encoder_key(key: str) -> str:

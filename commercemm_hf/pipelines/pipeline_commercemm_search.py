@@ -109,7 +109,8 @@ class CommerceMMProductSearchPipeline(Pipeline):
             for offset, item in enumerate(items):
                 needs = {"multimodal": ("image", "text"), "image": ("image",), "text": ("text",)}[product_kind]
                 if any(item[key] is None for key in needs):
-                    raise ValueError(f"Product {start + offset} lacks the {' and '.join(needs)} a {product_kind} index needs.")
+                    raise ValueError(f"Product {start + offset} lacks the {' and '.join(needs)} "
+                                     f"a {product_kind} index needs.")
             batch = collate([encode_item(item, self.tokenizer, self.image_processor, model.config) for item in items],
                             self.tokenizer.pad_token_id)
             batch = {key: value.to(self.device) for key, value in batch.items()}
@@ -156,7 +157,8 @@ class CommerceMMProductSearchPipeline(Pipeline):
         if self.product_index is None:
             return self.index_products(products, product_ids, batch_size=batch_size, **depths)
         if product_ids is None:
-            product_ids = [item.get("product_id", item.get("id")) if isinstance(item, dict) else None for item in products]
+            product_ids = [item.get("product_id", item.get("id")) if isinstance(item, dict) else None
+                           for item in products]
             if any(product_id is None for product_id in product_ids):
                 product_ids = [str(len(self.product_index) + i) for i in range(len(products))]
         if len(product_ids) != len(products):

@@ -2,7 +2,8 @@
 
 PyTorch's zip writer reports a full disk as `RuntimeError: [enforce fail at inline_container.cc:672] ...
 PytorchStreamWriter failed writing file data/0: file write failed`, safetensors as `SafetensorError: Error while
-serializing: I/O error: No space left on device`, json writes as a bare `OSError: [Errno 28]`, deep in a traceback. `disk_full_named(folder)` turns either into one `OSError(ENOSPC)` that
+serializing: I/O error: No space left on device`, json writes as a bare `OSError: [Errno 28]`, deep in a traceback.
+`disk_full_named(folder)` turns either into one `OSError(ENOSPC)` that
 says what was being saved where, how much space is left, and what to do.
 
 Example:

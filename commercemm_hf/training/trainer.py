@@ -302,7 +302,8 @@ class CommerceMMPretrainingTrainer(Trainer):
             if not os.listdir(staging_root):
                 os.rmdir(staging_root)
             if self.state.best_model_checkpoint and self.state.best_model_checkpoint.startswith(staging_root):
-                self.state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(self.state.best_model_checkpoint))
+                best_name = os.path.basename(self.state.best_model_checkpoint)
+                self.state.best_model_checkpoint = os.path.join(run_dir, best_name)
             self._rotate_final_checkpoints(run_dir)
         self._barrier()
 
@@ -328,7 +329,8 @@ class CommerceMMPretrainingTrainer(Trainer):
             state_file = os.path.join(resume_from_checkpoint, STATE_FILE)
             if not os.path.exists(state_file):
                 raise ValueError(
-                    f"{resume_from_checkpoint} has no {STATE_FILE}: it was not written by CommerceMMPretrainingTrainer, "
+                    f"{resume_from_checkpoint} has no {STATE_FILE}: it was not written by "
+                    "CommerceMMPretrainingTrainer, "
                     "so the Omni stream's position is unknown."
                 )
             with open(state_file) as handle:
