@@ -130,7 +130,8 @@ def _omni_loss(model, batch, source_kind, target_kind):
 
     product_text, source_text = split(text_tokens, target_kind in ("text", "multimodal")) if texts else (None, None)
     product_mask, source_mask = split(text_mask, target_kind in ("text", "multimodal")) if masks else (None, None)
-    product_image, source_image = split(image_tokens, target_kind in ("image", "multimodal")) if images else (None, None)
+    product_image, source_image = (split(image_tokens, target_kind in ("image", "multimodal")) if images
+                                   else (None, None))
 
     fused = None
     if "multimodal" in (source_kind, target_kind):  # one fusion call for every pair that needs it

@@ -525,7 +525,8 @@ def _fmt(value, width=10):
 
 
 def format_table(title: str, rows: list[dict]) -> str:
-    header = f"{'target':8s} {'metric':58s} {'thr':>3s} {'ours':>10s} {'peer':>10s} {'ratio':>8s} {'goal':>9s} {'met':>8s}"
+    header = (f"{'target':8s} {'metric':58s} {'thr':>3s} {'ours':>10s} {'peer':>10s} {'ratio':>8s} {'goal':>9s} "
+              f"{'met':>8s}")
     lines = [title, header, "-" * len(header)]
     for item in rows:
         met = "" if item["met"] is None else ("met" if item["met"] else "NOT MET")

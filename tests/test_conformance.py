@@ -261,7 +261,8 @@ def test_do_convert_rgb_false_keeps_each_images_channels(processor):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(image_mean=[0.5] * 4, image_std=[0.5] * 4), r"image_mean must be one value or 3 .* got \[0.5, 0.5, 0.5, 0.5\]"),
+    (dict(image_mean=[0.5] * 4, image_std=[0.5] * 4),
+     r"image_mean must be one value or 3 .* got \[0.5, 0.5, 0.5, 0.5\]"),
     (dict(image_std=[0.5, 0.0, 0.5]), "image_std must be positive"),
 ])
 def test_bad_mean_or_std_is_a_clear_error(processor, kwargs, message):

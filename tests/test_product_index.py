@@ -293,4 +293,5 @@ def test_without_kept_vectors_filters_and_files_use_faiss_own_copy(index_type, c
     torch.testing.assert_close(index.embeddings, vectors)  # FAISS's reconstructions of full-precision codes
     index.save(tmp_path / "index")
     loaded = ProductIndex.load(tmp_path / "index")
-    assert loaded._vectors is None and loaded.query(queries, 10, {"category": "c3"}) == index.query(queries, 10, {"category": "c3"})
+    assert loaded._vectors is None
+    assert loaded.query(queries, 10, {"category": "c3"}) == index.query(queries, 10, {"category": "c3"})

@@ -88,7 +88,8 @@ with open(os.path.join(output_dir, f"results_{rank}.json"), "w") as handle:
         # DDP averages gradients over processes, so each process holds the sum over processes of the loss gradients
         # with respect to its own candidates: world x the full-batch (mean) loss's gradient
         "grad_matches": bool(torch.allclose(local_candidates.grad, candidates.grad[local] * world, atol=1e-6)),
-        "grad_without_queries_matches": bool(torch.allclose(own_candidates.grad, full_candidates.grad[local], atol=1e-6)),
+        "grad_without_queries_matches": bool(
+            torch.allclose(own_candidates.grad, full_candidates.grad[local], atol=1e-6)),
         "replicas_equal": all(bool(torch.equal(replica, replicas[0])) for replica in replicas),
     }, handle)
 
