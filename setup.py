@@ -1,5 +1,6 @@
 from setuptools import find_packages, setup
 
+
 setup(
     name="commercemm-hf",
     version="0.1.0",

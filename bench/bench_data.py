@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+
 STARTED = time.perf_counter()
 BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR.parent) not in sys.path:  # run from anywhere: the package is the repository's
@@ -202,8 +203,13 @@ def child_train(args) -> dict:
     import torch
     from transformers import TrainerCallback, TrainingArguments
 
-    from commercemm_hf import CommerceMMConfig, CommerceMMForPreTraining, CommerceMMImageProcessor
-    from commercemm_hf import CommerceMMProcessor, train_commercemm_tokenizer
+    from commercemm_hf import (
+        CommerceMMConfig,
+        CommerceMMForPreTraining,
+        CommerceMMImageProcessor,
+        CommerceMMProcessor,
+        train_commercemm_tokenizer,
+    )
     from commercemm_hf.training.trainer import CommerceMMPretrainingTrainer
 
     load_image_text_dataset, load_omni_dataset = _loaders()
@@ -240,7 +246,8 @@ def child_train(args) -> dict:
     trainer = CommerceMMPretrainingTrainer(model=model, args=training, train_dataset=rows, omni_dataset=omni,
                                            processor=processor, callbacks=[FirstStep()])
     trainer.train()
-    result = {"first_step_s": marks["end"] - STARTED, "first_step_cpu_s": marks["cpu"], "import_s": imported - STARTED, "load_s": loaded - imported,
+    result = {"first_step_s": marks["end"] - STARTED, "first_step_cpu_s": marks["cpu"], "import_s": imported - STARTED,
+              "load_s": loaded - imported,
               "load_cpu_s": load_cpu, "load_peak_mb": load_peak, "step_s": marks["end"] - marks["begin"],
               "peak_mb": marks["peak_mb"]}
     # the loader alone: what feeds the trainer, after its first batch (workers started, shuffle buffer filled)
@@ -362,10 +369,12 @@ def main() -> None:
 
     base = results[0]
     lines = [f"uptime at start: {uptime_start}", f"uptime at end:   {uptime_end}", "",
-             "| run | rows | workers | first step s (CPU s) | load s | step s | peak MB | loader rows/s | first step vs eager "
+             "| run | rows | workers | first step s (CPU s) | load s | step s | peak MB | loader rows/s | "
+             "first step vs eager "
              "| peak MB vs eager |", "|---|---|---|---|---|---|---|---|---|---|"]
     for item in results:
-        lines.append(f"| {item['run']} | {item['rows']:,} | {item['workers']} | {_f(item['first_step_s'])} ({_f(item['first_step_cpu_s'])}) | "
+        lines.append(f"| {item['run']} | {item['rows']:,} | {item['workers']} | "
+                     f"{_f(item['first_step_s'])} ({_f(item['first_step_cpu_s'])}) | "
                      f"{_f(item['load_s'])} | {_f(item['step_s'], 2)} | {_f(item['peak_mb'], 0)} | "
                      f"{_f(item['loader_rows_per_s'], 0)} | {item['first_step_s'] / base['first_step_s']:.2f}x | "
                      f"{item['peak_mb'] / base['peak_mb']:.2f}x |")

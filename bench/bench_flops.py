@@ -19,6 +19,7 @@ import sys
 import common
 from common import FFN, HIDDEN, IMAGE_SIZE, PATCH_SIZE, TEXT_TOKENS, TRAIN_BATCH, torch
 
+
 NAME = "flops"
 TITLE = "Target 4 - achieved GFLOP/s of the training step vs torch.matmul of the FFN shape (batch 8, fp32)"
 TOKENS = {"text": TEXT_TOKENS, "image": (IMAGE_SIZE // PATCH_SIZE) ** 2 + 1,

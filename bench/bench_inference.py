@@ -18,6 +18,7 @@ import sys
 import common
 from common import INFER_BATCH, torch
 
+
 NAME = "inference"
 TITLE = "Target 3 - inference embeddings/s vs CLIPModel-sdpa (towers) and FlavaModel (fused pair), fp32"
 KINDS = ("text", "image", "fused")

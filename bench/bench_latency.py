@@ -33,16 +33,17 @@ import tempfile
 import time
 from pathlib import Path
 
+
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 import common  # noqa: E402  (puts the repository on sys.path, quiets warnings)
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from commercemm_hf.export import MultimodalEmbedding, TextEmbedding  # noqa: E402
+
 
 # the exporter warns once per graph that torchvision (never installed here) has no ops to register
 logging.getLogger("torch.onnx").setLevel(logging.ERROR)

@@ -24,6 +24,7 @@ import time
 import common
 from common import FUSION_LAYERS, IMAGE_LAYERS, INFER_BATCH, TEXT_LAYERS, torch
 
+
 NAME = "modality_randomization"
 TITLE = "Target 6 - modality randomization: active depths -> latency (matched architecture) and demo Recall@10"
 FULL = (TEXT_LAYERS, IMAGE_LAYERS, FUSION_LAYERS)

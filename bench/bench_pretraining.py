@@ -18,7 +18,8 @@ Usage: python bench/bench_pretraining.py [--threads 1 2] [--repeats 10] [--quick
 import sys
 
 import common
-from common import TRAIN_BATCH, torch
+from common import TRAIN_BATCH
+
 
 NAME = "pretraining"
 TITLE = "Target 1 - pretraining step vs FlavaForPreTraining (matched architecture, batch 8, fp32, AdamW)"
@@ -48,8 +49,9 @@ def setups():
 
 def memory_child(name: str):
     # import everything both sides need before the baseline RSS is taken
-    import commercemm_hf.modeling.modeling_commercemm_pretraining  # noqa: F401
     import transformers.models.flava.modeling_flava  # noqa: F401
+
+    import commercemm_hf.modeling.modeling_commercemm_pretraining  # noqa: F401
 
     setup, step = setups()[name]
     common.peak_memory_child(setup, step, steps=3)

@@ -22,10 +22,10 @@ import tempfile
 from pathlib import Path
 
 import common
-from common import IMAGE_SIZE, TEXT_TOKENS, torch
-
 import numpy as np
+from common import IMAGE_SIZE, TEXT_TOKENS, torch
 from PIL import Image, ImageDraw, ImageFilter
+
 
 NAME = "processor"
 TITLE = "Target 5 - CommerceMMProcessor vs CLIPImageProcessor + tokenizer, 640x480 JPEG files + titles, batch 64"
@@ -56,7 +56,8 @@ def write_jpegs(folder: Path, count: int, seed: int = 0) -> list[str]:
 
 
 def titles(count: int) -> list[str]:
-    colours, things = ["red", "navy", "olive", "white", "black", "teal"], ["mug", "lamp", "sneaker", "backpack", "chair"]
+    colours = ["red", "navy", "olive", "white", "black", "teal"]
+    things = ["mug", "lamp", "sneaker", "backpack", "chair"]
     return [f"{colours[i % 6]} {things[i % 5]} model {i} with a long description of its material and size"
             for i in range(count)]
 

@@ -2,7 +2,8 @@
 projection size, each against exact search measured in the same run.
 
 Per index type (each in a fresh interpreter, so its peak memory is its own): build time (add in 100k batches,
-training included; wall and the process's CPU time, which a shared machine does not inflate), peak RSS above the RSS with the vectors generated, resident memory of the index after the build,
+training included; wall and the process's CPU time, which a shared machine does not inflate), peak RSS above the
+RSS with the vectors generated, resident memory of the index after the build,
 queries/s at batch 1 and 64, Recall@10 against exact on 1,000 held-out queries for each search setting, and the
 time to save and load it. The exact (flat) child runs first and writes the exact top-10 the others are scored on.
 
@@ -22,13 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
+
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 import common  # noqa: E402  (puts the repository on sys.path, quiets warnings)
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
 
 #: index type -> search settings swept on the one built index
 CONFIGS = {
@@ -101,27 +103,29 @@ def child(args):
         load_s = time.perf_counter() - started
         assert len(loaded) == args.num_vectors
     result = {"index_type": args.child, "factory": getattr(loaded, "factory", None), "build_s": build_s,
-              "build_cpu_s": build_cpu_s, "peak_mb": peak_mb, "resident_mb": resident_mb, "file_mb": size_mb, "save_s": save_s, "load_s": load_s,
+              "build_cpu_s": build_cpu_s, "peak_mb": peak_mb, "resident_mb": resident_mb, "file_mb": size_mb,
+              "save_s": save_s, "load_s": load_s,
               "settings": settings}
     print("SEARCH_JSON " + json.dumps(result), flush=True)
 
 
 def table(results: list[dict], num_vectors: int, dim: int) -> str:
     exact = results[0]["settings"][0]
-    lines = [f"| index type | search setting | build s (CPU s) | peak MB | resident MB | file MB | save+load s | "
-             f"q/s batch 1 | q/s batch 64 | Recall@10 | speed-up vs exact (b1 / b64) |",
+    lines = ["| index type | search setting | build s (CPU s) | peak MB | resident MB | file MB | save+load s | "
+             "q/s batch 1 | q/s batch 64 | Recall@10 | speed-up vs exact (b1 / b64) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for result in results:
         for setting in result["settings"]:
-            name = result["index_type"] + (f" (`{result['factory']}`)" if result["factory"] not in (None,
-                                                                                               result["index_type"]) else "")
+            shows_factory = result["factory"] not in (None, result["index_type"])
+            name = result["index_type"] + (f" (`{result['factory']}`)" if shows_factory else "")
             params = ", ".join(f"{k}={v}" for k, v in setting["params"].items()) or "-"
             lines.append(
                 f"| {name} | {params} | {result['build_s']:.1f} ({result.get('build_cpu_s', float('nan')):.1f}) "
                 f"| {result['peak_mb']:.0f} | {result['resident_mb']:.0f} "
                 f"| {result['file_mb']:.0f} | {result['save_s']:.1f}+{result['load_s']:.1f} | "
                 f"{setting['qps_batch_1']:.1f} | {setting['qps_batch_64']:.1f} | {setting['recall_at_10']:.3f} | "
-                f"{setting['qps_batch_1'] / exact['qps_batch_1']:.1f}x / {setting['qps_batch_64'] / exact['qps_batch_64']:.1f}x |")
+                f"{setting['qps_batch_1'] / exact['qps_batch_1']:.1f}x / "
+                f"{setting['qps_batch_64'] / exact['qps_batch_64']:.1f}x |")
     return f"{num_vectors:,} vectors of dim {dim}\n\n" + "\n".join(lines)
 
 

@@ -25,10 +25,11 @@ import sys
 
 import common
 from common import torch
+from torch.nn import functional as F
 
 from commercemm_hf.modeling.configuration_commercemm import IMAGE_TEXT_TASKS, OMNI_TASKS, PRETRAINING_TASKS
 from commercemm_hf.modeling.modeling_commercemm_pretraining import contrastive_loss
-from torch.nn import functional as F
+
 
 NAME = "two_pass"
 TITLE = "Target 2 - two-pass 14-task step vs 14 separate forward/backward passes (matched architecture, batch 8)"
@@ -129,7 +130,8 @@ def _omni_loss(model, batch, source_kind, target_kind):
 
     product_text, source_text = split(text_tokens, target_kind in ("text", "multimodal")) if texts else (None, None)
     product_mask, source_mask = split(text_mask, target_kind in ("text", "multimodal")) if masks else (None, None)
-    product_image, source_image = split(image_tokens, target_kind in ("image", "multimodal")) if images else (None, None)
+    product_image, source_image = (split(image_tokens, target_kind in ("image", "multimodal")) if images
+                                   else (None, None))
 
     fused = None
     if "multimodal" in (source_kind, target_kind):  # one fusion call for every pair that needs it

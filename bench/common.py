@@ -25,6 +25,7 @@ import time
 import warnings
 from pathlib import Path
 
+
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 if str(BENCH_DIR.parent) not in sys.path:  # run from anywhere: the package is the repository's
@@ -36,6 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+
 
 try:  # the demo catalog's `datasets.map` progress bars would drown the tables
     import datasets
@@ -523,7 +525,8 @@ def _fmt(value, width=10):
 
 
 def format_table(title: str, rows: list[dict]) -> str:
-    header = f"{'target':8s} {'metric':58s} {'thr':>3s} {'ours':>10s} {'peer':>10s} {'ratio':>8s} {'goal':>9s} {'met':>8s}"
+    header = (f"{'target':8s} {'metric':58s} {'thr':>3s} {'ours':>10s} {'peer':>10s} {'ratio':>8s} {'goal':>9s} "
+              f"{'met':>8s}")
     lines = [title, header, "-" * len(header)]
     for item in rows:
         met = "" if item["met"] is None else ("met" if item["met"] else "NOT MET")

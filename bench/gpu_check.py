@@ -221,7 +221,8 @@ def pretraining_speed(config, device, dtype, batch: int, repeats: int, warmup: i
     if memory["flava"]:
         rows.append(common.ratio_row("gpu-4", f"peak training memory vs FLAVA ({label})", "-",
                                      memory["commercemm_image_text"], memory["flava"], 1.0, "MiB",
-                                     higher_is_better=False, note=f"two-pass step: {memory['commercemm_two_pass']:.0f} MiB"))
+                                     higher_is_better=False,
+                                     note=f"two-pass step: {memory['commercemm_two_pass']:.0f} MiB"))
     return rows
 
 

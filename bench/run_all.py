@@ -16,6 +16,7 @@ import time
 
 import common
 
+
 BENCHMARKS = {  # result name -> script
     "pretraining": "bench_pretraining.py",
     "two_pass": "bench_two_pass.py",
@@ -37,7 +38,8 @@ def main():
     parser.add_argument("--demo-model", metavar="FOLDER", help="a saved demo model (e.g. outputs/demo/commercemm-tiny-"
                         "demo) for the Recall@10 column of target 6, instead of a short pretraining in the benchmark")
     args = parser.parse_args()
-    shared = ["--threads", *map(str, args.threads), "--repeats", str(args.repeats)] + (["--quick"] if args.quick else [])
+    shared = (["--threads", *map(str, args.threads), "--repeats", str(args.repeats)]
+              + (["--quick"] if args.quick else []))
     started, failures, results = time.time(), {}, {}
     load_before = common.environment()["load_average_at_start"]
     for name in args.only:

@@ -285,7 +285,8 @@ def run_evaluate_command(args) -> dict:
         from .data.schema import to_image_text_rows, to_omni_rows
 
         size = model.config.vision_config.image_size
-        split = build_demo_catalog(num_products=args.num_products, seed=args.seed, image_size=size)[args.split or "test"]
+        catalog = build_demo_catalog(num_products=args.num_products, seed=args.seed, image_size=size)
+        split = catalog[args.split or "test"]
         rows, omni = to_image_text_rows(split), to_omni_rows(split)
         label_column, attribute_column = "label", "attribute_labels"
         source = f"the SYNTHETIC demo catalog, {args.split or 'test'} split ({len(split)} products)"
@@ -307,7 +308,8 @@ def run_publish_command(args) -> dict:
     the stored login); folder and token problems exit with a message.
 
     Example:
-        >>> main(["publish", "outputs/demo/commercemm-tiny-demo", "--repo-id", "org/cmm", "--dry-run"])  # doctest: +SKIP
+        >>> main(["publish", "outputs/demo/commercemm-tiny-demo", "--repo-id", "org/cmm",
+        ...       "--dry-run"])  # doctest: +SKIP
     """
     import os
 
@@ -390,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "--vision-backbone", help="ViT or CLIP folder or Hub id to import")
     add_flag(train, "--initializer-range", type=float, default=None, help="std of the initial weights (default: "
                        "1/sqrt(text hidden size) for a preset trained from scratch, else the config's value)")
-    add_flag(train, "--tokenizer", "--tokenizer-name", help="a tokenizer folder (default: the text backbone's, or one trained on the data)")
+    add_flag(train, "--tokenizer", "--tokenizer-name",
+             help="a tokenizer folder (default: the text backbone's, or one trained on the data)")
     add_flag(train, "--vocab-size", type=int, default=8000)
     add_flag(train, "--tasks", help="comma-separated subset of the 14 tasks (default: all)")
     add_flag(train, "--steps", type=int, default=1000)
@@ -403,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "--output-dir", default="outputs/pretrain")
     add_flag(train, "--seed", type=int, default=0)
 
-    ablation = commands.add_parser("ablation", parents=[compute], help="pretraining ablations on the demo catalog, as one table")
+    ablation = commands.add_parser("ablation", parents=[compute],
+                                   help="pretraining ablations on the demo catalog, as one table")
     add_flag(ablation, "--output-dir", default="outputs/ablation")
     add_flag(ablation, "--num-products", type=int, default=1000)
     add_flag(ablation, "--steps", type=int, default=300)

@@ -60,7 +60,8 @@ class CommerceMMEncoder:
         >>> from commercemm_hf import CommerceMMImageProcessor, CommerceMMProcessor, train_commercemm_tokenizer
         >>> tokenizer = train_commercemm_tokenizer(["red ceramic mug", "blue cotton shirt"] * 10, vocab_size=300)
         >>> config = CommerceMMConfig.from_preset("tiny", text_config={"vocab_size": len(tokenizer)})
-        >>> image_processor = CommerceMMImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
+        >>> image_processor = CommerceMMImageProcessor(size={"shortest_edge": 64},
+        ...                                            crop_size={"height": 64, "width": 64})
         >>> encoder = CommerceMMEncoder(CommerceMMModel(config), CommerceMMProcessor(image_processor, tokenizer))
         >>> embeddings = encoder.encode(["red mug", Image.new("RGB", (80, 60), "red"),
         ...                              {"image": Image.new("RGB", (80, 60), "blue"), "text": "blue shirt"}])
@@ -123,8 +124,9 @@ class CommerceMMEncoder:
             embeddings = embed_rows(self.model, batch, depths, normalize=normalize_embeddings)[output_value]
             lacking = torch.isnan(embeddings).any(dim=1).nonzero()[:, 0].tolist()
             if lacking:
+                needs = "an image and a text" if output_value == "multimodal" else "a " + output_value
                 raise ValueError(f"items {[start + row for row in lacking]} have no {output_value} embedding (each "
-                                 f"needs {'an image and a text' if output_value == 'multimodal' else 'a ' + output_value}).")
+                                 f"needs {needs}).")
             parts.append(embeddings)
         result = torch.cat(parts) if parts else torch.zeros(0, config.projection_dim)
         result = result[0] if single else result

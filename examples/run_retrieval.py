@@ -30,7 +30,8 @@ def main(argv=None):
     ft.logger.info(f"{task_args.task}: rows { {name: len(rows) for name, rows in splits.items()} }")
 
     source, target = RETRIEVAL_TASKS[task_args.task]
-    model, processor = ft.load_model_and_processor(model_args, CommerceMMForRetrieval, lambda: ft.training_texts(splits),
+    model, processor = ft.load_model_and_processor(model_args, CommerceMMForRetrieval,
+                                                   lambda: ft.training_texts(splits),
                                                    retrieval_source=source, retrieval_target=target)
     trainer = ft.CommerceMMRetrievalTrainer(
         model=model, args=training_args, train_dataset=splits.get("train"), eval_dataset=splits.get("validation"),

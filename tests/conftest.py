@@ -10,6 +10,21 @@ import subprocess
 import huggingface_hub
 import pytest
 import torch
+from helpers import (
+    CLUSTERED_DIM,
+    CORPUS,
+    EVALUATE_DEMO_PRODUCTS,
+    EXAMPLES,
+    HUB_LOADING_TEXTS,
+    MULTILINGUAL,
+    PIPELINE_TEXTS,
+    SMALL,
+    TINY_COLOURS,
+    TINY_SHAPES,
+    random_image,
+    tiny_config,
+    tiny_datasets,
+)
 from huggingface_hub import HfApi
 from PIL import Image as PILImage
 from safetensors.torch import save_file
@@ -29,21 +44,6 @@ from commercemm_hf.hub import save_hub_folder
 from commercemm_hf.search import clustered_unit_vectors
 from commercemm_hf.training import CommerceMMOmniCollator, CommerceMMPretrainingCollator
 from commercemm_hf.training.recipes import prepare_demo
-from helpers import (
-    CLUSTERED_DIM,
-    CORPUS,
-    EVALUATE_DEMO_PRODUCTS,
-    EXAMPLES,
-    HUB_LOADING_TEXTS,
-    MULTILINGUAL,
-    PIPELINE_TEXTS,
-    SMALL,
-    TINY_COLOURS,
-    TINY_SHAPES,
-    random_image,
-    tiny_config,
-    tiny_datasets,
-)
 
 
 # ------------------------------------------------------------------------------- the suite's tokenizer and processor

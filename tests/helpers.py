@@ -116,7 +116,8 @@ def run_without_package(script: str, workdir: Path, env: dict | None = None, tim
 def tiny_datasets(num_products: int = 12, seed: int = 0):
     """Small image-text and Omni `datasets.Dataset`s of coloured shapes (for trainer tests)."""
     import numpy as np
-    from datasets import Dataset, Features, Image as ImageFeature, Value
+    from datasets import Dataset, Features, Value
+    from datasets import Image as ImageFeature
     from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(seed)
@@ -138,7 +139,8 @@ def tiny_datasets(num_products: int = 12, seed: int = 0):
         image_text.append(dict(product))
         omni.append({**product, "source_type": "query", "source_text": f"{colour} {shape}", "source_image": None})
         omni.append({**product, "source_type": "view", "source_text": None, "source_image": draw(4)})
-        omni.append({**product, "source_type": "post", "source_text": f"my new {shape} #{colour}", "source_image": draw(2)})
+        omni.append({**product, "source_type": "post", "source_text": f"my new {shape} #{colour}",
+                     "source_image": draw(2)})
     image_text_features = Features({"image": ImageFeature(), "text": Value("string"), "product_id": Value("string")})
     omni_features = Features({
         "image": ImageFeature(), "text": Value("string"), "product_id": Value("string"), "source_type": Value("string"),

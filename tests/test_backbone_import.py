@@ -6,6 +6,7 @@ it as a folder, import it with `CommerceMMModel.from_text_vision_pretrained`, an
 
 import pytest
 import torch
+from helpers import tiny_config
 from transformers import (
     BertConfig,
     BertModel,
@@ -25,8 +26,6 @@ from transformers import (
 
 from commercemm_hf import CommerceMMModel
 from commercemm_hf.modeling.convert_backbones_commercemm import copy_into
-
-from helpers import tiny_config
 
 
 TEXT_SIZES = dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=4, intermediate_size=96, vocab_size=120)
@@ -66,7 +65,8 @@ def text_inputs(pad_token_id, seed=0):
     ids=["bert", "roberta", "xlm-roberta"],
 )
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
-def test_text_backbone_import_gives_equal_hidden_states(tmp_path, config_class, model_class, extra, attn_implementation):
+def test_text_backbone_import_gives_equal_hidden_states(tmp_path, config_class, model_class, extra,
+                                                        attn_implementation):
     reference_config = config_class(**TEXT_SIZES, **extra, attn_implementation=attn_implementation)
     folder, reference = saved(model_class(reference_config), tmp_path)
     model = CommerceMMModel.from_text_vision_pretrained(text=folder, config=tiny_config()).eval()
@@ -177,7 +177,8 @@ def test_unsupported_backbones_and_missing_arguments_are_named(tmp_path):
     # transformers 5 dropped relative position embeddings from BERT; older checkpoints still carry the field.
     relative_folder, _ = saved(BertModel(BertConfig(**TEXT_SIZES)), tmp_path, "relative")
     config_file = relative_folder / "config.json"
-    config_file.write_text(config_file.read_text().replace('"model_type"', '"position_embedding_type": "relative_key", "model_type"'))
+    config_file.write_text(
+        config_file.read_text().replace('"model_type"', '"position_embedding_type": "relative_key", "model_type"'))
     with pytest.raises(ValueError, match="position_embedding_type='relative_key'"):
         CommerceMMModel.from_text_vision_pretrained(text=relative_folder)
 

@@ -4,12 +4,11 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_config
 from safetensors.torch import load_file, save_file
 
 from commercemm_hf import CommerceMMConfig, CommerceMMModel, CommerceMMTextConfig
 from commercemm_hf.modeling.modeling_commercemm_tasks import CommerceMMForProductCategorization
-
-from helpers import tiny_config
 
 
 # ----------------------------------------------------------------------------------------------------------- config
@@ -152,8 +151,9 @@ def test_valid_token_type_ids_still_work(model):
 def test_a_pretraining_model_loads_from_a_base_model_folder(tmp_path):
     """The MLM decoder is tied to the word embeddings: present through the tie, it is no sign that the MLM head was
     in the checkpoint, so a base-model folder loads into the pretraining model with fresh heads."""
-    from commercemm_hf import CommerceMMForPreTraining, CommerceMMModel
     from helpers import tiny_config
+
+    from commercemm_hf import CommerceMMForPreTraining, CommerceMMModel
 
     base = CommerceMMModel(tiny_config())
     base.save_pretrained(tmp_path)

@@ -5,12 +5,9 @@ import json
 import logging
 
 import pytest
-
-from commercemm_hf.cli import main, run_demo
-
 from helpers import check_publishable_and_loadable, tiny_datasets, write_jsonl
 
-
+from commercemm_hf.cli import main, run_demo
 
 
 def test_pretrain_command_on_jsonl_files_saves_a_folder_and_resumes(tmp_path, capsys, caplog):
@@ -30,7 +27,8 @@ def test_pretrain_command_on_jsonl_files_saves_a_folder_and_resumes(tmp_path, ca
     assert (tmp_path / "out" / "model" / "model.safetensors").exists()
     assert (tmp_path / "out" / "checkpoints" / "checkpoint-2").exists()
     # the tiny preset already starts at 1/sqrt(128), so nothing to change or say
-    assert json.loads((tmp_path / "out" / "model" / "config.json").read_text())["initializer_range"] == pytest.approx(128 ** -0.5)
+    saved_config = json.loads((tmp_path / "out" / "model" / "config.json").read_text())
+    assert saved_config["initializer_range"] == pytest.approx(128 ** -0.5)
     assert "from scratch: initializer_range" not in out
 
     check_publishable_and_loadable([tmp_path / "out" / "model"], tmp_path)
@@ -78,7 +76,8 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     # the Hub-ready folder publishes and loads with every Auto class its auto_map names (AutoModelForPreTraining
     # too: the config shared with the pretraining model names it)
     loaded = check_publishable_and_loadable([tmp_path / "demo" / "commercemm-tiny-demo"], tmp_path)
-    assert loaded[str(tmp_path / "demo" / "commercemm-tiny-demo")]["AutoModelForPreTraining"] == "CommerceMMForPreTraining"
+    auto_map = loaded[str(tmp_path / "demo" / "commercemm-tiny-demo")]
+    assert auto_map["AutoModelForPreTraining"] == "CommerceMMForPreTraining"
     assert set(results["after"]) >= {"query_to_product_mrr", "view_to_product_mrr", "post_to_product_mrr",
                                      "image_to_text_recall@1", "text_to_image_recall@1"}
 
@@ -160,7 +159,8 @@ def test_preprocessing_and_dataloader_workers_reach_the_check_and_the_loader(tmp
 
     seen = []
     original = loading._load_split
-    monkeypatch.setattr(loading, "_load_split", lambda *args, **kwargs: seen.append(args[6]) or original(*args, **kwargs))
+    monkeypatch.setattr(loading, "_load_split",
+                        lambda *args, **kwargs: seen.append(args[6]) or original(*args, **kwargs))
     image_text, omni = tiny_datasets(4)
     train_file = write_jsonl(image_text, tmp_path / "image_text", ["image"])
     omni_file = write_jsonl(omni, tmp_path / "omni", ["image", "source_image"])

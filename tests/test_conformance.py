@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import random_image, run_without_package, tiny_config
 from PIL import Image
 from safetensors import safe_open
 from transformers import AutoModel, PreTrainedTokenizerFast, pipeline
@@ -23,7 +24,6 @@ from commercemm_hf import (
     CommerceMMModel,
     CommerceMMProcessor,
 )
-from helpers import random_image, run_without_package, tiny_config
 
 
 def padded_batch(vocab_size: int = 300, seed: int = 0):
@@ -261,7 +261,8 @@ def test_do_convert_rgb_false_keeps_each_images_channels(processor):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(image_mean=[0.5] * 4, image_std=[0.5] * 4), r"image_mean must be one value or 3 .* got \[0.5, 0.5, 0.5, 0.5\]"),
+    (dict(image_mean=[0.5] * 4, image_std=[0.5] * 4),
+     r"image_mean must be one value or 3 .* got \[0.5, 0.5, 0.5, 0.5\]"),
     (dict(image_std=[0.5, 0.0, 0.5]), "image_std must be positive"),
 ])
 def test_bad_mean_or_std_is_a_clear_error(processor, kwargs, message):

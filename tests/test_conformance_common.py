@@ -9,10 +9,10 @@ import unittest
 
 import numpy as np
 import torch
-from parameterized import parameterized
-
 from common.test_configuration_common import ConfigTester
 from common.test_modeling_common import ModelTesterMixin, _config_zero_init, floats_tensor, ids_tensor
+from parameterized import parameterized
+
 from commercemm_hf import (
     CommerceMMConfig,
     CommerceMMForProductCategorization,
@@ -266,8 +266,11 @@ class CommerceMMForRetrievalTester(CommerceMMModelTester):
         config, inputs = super().prepare_config_and_inputs_for_common()
         # queries (source texts) retrieve products (target image-text pairs)
         source_input_ids = ids_tensor([self.batch_size, self.seq_length], self.vocab_size)
-        inputs = {"source_input_ids": source_input_ids, "source_attention_mask": copy.deepcopy(inputs["attention_mask"]),
-                  **inputs}
+        inputs = {
+            "source_input_ids": source_input_ids,
+            "source_attention_mask": copy.deepcopy(inputs["attention_mask"]),
+            **inputs,
+        }
         return config, inputs
 
 

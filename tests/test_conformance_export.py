@@ -83,7 +83,7 @@ def test_torch_export_with_dynamic_batch_and_length_equals_eager_on_padded_input
 
 def test_torch_compile_fullgraph_equals_eager_and_keeps_the_vocabulary_check(model):
     torch._dynamo.reset()
-    for kind, (wrapper_class, names) in FEATURES.items():
+    for wrapper_class, names in FEATURES.values():
         wrapper = wrapper_class(model).eval()
         # backend="eager": Dynamo captures the whole graph (fullgraph: no break) and runs it as is; torch.export above
         # already covers the ATen-level trace, and inductor would only add minutes of C++ compilation on CPU

@@ -5,6 +5,7 @@ its own (CLIP's defaults: shortest edge, center crop, OpenAI CLIP mean/std)."""
 import unittest
 
 from common.test_image_processing_common import ImageProcessingTester, ImageProcessingTestMixin
+
 from commercemm_hf import CommerceMMImageProcessor
 
 

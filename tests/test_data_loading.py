@@ -94,7 +94,8 @@ def test_checks_are_cached_by_fingerprint_and_report_the_same_rows(kind, image_f
     source = image_files_folder / "rows.jsonl"
     if kind == "saved":  # a dataset with cache image_files_folder of its own: datasets caches the check beside them
         rows = reading.read_data_file(source, {"caption"})
-        rows.remove_columns([loading.LINE_COLUMN, loading.PROBLEM_COLUMN]).save_to_disk(str(image_files_folder / "saved"))
+        rows = rows.remove_columns([loading.LINE_COLUMN, loading.PROBLEM_COLUMN])
+        rows.save_to_disk(str(image_files_folder / "saved"))
         source = image_files_folder / "saved"
     opened = []
     real = loading._open_check
@@ -132,7 +133,8 @@ def test_checks_are_cached_by_fingerprint_and_report_the_same_rows(kind, image_f
 def test_num_proc_checks_in_several_processes_with_the_same_report(image_files_folder, tmp_path):
     _write_jsonl(image_files_folder / "rows.jsonl", ROWS * 2)
     with pytest.warns(BadRowWarning):
-        dataset, report = load_image_text_dataset(image_files_folder / "rows.jsonl", image_column="path", text_column="caption",
+        dataset, report = load_image_text_dataset(image_files_folder / "rows.jsonl", image_column="path",
+                                                  text_column="caption",
                                                   num_proc=2, **_cache(tmp_path))
     assert [row.index for row in report.skipped] == [*sorted(EXPECTED_SKIPS), *(i + 6 for i in sorted(EXPECTED_SKIPS))]
     assert list(dataset["text"]) == ["Red mug", "Green lamp"] * 2

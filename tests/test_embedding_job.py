@@ -11,13 +11,12 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_config, tiny_datasets
 from safetensors import safe_open
 
 from commercemm_hf import CommerceMMModel
 from commercemm_hf.hub import save_hub_folder
 from commercemm_hf.pipelines.pipeline_commercemm_shards import read_manifest, shard_numbers
-
-from helpers import tiny_config, tiny_datasets
 
 
 NUM_PRODUCTS, SHARD_SIZE = 24, 2

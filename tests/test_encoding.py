@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import random_image
 from torch.nn import functional as F
 
 from commercemm_hf import CommerceMMEncoder
-from helpers import random_image
 
 
 def reference(tiny_encoder, kind, text=None, image=None):

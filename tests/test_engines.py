@@ -5,13 +5,13 @@ tests/test_distributed.py."""
 
 import pytest
 import torch
+from test_pretraining import Crash, losses_by_step, make_trainer
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 from transformers import Trainer, TrainerCallback
 
 from commercemm_hf.modeling.modeling_commercemm_pretraining import sample_in_proportion
 from commercemm_hf.training.collators import random_patch_mask, shape_draws
-from test_pretraining import Crash, losses_by_step, make_trainer
 
 
 class GeneratorAudit(TorchFunctionMode):
@@ -133,10 +133,10 @@ def test_the_first_log_after_a_resume_averages_the_same_micro_steps(tokenizer, p
 def test_logit_scale_is_one_dimensional_and_older_scalar_checkpoints_still_load(tmp_path):
     """FSDP2's `fully_shard` and DeepSpeed (ZeRO 0-2, `p.data.view(torch.uint8)` at start-up) refuse 0-dim
     parameters; folders saved while `logit_scale` was 0-dim keep loading."""
+    from helpers import tiny_config
     from safetensors.torch import load_file, save_file
 
     from commercemm_hf import CommerceMMForPreTraining, CommerceMMModel
-    from helpers import tiny_config
 
     model = CommerceMMModel(tiny_config())
     assert all(parameter.dim() >= 1 for parameter in model.parameters())

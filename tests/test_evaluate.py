@@ -5,13 +5,14 @@ import json
 
 import pytest
 import torch
+from helpers import EVALUATE_DEMO_PRODUCTS as NUM_PRODUCTS
+from helpers import write_jsonl
 
 from commercemm_hf import CommerceMMForProductCategorization
 from commercemm_hf.cli import main
 from commercemm_hf.evaluation import downstream
 from commercemm_hf.evaluation.downstream import DOWNSTREAM_TASKS, downstream_table, evaluate_downstream
 from commercemm_hf.hub import save_hub_folder
-from helpers import EVALUATE_DEMO_PRODUCTS as NUM_PRODUCTS, write_jsonl
 
 
 def test_all_seven_tasks_are_measured_and_in_range(tiny_demo, validation_rows):
@@ -30,7 +31,7 @@ def test_zero_shot_decisions_follow_the_label_names(tiny_demo, validation_rows, 
     rows = validation_rows[0].select(range(6))  # products with distinct texts
     class_names = rows.features["label"].names
     attribute_names = rows.features["attribute_labels"].feature.names
-    prompts = [name for name in class_names] + [name.split(":", 1)[1] for name in attribute_names]
+    prompts = list(class_names) + [name.split(":", 1)[1] for name in attribute_names]
     dimension = len(prompts)
 
     def fake_embed(model, processor, images=None, texts=None, kind="multimodal", batch_size=32, **depths):

@@ -12,9 +12,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from helpers import check_publishable_and_loadable, run_without_package
+from PIL import Image
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,7 +157,8 @@ def work(tmp_path_factory, env):
         ("run_retrieval.py", ["--task", "query_to_product", *fast(work / "query_to_product")]),
         # image_to_text starts from the pretraining folder: its encoders and processor load into the retrieval head
         *[("run_retrieval.py", ["--task", task, *fast(work / task), *once, *(
-            ["--model_name_or_path", work / "pretraining"] if task == "image_to_text" else [])]) for task in DIRECTIONS],
+            ["--model_name_or_path", work / "pretraining"] if task == "image_to_text" else [])])
+          for task in DIRECTIONS],
         # the user's JSON Lines files
         ("run_categorization.py", ["--output_dir", work / "tags", "--label_column", "tags", *files]),  # text only
         ("run_retrieval.py", ["--output_dir", work / "search", "--task", "query_to_product", "--query_column",
@@ -238,12 +238,14 @@ def test_rerunning_a_finished_fine_tune_keeps_its_train_results(work):
     assert original["train_loss"] > 0.0
     assert json.loads((work / "rerun" / "train_results.json").read_text()) == original  # not train_loss 0.0
     assert results(work / "rerun")["train_loss"] == original["train_loss"]
-    assert (work / "rerun" / "trainer_state.json").read_text() == (work / "categorization" / "trainer_state.json").read_text()
+    state_file = "trainer_state.json"
+    assert (work / "rerun" / state_file).read_text() == (work / "categorization" / state_file).read_text()
     assert f"{work / 'rerun' / 'checkpoint-4'} already finished this run (step 4 of 4): nothing to train" in (
         work / "output.txt").read_text()
     assert not (work / "rerun" / "checkpoint-5").exists()  # transformers 5.24 would train one step past max_steps
     # evaluated with the trained weights, as the run that trained them was
-    assert results(work / "rerun")["eval_loss"] == pytest.approx(results(work / "categorization")["eval_loss"], rel=1e-5)
+    assert results(work / "rerun")["eval_loss"] == pytest.approx(results(work / "categorization")["eval_loss"],
+                                                                  rel=1e-5)
 
 
 def test_checkpoint_size_is_logged_and_checkpoints_are_limited_by_default(work):
@@ -294,7 +296,8 @@ def test_retrieval_every_other_direction_on_the_demo_catalog(work):
         config = json.loads((work / task / "config.json").read_text())
         assert config["architectures"] == ["CommerceMMModel"]
     # image_to_text started from the pretraining folder, and kept its tokenizer
-    assert (work / "image_to_text" / "tokenizer.json").read_text() == (work / "pretraining" / "tokenizer.json").read_text()
+    tokenizer_file = "tokenizer.json"
+    assert (work / "image_to_text" / tokenizer_file).read_text() == (work / "pretraining" / tokenizer_file).read_text()
 
 
 def test_user_jsonl_files_with_relative_image_paths_and_a_bad_row(work):
@@ -349,7 +352,8 @@ def test_categorization_on_csv_files_under_accelerate_launch_with_two_processes(
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                EXAMPLES / "run_categorization.py",
-               "--train_file", tmp_path / "data" / "train.csv", "--validation_file", tmp_path / "data" / "validation.csv",
+               "--train_file", tmp_path / "data" / "train.csv",
+               "--validation_file", tmp_path / "data" / "validation.csv",
                "--image_column", "photo", "--text_column", "title", "--label_column", "category", "--max_steps", "2",
                "--per_device_train_batch_size", "4", "--vocab_size", "300", "--disable_tqdm", "true",
                "--output_dir", output]

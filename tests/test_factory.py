@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import CORPUS
 from PIL import Image
 
 from commercemm_hf import (
@@ -11,7 +12,6 @@ from commercemm_hf import (
     CommerceMMModel,
     create_model_and_processor,
 )
-from helpers import CORPUS
 
 
 def _forward(model, processor):

@@ -1,8 +1,6 @@
 """Fine-tuning through the example scripts on data at the edges (issue 14): image-only rows from a preset, files
 whose rows are all bad or that are empty, and a disk that fills up at a checkpoint."""
 
-import os
-import subprocess
 import warnings
 
 import pytest

@@ -5,12 +5,12 @@ import math
 
 import pytest
 import torch
+from helpers import TINY_COLOURS as COLOURS
+from helpers import TINY_SHAPES as SHAPES
+from helpers import tiny_config
 
 from commercemm_hf import CommerceMMForProductCategorization, CommerceMMForRetrieval, CommerceMMModel
 from commercemm_hf.modeling.modeling_commercemm_tasks import RETRIEVAL_TASKS
-
-from helpers import TINY_COLOURS as COLOURS, TINY_SHAPES as SHAPES, tiny_config
-
 
 
 def train(model, batch, steps=40, lr=5e-4):

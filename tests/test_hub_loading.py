@@ -6,11 +6,11 @@ import shutil
 
 import pytest
 import torch
+from helpers import HUB_LOADING_TEXTS as TEXTS
+from helpers import run_without_package, tiny_config
 from safetensors.torch import save_file
 
 from commercemm_hf.hub import save_hub_folder
-from helpers import HUB_LOADING_TEXTS as TEXTS
-from helpers import run_without_package, tiny_config
 
 
 def test_folder_contents(hub_loading_folder):

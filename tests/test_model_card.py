@@ -2,11 +2,11 @@
 
 import json
 
+from helpers import tiny_config
+
 from commercemm_hf import CommerceMMConfig, CommerceMMForProductCategorization, CommerceMMModel
 from commercemm_hf.hub import save_hub_folder
 from commercemm_hf.model_card import render_model_card
-
-from helpers import tiny_config
 
 
 REPO = "my-org/commercemm-tiny"

@@ -2,12 +2,11 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_config
 from transformers import AutoConfig, AutoModel
 
 from commercemm_hf import CommerceMMConfig, CommerceMMModel
 from commercemm_hf.modeling.configuration_commercemm import OMNI_TASKS, PRETRAINING_TASKS
-
-from helpers import tiny_config
 
 
 torch.manual_seed(0)
@@ -75,7 +74,9 @@ def test_invalid_configs_raise_naming_the_problem(overrides, message):
 
 def test_default_depth_choices_are_full_depth():
     config = CommerceMMConfig(
-        text_config=dict(num_hidden_layers=3), vision_config=dict(num_hidden_layers=5), multimodal_config=dict(num_hidden_layers=2)
+        text_config=dict(num_hidden_layers=3),
+        vision_config=dict(num_hidden_layers=5),
+        multimodal_config=dict(num_hidden_layers=2),
     )
     assert (config.text_depth_choices, config.image_depth_choices, config.fusion_depth_choices) == ([3], [5], [2])
 
@@ -115,7 +116,8 @@ def test_forward_image_only_text_only_and_both(model):
         image_only = model(pixel_values=pixel_values)
         unpaired = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values)
         paired = model(input_ids=input_ids[:2], attention_mask=attention_mask[:2], pixel_values=pixel_values)
-    assert text_only.text_embeds.shape == (3, 16) and text_only.image_embeds is None and text_only.logits_per_image is None
+    assert (text_only.text_embeds.shape == (3, 16) and text_only.image_embeds is None
+            and text_only.logits_per_image is None)
     assert image_only.image_embeds.shape == (2, 16) and image_only.text_embeds is None
     assert unpaired.logits_per_image.shape == (2, 3) and unpaired.logits_per_text.shape == (3, 2)
     assert unpaired.multimodal_embeds is None  # unpaired batches are not fused
@@ -155,9 +157,11 @@ def test_features_follow_clip_convention(model):
     with torch.no_grad():
         text = model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
         image = model.get_image_features(pixel_values=pixel_values)
-        fused = model.get_multimodal_features(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values)
+        fused = model.get_multimodal_features(input_ids=input_ids, attention_mask=attention_mask,
+                                              pixel_values=pixel_values)
         outputs = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values)
-    for features, embeds in ((text, outputs.text_embeds), (image, outputs.image_embeds), (fused, outputs.multimodal_embeds)):
+    pairs = ((text, outputs.text_embeds), (image, outputs.image_embeds), (fused, outputs.multimodal_embeds))
+    for features, embeds in pairs:
         assert features.pooler_output.shape == (3, 16)
         torch.testing.assert_close(torch.nn.functional.normalize(features.pooler_output, dim=-1), embeds)
 

@@ -7,10 +7,8 @@ import logging
 
 import pytest
 import torch
-from transformers import pipeline
-
-
 from helpers import run_without_package, tiny_config
+from transformers import pipeline
 
 
 INPUTS_MODULE = "pipeline_commercemm_inputs"  # the logger of the folder's remote code (or of the package)
@@ -125,13 +123,13 @@ def test_expected_modalities_are_checked(tokenizer):
 
 def test_remote_code_skips_bad_images_too(pipeline_input_folders):
     """The same in a fresh process where the package cannot be imported (the pipelines' remote code)."""
-    result = run_without_package(f"""
+    result = run_without_package("""
 import json
 from transformers import pipeline
 search = pipeline("product-search", model="base", trust_remote_code=True)
-index = search.index_products([{{"image": "good_0.png", "text": "mug"}}, {{"image": "missing.png", "text": "lamp"}}],
+index = search.index_products([{"image": "good_0.png", "text": "mug"}, {"image": "missing.png", "text": "lamp"}],
                               product_ids=["a", "b"])
-print(json.dumps({{"ids": index.product_ids, "skipped": search.skipped_products}}))
+print(json.dumps({"ids": index.product_ids, "skipped": search.skipped_products}))
 """, pipeline_input_folders)
     assert result["ids"] == ["a"]
     assert result["skipped"][0]["product_id"] == "b" and "missing.png" in result["skipped"][0]["reason"]

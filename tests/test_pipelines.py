@@ -5,16 +5,13 @@ import json
 
 import pytest
 import torch
+from helpers import PIPELINE_TEXTS as TEXTS
+from helpers import run_without_package, tiny_config
 from torch.nn import functional as F
 
 from commercemm_hf import CommerceMMConfig, CommerceMMModel
 from commercemm_hf.hub import save_hub_folder
 from commercemm_hf.pipelines import ProductIndex
-
-from helpers import PIPELINE_TEXTS as TEXTS
-from helpers import run_without_package, tiny_config
-
-
 
 
 PREAMBLE = """

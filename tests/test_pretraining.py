@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+from helpers import tiny_config, tiny_datasets
 from transformers import TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -19,8 +20,6 @@ from commercemm_hf.training import (
     CommerceMMPretrainingTrainer,
     sample_depths,
 )
-
-from helpers import tiny_config, tiny_datasets
 
 
 def new_model(tokenizer, **overrides):

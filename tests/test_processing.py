@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import CROP, MULTILINGUAL, SMALL, run_without_package
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -37,11 +38,12 @@ from commercemm_hf.processing import (
     CommerceMMImageProcessor,
     CommerceMMProcessor,
     array_to_rgb_image,
+    image_processing_commercemm,
+    processing_commercemm,
     to_rgb_image,
+    tokenization_commercemm,
     train_commercemm_tokenizer,
 )
-from commercemm_hf.processing import image_processing_commercemm, processing_commercemm, tokenization_commercemm
-from helpers import CROP, MULTILINGUAL, SMALL, run_without_package
 
 
 PROCESSING_DIR = Path(image_processing_commercemm.__file__).parent

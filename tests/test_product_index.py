@@ -6,11 +6,11 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers import CLUSTERED_DIM as DIM
 from torch.nn import functional as F
 
 from commercemm_hf.pipelines import ProductIndex
 from commercemm_hf.search import recall_against_exact
-from helpers import CLUSTERED_DIM as DIM
 
 
 faiss = pytest.importorskip("faiss")  # in the test extra, so CI runs these
@@ -293,4 +293,5 @@ def test_without_kept_vectors_filters_and_files_use_faiss_own_copy(index_type, c
     torch.testing.assert_close(index.embeddings, vectors)  # FAISS's reconstructions of full-precision codes
     index.save(tmp_path / "index")
     loaded = ProductIndex.load(tmp_path / "index")
-    assert loaded._vectors is None and loaded.query(queries, 10, {"category": "c3"}) == index.query(queries, 10, {"category": "c3"})
+    assert loaded._vectors is None
+    assert loaded.query(queries, 10, {"category": "c3"}) == index.query(queries, 10, {"category": "c3"})

@@ -10,6 +10,7 @@ import traceback
 import huggingface_hub
 import pytest
 import yaml
+from helpers import tiny_config
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.utils import filter_repo_objects
 
@@ -17,10 +18,14 @@ from commercemm_hf import CommerceMMForProductCategorization
 from commercemm_hf.cli import main
 from commercemm_hf.hub import save_hub_folder
 from commercemm_hf.publish import (
-    MODEL_CARD_TEMPLATE, PublishError, UploadFile, format_plan, plan_upload, publish, render_model_card,
+    MODEL_CARD_TEMPLATE,
+    PublishError,
+    UploadFile,
+    format_plan,
+    plan_upload,
+    publish,
+    render_model_card,
 )
-
-from helpers import tiny_config
 
 
 SECRET = "hf_PublishTestSecretToken0123456789abcdef"
@@ -315,7 +320,7 @@ def test_a_readme_publish_did_not_write_is_never_overwritten(publish_folder, fak
     assert (publish_folder / "README.md").read_text() == handwritten and "Keeping" in capsys.readouterr().out
     publish(publish_folder, REPO, token=SECRET)
     assert (publish_folder / "README.md").read_text() == handwritten
-    assert "README.md" in [entry for entry in fake_hub[1][1]["allow_patterns"]]
+    assert "README.md" in list(fake_hub[1][1]["allow_patterns"])
 
     (publish_folder / "README.md").unlink()
     publish(publish_folder, REPO, dry_run=True, training_data="First description.")

@@ -11,9 +11,9 @@ import shlex
 from pathlib import Path
 
 import pytest
+from helpers import random_image, tiny_datasets, write_jsonl
 
 from commercemm_hf.cli import parse_arguments
-from helpers import random_image, tiny_datasets, write_jsonl
 
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -37,10 +37,11 @@ def blocks(language: str) -> list[tuple[int, str]]:
 def workdir(tmp_path_factory):
     import os
 
+    from transformers import AutoProcessor
+
     from commercemm_hf import CommerceMMForProductCategorization
     from commercemm_hf.cli import run_demo
     from commercemm_hf.hub import save_hub_folder
-    from transformers import AutoProcessor
 
     work = tmp_path_factory.mktemp("readme")
     previous = os.getcwd()

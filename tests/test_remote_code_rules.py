@@ -43,7 +43,9 @@ def test_there_are_remote_code_files():
 def test_imports_follow_the_remote_code_rule_the_docstring_states(path):
     tree = ast.parse(path.read_text())
     packages, levels = top_level_imports(tree)
-    assert packages <= ALLOWED | EXTRA_ALLOWED.get(path.name, set()), f"{path.name} imports {sorted(packages - ALLOWED)} at its top"
+    assert packages <= ALLOWED | EXTRA_ALLOWED.get(path.name, set()), (
+        f"{path.name} imports {sorted(packages - ALLOWED)} at its top"
+    )
     assert all(level == 1 for level in levels), f"{path.name} imports from outside its folder"
     docstring = ast.get_docstring(tree) or ""
     assert "remote code" in docstring, f"{path.name} does not state its import rule"

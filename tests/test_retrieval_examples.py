@@ -1,16 +1,20 @@
 """The demo picture (`retrieval_examples.png`) is legible: full titles wrapped, ranks and scores apart, a legend for
 the frames, and the right product beside a miss with the rank the model gave it."""
 
-import pytest
 import torch
+from helpers import tiny_config, tiny_datasets
 from PIL import Image
 
 from commercemm_hf import CommerceMMModel
 from commercemm_hf.evaluation.retrieval_examples import (
-    COLOURS, ExampleRow, _font, draw_examples, retrieval_example_rows, save_retrieval_examples, wrap,
+    COLOURS,
+    ExampleRow,
+    _font,
+    draw_examples,
+    retrieval_example_rows,
+    save_retrieval_examples,
+    wrap,
 )
-
-from helpers import tiny_config, tiny_datasets
 
 
 TITLES = [

@@ -5,13 +5,12 @@ import json
 import logging
 
 import pytest
+from helpers import tiny_config
 from transformers import BertConfig, BertModel, TrainerState, TrainingArguments
 
 from commercemm_hf import CommerceMMModel
 from commercemm_hf.training.checkpoints import DEFAULT_SAVE_TOTAL_LIMIT, CheckpointSizeCallback, finished_run
 from commercemm_hf.training.finetuning import ModelArguments, parse_arguments
-
-from helpers import tiny_config
 
 
 def test_backbone_import_is_logged_with_what_was_loaded(tmp_path, caplog):

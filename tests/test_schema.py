@@ -6,22 +6,29 @@ import math
 
 import pytest
 from datasets import Dataset, Features, Image, List, Value
+from helpers import tiny_config
 
 from commercemm_hf import CommerceMMModel
 from commercemm_hf.data import demo_catalog
 from commercemm_hf.data.schema import (
-    DIRECTIONS, OLD_DIRECTION_NAMES, SOURCE_TYPES, TASK_SOURCE_TYPE, direction_metric, to_image_text_rows,
-    to_omni_rows, undecoded, with_old_direction_names, without_old_direction_names,
+    DIRECTIONS,
+    OLD_DIRECTION_NAMES,
+    SOURCE_TYPES,
+    TASK_SOURCE_TYPE,
+    direction_metric,
+    to_image_text_rows,
+    to_omni_rows,
+    undecoded,
+    with_old_direction_names,
+    without_old_direction_names,
 )
 from commercemm_hf.evaluation.downstream import downstream_table
 from commercemm_hf.hub import save_hub_folder
+from commercemm_hf.model_card import render_model_card
 from commercemm_hf.modeling.configuration_commercemm import OMNI_SOURCE_TYPES
 from commercemm_hf.modeling.modeling_commercemm_tasks import RETRIEVAL_TASKS
-from commercemm_hf.model_card import render_model_card
 from commercemm_hf.training import finetuning
 from commercemm_hf.training.recipes import ablation_table, mean_omni_recall_at_10
-
-from helpers import tiny_config
 
 
 def test_remote_code_restates_the_schema_names_exactly():
@@ -68,7 +75,9 @@ def test_converters_name_the_missing_columns():
 
 
 def test_undecoded_casts_image_columns_once_and_leaves_the_rest():
-    features = Features({"image": Image(), "views": List(Image()), "done": Image(decode=False), "text": Value("string")})
+    features = Features(
+        {"image": Image(), "views": List(Image()), "done": Image(decode=False), "text": Value("string")}
+    )
     rows = Dataset.from_dict({"image": [None], "views": [[]], "done": [None], "text": ["a"]}, features=features)
     cast = undecoded(rows, ["image", "views", "done", "text", "absent"])
     assert not cast.features["image"].decode and not cast.features["views"].feature.decode

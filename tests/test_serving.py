@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import random_image
 from torch.nn import functional as F
 
 from commercemm_hf import CommerceMMModel
 from commercemm_hf.export import GRAPHS, export_onnx, session
-from helpers import random_image
 
 
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -35,7 +35,7 @@ def test_export_writes_three_graphs_names_and_processor(exported_onnx, serving_f
     assert [i["name"] for i in config["graphs"]["multimodal"]["inputs"]] == ["input_ids", "attention_mask",
                                                                             "pixel_values"]
     assert config["graphs"]["image"]["outputs"][0]["name"] == "image_embeds"
-    for kind, entry in config["graphs"].items():
+    for entry in config["graphs"].values():
         for file_name in (entry["file"], entry["int8_file"]):
             names = [value.name for value in session(exported_onnx / file_name).get_inputs()]
             assert names == [i["name"] for i in entry["inputs"]]

@@ -7,14 +7,13 @@ import warnings
 
 import pytest
 from datasets import IterableDataset
+from helpers import tiny_datasets, write_jsonl
+from test_pretraining import Crash, losses_by_step, new_model
 from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from commercemm_hf.data.loading import BadRowWarning, load_image_text_dataset, load_omni_dataset
 from commercemm_hf.training import CommerceMMPretrainingTrainer
-
-from helpers import tiny_datasets, write_jsonl
-from test_pretraining import Crash, losses_by_step, new_model
 
 
 def streamed_trainer(tokenizer, processor, output_dir, callbacks=None, **arguments):

@@ -50,6 +50,7 @@ from .schema import OMNI_FEATURES, to_image_text_rows, to_omni_rows
 
 __all__ = [
     "ATTRIBUTE_NAMES", "BRANDS", "CATEGORY_OF", "COLOURS", "DEMO_CATEGORIES", "DEMO_LABELS", "DESCRIPTION",
-    "DemoProductSpec", "MATERIALS", "OMNI_FEATURES", "PATTERNS", "PRODUCT_TYPES", "QUERY_LANGUAGES", "build_demo_catalog",
+    "DemoProductSpec", "MATERIALS", "OMNI_FEATURES", "PATTERNS", "PRODUCT_TYPES", "QUERY_LANGUAGES",
+    "build_demo_catalog",
     "demo_catalog_features", "plan_catalog", "render_product", "to_image_text_rows", "to_omni_rows",
 ]

@@ -502,7 +502,8 @@ def load_image_text_dataset(source, split: str | None = None, image_column: str 
             always streamed.
         image_check: "full" (open, verify and decode every image once; the default without streaming) or "header"
             (open the header: size and mode, no decode; the default when streaming).
-        max_warnings: how many bad rows get a warning each (then one warning for the rest). `load_kwargs` go to `datasets.load_dataset` / `load_from_disk`.
+        max_warnings: how many bad rows get a warning each (then one warning for the rest). `load_kwargs` go to
+            `datasets.load_dataset` / `load_from_disk`.
             Without streaming the check runs once per fingerprint (rows, options, image folder) and is cached (in
             the dataset's cache folder, or `cache_dir` / `HF_DATASETS_CACHE` for JSON Lines / CSV files); the next
             load, and the other processes of a distributed run (rank 0 checks first), read it and report the same

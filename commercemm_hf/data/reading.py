@@ -8,7 +8,8 @@ line without naming it. Here:
 * CSV values are the strings as written (an empty cell is ""), TSV fields are read literally (no quoting: a tab
   separates fields, a line ends a row);
 * JSON values keep their JSON types (a column Arrow cannot hold as one type, e.g. a big integer, becomes strings
-  with a warning), except that the columns named in `string_columns` (ids and texts) are made strings exactly: a JSON integer of any size becomes its digits, and any other non-string value (a list, an
+  with a warning), except that the columns named in `string_columns` (ids and texts) are made strings exactly:
+  a JSON integer of any size becomes its digits, and any other non-string value (a list, an
   object, a boolean, a float) makes the row bad, naming the column and the value;
 * a line that cannot be read (malformed JSON, not a JSON object, a byte that is not UTF-8, a lone surrogate, a CSV
   row with the wrong number of fields) becomes a row with only a problem, so it is skipped and counted with its
@@ -130,7 +131,8 @@ def _json_document_records(path: Path, data: bytes, field: str | None):
         document = [document]  # a file holding one row object
     if not isinstance(document, list):
         raise ValueError(f"{path} holds a JSON {type(document).__name__}; expected an array of row objects, an "
-                         "object (of columns, or one row), JSON Lines, or field=... naming the key that holds the rows.")
+                         "object (of columns, or one row), JSON Lines, or field=... naming the key that holds "
+                         "the rows.")
     for value in document:
         yield (None, *_json_object(value))
 
@@ -213,7 +215,8 @@ def read_data_file(path: Path, string_columns: set[str], field: str | None = Non
         raise ValueError(f"{path}: the column names {LINE_COLUMN!r} and {PROBLEM_COLUMN!r} are reserved.")
     lines = [line for line, _, _ in records]
     # the line itself is not repeated: the loader names each row with its index and line
-    problems = [f"unreadable {'line' if line else 'item'}: {problem}" if problem else "" for line, _, problem in records]
+    problems = [f"unreadable {'line' if line else 'item'}: {problem}" if problem else ""
+                for line, _, problem in records]
     columns = {}
     for name in names:
         values = [values.get(name) if values else None for _, values, _ in records]

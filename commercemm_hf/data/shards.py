@@ -82,7 +82,8 @@ def shard_files(source) -> list[Path] | None:
         unknown = [str(path) for path in files if path.suffix.lower() not in SHARD_BUILDERS][:3]
         raise ValueError(f"Cannot read shard(s) {unknown}: expected one of {sorted(SHARD_BUILDERS)}.")
     if len(kinds) > 1:
-        raise ValueError(f"Shards of one source must share a format; got {sorted(kinds)} in {[str(p) for p in files[:5]]}.")
+        raise ValueError(f"Shards of one source must share a format; got {sorted(kinds)} in "
+                         f"{[str(p) for p in files[:5]]}.")
     return files
 
 

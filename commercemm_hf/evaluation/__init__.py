@@ -13,4 +13,10 @@ from .metrics import categorization_metrics
 from .retrieval import embedding_retrieval_metrics, gold_ranks, relevant_in_rank_order, retrieval_metrics
 
 
-__all__ = ["categorization_metrics", "embedding_retrieval_metrics", "gold_ranks", "relevant_in_rank_order", "retrieval_metrics"]
+__all__ = [
+    "categorization_metrics",
+    "embedding_retrieval_metrics",
+    "gold_ranks",
+    "relevant_in_rank_order",
+    "retrieval_metrics",
+]

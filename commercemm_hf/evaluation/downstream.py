@@ -75,7 +75,8 @@ def _label_prompt(name: str) -> str:
     return name.split(":", 1)[1] if ":" in name else name
 
 
-def _zero_shot_scores(model, processor, product_embeds: torch.Tensor, names: list[str], batch_size: int) -> torch.Tensor:
+def _zero_shot_scores(model, processor, product_embeds: torch.Tensor, names: list[str],
+                      batch_size: int) -> torch.Tensor:
     label_embeds = embed(model, processor, None, [_label_prompt(name) for name in names], "text", batch_size)
     return product_embeds @ label_embeds.t()
 

@@ -177,4 +177,5 @@ def distinct_products(product_ids) -> tuple[list[int], torch.Tensor]:
     return list(first_row.values()), torch.tensor([position[product_id] for product_id in product_ids])
 
 
-__all__ = ["distinct_products", "embedding_retrieval_metrics", "gold_ranks", "relevant_in_rank_order", "retrieval_metrics"]
+__all__ = ["distinct_products", "embedding_retrieval_metrics", "gold_ranks", "relevant_in_rank_order",
+           "retrieval_metrics"]

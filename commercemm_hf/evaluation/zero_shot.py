@@ -28,8 +28,8 @@ def processed_batches(model, processor, images: Sequence | None, texts: Sequence
 
 
 @torch.no_grad()
-def embed(model, processor, images: Sequence | None = None, texts: Sequence[str] | None = None, kind: str = "multimodal",
-          batch_size: int = 32, text_depth: int | None = None, image_depth: int | None = None,
+def embed(model, processor, images: Sequence | None = None, texts: Sequence[str] | None = None,
+          kind: str = "multimodal", batch_size: int = 32, text_depth: int | None = None, image_depth: int | None = None,
           fusion_depth: int | None = None) -> torch.Tensor:
     """L2-normalised `(n, projection_dim)` embeddings of `kind` ("text", "image" or "multimodal") for n items."""
     if kind == "multimodal" and len(texts) != len(images):

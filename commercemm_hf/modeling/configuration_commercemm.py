@@ -139,7 +139,8 @@ class CommerceMMTextConfig(CommerceMMStackConfig):
             )
         if self.vocab_size < 1 or self.max_position_embeddings < 1:
             raise ValueError("CommerceMMTextConfig.vocab_size and max_position_embeddings must be positive.")
-        if self.position_embedding_type == "padding_offset" and self.max_position_embeddings <= (self.pad_token_id or 0) + 1:
+        if (self.position_embedding_type == "padding_offset"
+                and self.max_position_embeddings <= (self.pad_token_id or 0) + 1):
             raise ValueError("CommerceMMTextConfig: max_position_embeddings must exceed pad_token_id + 1.")
 
     @property
@@ -351,7 +352,8 @@ class CommerceMMConfig(PreTrainedConfig):
             self.omni_pairs = list(OMNI_TASKS)
         if self.loss_weights is None:
             self.loss_weights = dict.fromkeys(PRETRAINING_TASKS, 1.0)
-        for name, stack in (("text", self.text_config), ("image", self.vision_config), ("fusion", self.multimodal_config)):
+        stacks = (("text", self.text_config), ("image", self.vision_config), ("fusion", self.multimodal_config))
+        for name, stack in stacks:
             if getattr(self, f"{name}_depth_choices") is None:
                 setattr(self, f"{name}_depth_choices", [stack.num_hidden_layers])
 
@@ -389,7 +391,8 @@ class CommerceMMConfig(PreTrainedConfig):
     def validate_architecture(self):
         validate_value_domains(self)
         if not isinstance(self.projection_dim, int) or self.projection_dim < 1:
-            raise ValueError(f"CommerceMMConfig.projection_dim must be a positive integer, got {self.projection_dim!r}.")
+            raise ValueError("CommerceMMConfig.projection_dim must be a positive integer, "
+                             f"got {self.projection_dim!r}.")
         if self.logit_scale_init_value > self.max_logit_scale:
             raise ValueError("CommerceMMConfig.logit_scale_init_value must not exceed max_logit_scale.")
         for stack in ("text", "image", "fusion"):
@@ -414,14 +417,16 @@ class CommerceMMConfig(PreTrainedConfig):
         if not 0.0 <= self.full_depth_probability <= 1.0:
             raise ValueError("CommerceMMConfig.full_depth_probability must be in [0, 1].")
         if self.mim_fr_target not in ("image_cls", "teacher"):
-            raise ValueError(f"CommerceMMConfig.mim_fr_target must be 'image_cls' or 'teacher', got {self.mim_fr_target!r}.")
+            raise ValueError("CommerceMMConfig.mim_fr_target must be 'image_cls' or 'teacher', "
+                             f"got {self.mim_fr_target!r}.")
         if self.mim_fr_target == "teacher" and not self.mim_kl_teacher:
             raise ValueError("CommerceMMConfig: mim_fr_target='teacher' needs mim_kl_teacher to name a teacher model.")
         if self.mim_num_prototypes < 2:
             raise ValueError("CommerceMMConfig.mim_num_prototypes must be at least 2.")
         for name in ("retrieval_source", "retrieval_target"):
             if getattr(self, name) not in EMBEDDING_KINDS:
-                raise ValueError(f"CommerceMMConfig.{name} must be one of {EMBEDDING_KINDS}, got {getattr(self, name)!r}.")
+                raise ValueError(f"CommerceMMConfig.{name} must be one of {EMBEDDING_KINDS}, "
+                                 f"got {getattr(self, name)!r}.")
         if self.expected_modalities is not None and (
             not self.expected_modalities or set(self.expected_modalities) - {"image", "text"}
         ):
@@ -436,7 +441,8 @@ class CommerceMMConfig(PreTrainedConfig):
         if self.omni_pairs is not None:
             unknown = sorted(set(self.omni_pairs) - set(OMNI_TASKS))
             if unknown:
-                raise ValueError(f"CommerceMMConfig.omni_pairs has unknown entries {unknown}; known: {list(OMNI_TASKS)}.")
+                raise ValueError(f"CommerceMMConfig.omni_pairs has unknown entries {unknown}; "
+                                 f"known: {list(OMNI_TASKS)}.")
         if self.loss_weights is not None:
             unknown = sorted(set(self.loss_weights) - set(PRETRAINING_TASKS))
             if unknown:

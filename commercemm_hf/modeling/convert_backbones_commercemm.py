@@ -273,7 +273,8 @@ def model_from_text_vision_pretrained(model_class, text=None, vision=None, confi
     See `CommerceMMModel.from_text_vision_pretrained` for the arguments.
     """
     if text is None and vision is None:
-        raise ValueError("from_text_vision_pretrained needs a text backbone (text=...), a vision one (vision=...), or both.")
+        raise ValueError("from_text_vision_pretrained needs a text backbone (text=...), a vision one (vision=...), "
+                         "or both.")
     text_backbone = load_backbone(text, "text", **from_pretrained_kwargs) if text is not None else None
     vision_backbone = load_backbone(vision, "image", **from_pretrained_kwargs) if vision is not None else None
     config = _config_with_backbones(

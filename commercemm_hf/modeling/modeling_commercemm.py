@@ -207,7 +207,8 @@ class CommerceMMEncoder(nn.Module):
         super().__init__()
         self.config = stack_config
         self.stack_name = type(stack_config).__name__
-        self.layers = nn.ModuleList([CommerceMMEncoderLayer(stack_config) for _ in range(stack_config.num_hidden_layers)])
+        self.layers = nn.ModuleList(
+            [CommerceMMEncoderLayer(stack_config) for _ in range(stack_config.num_hidden_layers)])
 
     def forward(
         self,
@@ -404,7 +405,8 @@ class CommerceMMVisionEmbeddings(nn.Module):
                 "CommerceMMProcessor, or pass interpolate_pos_encoding=True."
             )
         if height % self.config.patch_size or width % self.config.patch_size:
-            raise ValueError(f"Image sides ({height}x{width}) must be multiples of the patch size {self.config.patch_size}.")
+            raise ValueError(f"Image sides ({height}x{width}) must be multiples of the patch size "
+                             f"{self.config.patch_size}.")
         patch_embeds = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))
         patch_embeds = patch_embeds.flatten(2).transpose(1, 2)
         if bool_masked_pos is not None:
@@ -926,13 +928,15 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         output_attentions: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling:
-        """Fused embeddings of image-text pairs: `.pooler_output` is the projected `[CLS_mm]`, `(batch, projection_dim)`.
+        """Fused embeddings of image-text pairs: `.pooler_output` is the projected `[CLS_mm]`,
+        `(batch, projection_dim)`.
 
         Example:
             >>> import torch
             >>> from commercemm_hf import CommerceMMConfig, CommerceMMModel
             >>> model = CommerceMMModel(CommerceMMConfig.from_preset("tiny"))
-            >>> out = model.get_multimodal_features(input_ids=torch.tensor([[2, 7, 3]]), pixel_values=torch.randn(1, 3, 64, 64))
+            >>> out = model.get_multimodal_features(input_ids=torch.tensor([[2, 7, 3]]),
+            ...                                     pixel_values=torch.randn(1, 3, 64, 64))
             >>> out.pooler_output.shape
             torch.Size([1, 128])
         """
@@ -1121,7 +1125,8 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
             )
             image_embeds = nn.functional.normalize(self.image_projection(image_outputs.pooler_output), dim=-1)
         if text_embeds is not None and image_embeds is not None:
-            logits_per_text = text_embeds @ image_embeds.t() * self.logit_scale.clamp(max=self.config.max_logit_scale).exp()
+            logit_scale = self.logit_scale.clamp(max=self.config.max_logit_scale).exp()
+            logits_per_text = text_embeds @ image_embeds.t() * logit_scale
             logits_per_image = logits_per_text.t()
             paired = input_ids.shape[0] == pixel_values.shape[0]
             if compute_multimodal and not paired:
@@ -1161,7 +1166,7 @@ class _ScalarToOneElement(ConversionOps):
 
     @torch.no_grad()
     def convert(self, input_dict, source_patterns, target_patterns, **kwargs):
-        (name, tensors), = input_dict.items()
+        ((name, tensors),) = input_dict.items()
         tensor = tensors[0] if isinstance(tensors, list) else tensors
         return {target_patterns[0]: tensor.reshape(1) if tensor.dim() == 0 else tensor}
 

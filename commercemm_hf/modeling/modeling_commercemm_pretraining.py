@@ -63,7 +63,9 @@ class CommerceMMPrototypeHead(nn.Module):
     def __init__(self, input_size: int, config: CommerceMMConfig):
         super().__init__()
         self.projection = nn.Sequential(
-            nn.Linear(input_size, config.projection_dim), nn.GELU(), nn.Linear(config.projection_dim, config.projection_dim)
+            nn.Linear(input_size, config.projection_dim),
+            nn.GELU(),
+            nn.Linear(config.projection_dim, config.projection_dim),
         )
 
     def forward(self, features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
@@ -184,7 +186,8 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
             teacher.requires_grad_(False)
             if teacher.config.num_labels != self.config.mim_num_prototypes:
                 raise ValueError(
-                    f"The MIM-kl teacher {self.config.mim_kl_teacher!r} predicts {teacher.config.num_labels} classes but "
+                    f"The MIM-kl teacher {self.config.mim_kl_teacher!r} predicts {teacher.config.num_labels} "
+                    "classes but "
                     f"config.mim_num_prototypes is {self.config.mim_num_prototypes}; set them equal."
                 )
             self._external_teacher = (teacher,)  # a tuple keeps it out of this model's modules and state dict
@@ -247,8 +250,9 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
             torch.cat([no_mask, bool_masked_pos]) if with_masked else None,
             image_depth=depths[1],
         )
-        clean_text, masked_text = text_outputs.last_hidden_state[:batch_size], text_outputs.last_hidden_state[batch_size:]
-        clean_image, masked_image = image_outputs.last_hidden_state[:batch_size], image_outputs.last_hidden_state[batch_size:]
+        text_states, image_states = text_outputs.last_hidden_state, image_outputs.last_hidden_state
+        clean_text, masked_text = text_states[:batch_size], text_states[batch_size:]
+        clean_image, masked_image = image_states[:batch_size], image_states[batch_size:]
 
         losses, diagnostics = {}, {}
         scale = model.logit_scale.clamp(max=config.max_logit_scale).exp()
@@ -361,8 +365,9 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
         active = self.active_tasks()
         num_products = product_input_ids.shape[0]
         device = product_input_ids.device
-        source_text_rows = source_text_rows if source_text_rows is not None else torch.zeros(0, dtype=torch.long, device=device)
-        source_image_rows = source_image_rows if source_image_rows is not None else torch.zeros(0, dtype=torch.long, device=device)
+        no_rows = torch.zeros(0, dtype=torch.long, device=device)
+        source_text_rows = source_text_rows if source_text_rows is not None else no_rows
+        source_image_rows = source_image_rows if source_image_rows is not None else no_rows
         num_source_texts, num_source_images = len(source_text_rows), len(source_image_rows)
 
         # one text-encoder call over [product texts; source texts]; one image-encoder call over [product; source]
@@ -395,7 +400,8 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
         text = F.normalize(model.text_projection(text_tokens[:, 0]), dim=-1)
         image = F.normalize(model.image_projection(image_tokens[:, 0]), dim=-1)
 
-        product_embeds = {"text": text[:num_products], "image": image[:num_products], "multimodal": multimodal[:num_products]}
+        product_embeds = {"text": text[:num_products], "image": image[:num_products],
+                          "multimodal": multimodal[:num_products]}
         source_rows = {"text": source_text_rows, "image": source_image_rows, "multimodal": both.nonzero().squeeze(1)}
         source_embeds = {
             "text": text[num_products:], "image": image[num_products:], "multimodal": multimodal[num_products:]
@@ -480,15 +486,17 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
             if missing:
                 raise ValueError(f"The image-text pass needs {missing} (use CommerceMMPretrainingCollator).")
             if input_ids.shape[0] != pixel_values.shape[0]:
-                raise ValueError(f"Image-text pairs expected: {pixel_values.shape[0]} images, {input_ids.shape[0]} texts.")
+                raise ValueError(f"Image-text pairs expected: {pixel_values.shape[0]} images, "
+                                 f"{input_ids.shape[0]} texts.")
             image_text, diagnostics = self._image_text_losses(
                 input_ids, attention_mask, pixel_values, mlm_input_ids, mlm_labels, bool_masked_pos, pair_index,
                 depths, self.itm_generator(generator),
             )
             losses.update(image_text)
         if has_omni:
-            missing = [name for name, value in (("product_input_ids", product_input_ids),
-                       ("product_pixel_values", product_pixel_values), ("product_index", product_index)) if value is None]
+            product_inputs = (("product_input_ids", product_input_ids), ("product_pixel_values", product_pixel_values),
+                              ("product_index", product_index))
+            missing = [name for name, value in product_inputs if value is None]
             if missing:
                 raise ValueError(f"The Omni pass needs {missing} (use CommerceMMOmniCollator).")
             if source_input_ids is None and source_pixel_values is None:

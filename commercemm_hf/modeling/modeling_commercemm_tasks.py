@@ -99,11 +99,13 @@ class CommerceMMForProductCategorization(CommerceMMPreTrainedModel):
         if labels is not None:
             if self.config.problem_type == "multi_label_classification":
                 if labels.shape != logits.shape:
-                    raise ValueError(f"Multi-label labels must be multi-hot {tuple(logits.shape)}, got {tuple(labels.shape)}.")
+                    raise ValueError(f"Multi-label labels must be multi-hot {tuple(logits.shape)}, "
+                                     f"got {tuple(labels.shape)}.")
                 loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
             else:
                 if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
-                    raise ValueError(f"Labels must be class indices of shape ({logits.shape[0]},), got {tuple(labels.shape)}.")
+                    raise ValueError(f"Labels must be class indices of shape ({logits.shape[0]},), "
+                                     f"got {tuple(labels.shape)}.")
                 if labels.min() < 0 or labels.max() >= self.config.num_labels:
                     raise ValueError(f"Labels must lie in 0..{self.config.num_labels - 1}, got {labels.tolist()}.")
                 loss = F.cross_entropy(logits, labels)
@@ -188,12 +190,13 @@ class CommerceMMForRetrieval(CommerceMMPreTrainedModel):
                 if source_embeds.shape[0] != target_embeds.shape[0]:
                     raise ValueError("The retrieval loss needs one target per source (row i retrieves target i).")
                 loss = contrastive_loss(source_embeds, target_embeds, scale, target_index, target_index)
-        return CommerceMMRetrievalOutput(loss=loss, logits=logits, source_embeds=source_embeds, target_embeds=target_embeds)
+        return CommerceMMRetrievalOutput(loss=loss, logits=logits, source_embeds=source_embeds,
+                                         target_embeds=target_embeds)
 
 
 def _encoder_key(key: str) -> str:
     prefix = CommerceMMForRetrieval.base_model_prefix + "."
-    return key[len(prefix):] if key.startswith(prefix) else key
+    return key[len(prefix) :] if key.startswith(prefix) else key
 
 
 def _encoder_keys_into_head(module, state_dict, prefix, *args):
@@ -201,8 +204,13 @@ def _encoder_keys_into_head(module, state_dict, prefix, *args):
     are the head's `commercemm.text_model...`; keys that already carry the prefix are left as they are."""
     inner = prefix + module.base_model_prefix + "."
     for key in [key for key in state_dict if key.startswith(prefix) and not key.startswith(inner)]:
-        state_dict[inner + key[len(prefix):]] = state_dict.pop(key)
+        state_dict[inner + key[len(prefix) :]] = state_dict.pop(key)
 
 
-__all__ = ["CommerceMMForProductCategorization", "CommerceMMForRetrieval", "CommerceMMRetrievalOutput",
-           "RETRIEVAL_TASKS", "embed_inputs"]
+__all__ = [
+    "CommerceMMForProductCategorization",
+    "CommerceMMForRetrieval",
+    "CommerceMMRetrievalOutput",
+    "RETRIEVAL_TASKS",
+    "embed_inputs",
+]

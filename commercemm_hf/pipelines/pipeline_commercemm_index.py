@@ -196,7 +196,8 @@ class ProductIndex:
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}.")
         if not isinstance(index_type, str) or not index_type:
-            raise ValueError(f"index_type must be 'flat', 'hnsw', 'ivfpq' or a FAISS factory string, got {index_type!r}.")
+            raise ValueError("index_type must be 'flat', 'hnsw', 'ivfpq' or a FAISS factory string, "
+                             f"got {index_type!r}.")
         self.dim, self.product_kind, self.backend = dim, product_kind, backend
         self.index_type, self.train_size, self.use_gpu = index_type, int(train_size), use_gpu
         self.search_params: dict = {}
@@ -539,7 +540,8 @@ class ProductIndex:
             return (np.full((len(queries), top_k), -np.inf, dtype=np.float32),
                     np.full((len(queries), top_k), -1, dtype=np.int64))
 
-    def search(self, queries: torch.Tensor, top_k: int, filter: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def search(self, queries: torch.Tensor, top_k: int,
+               filter: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores and rows `(num_queries, k)` of the best live products (matching `filter`) for each query, best
         first, with `k = min(top_k, number of matching products)`; `ids_of(rows)` names them."""
         if not len(self):
@@ -612,8 +614,9 @@ class ProductIndex:
             if self._faiss_index is not None:
                 faiss_file = INDEX_FAISS
                 import_faiss().write_index(self._cpu_faiss_index(), os.path.join(staging, INDEX_FAISS))
-            meta = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "dim": self.dim, "product_kind": self.product_kind,
-                    "index_type": self.index_type, "factory": getattr(self, "factory", None),
+            meta = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "dim": self.dim,
+                    "product_kind": self.product_kind, "index_type": self.index_type,
+                    "factory": getattr(self, "factory", None),
                     "num_rows": self.num_rows, "count": len(self), "keep_vectors": self.keep_vectors,
                     "train_size": self.train_size, "search_params": self.search_params, "faiss_file": faiss_file,
                     "metadata_fields": fields, "product_ids": self._row_ids}
@@ -675,7 +678,8 @@ class ProductIndex:
         if index.keep_vectors:
             vectors = tensors.get("vectors")
             if vectors is None or vectors.shape != (num_rows, dim) or vectors.dtype != np.float32:
-                raise corrupt(f"{INDEX_VECTORS} 'vectors' is {None if vectors is None else (vectors.shape, str(vectors.dtype))}, "
+                found = None if vectors is None else (vectors.shape, str(vectors.dtype))
+                raise corrupt(f"{INDEX_VECTORS} 'vectors' is {found}, "
                               f"expected float32 of shape ({num_rows}, {dim})")
             if not np.isfinite(vectors).all():
                 raise corrupt(f"{INDEX_VECTORS} holds NaN or infinite vectors")

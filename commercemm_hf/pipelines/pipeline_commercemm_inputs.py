@@ -271,7 +271,8 @@ def embed_rows(model, inputs: dict, depths: dict, normalize: bool = True) -> dic
         >>> from commercemm_hf import CommerceMMConfig, CommerceMMModel
         >>> model = CommerceMMModel(CommerceMMConfig.from_preset("tiny")).eval()
         >>> batch = {"input_ids": torch.tensor([[2, 7, 3], [2, 0, 0]]),
-        ...          "attention_mask": torch.tensor([[1, 1, 1], [1, 0, 0]]), "pixel_values": torch.randn(2, 3, 64, 64), "has_text": torch.tensor([True, False]),
+        ...          "attention_mask": torch.tensor([[1, 1, 1], [1, 0, 0]]), "pixel_values": torch.randn(2, 3, 64, 64),
+        ...          "has_text": torch.tensor([True, False]),
         ...          "has_image": torch.tensor([False, True])}  # a text, then an image
         >>> out = embed_rows(model, batch, {"text_depth": 2})
         >>> bool(out["image"][0].isnan().all()), bool(out["preferred"].isnan().any())

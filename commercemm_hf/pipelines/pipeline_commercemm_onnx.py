@@ -67,7 +67,8 @@ class OnnxEmbeddingModel:
         path = os.path.join(folder, ONNX_CONFIG_NAME)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} does not exist: export the model first "
-                                    f"(commercemm export MODEL_FOLDER --format onnx{' --quantize int8' if int8 else ''}).")
+                                    "(commercemm export MODEL_FOLDER --format onnx"
+                                    f"{' --quantize int8' if int8 else ''}).")
         with open(path, encoding="utf-8") as file:
             self.export_config = json.load(file)
         self.config = config

@@ -109,7 +109,8 @@ class CommerceMMProductSearchPipeline(Pipeline):
             for offset, item in enumerate(items):
                 needs = {"multimodal": ("image", "text"), "image": ("image",), "text": ("text",)}[product_kind]
                 if any(item[key] is None for key in needs):
-                    raise ValueError(f"Product {start + offset} lacks the {' and '.join(needs)} a {product_kind} index needs.")
+                    raise ValueError(f"Product {start + offset} lacks the {' and '.join(needs)} "
+                                     f"a {product_kind} index needs.")
             batch = collate([encode_item(item, self.tokenizer, self.image_processor, model.config) for item in items],
                             self.tokenizer.pad_token_id)
             batch = {key: value.to(self.device) for key, value in batch.items()}
@@ -156,12 +157,15 @@ class CommerceMMProductSearchPipeline(Pipeline):
         if self.product_index is None:
             return self.index_products(products, product_ids, batch_size=batch_size, **depths)
         if product_ids is None:
-            product_ids = [item.get("product_id", item.get("id")) if isinstance(item, dict) else None for item in products]
+            product_ids = [item.get("product_id", item.get("id")) if isinstance(item, dict) else None
+                           for item in products]
             if any(product_id is None for product_id in product_ids):
                 product_ids = [str(len(self.product_index) + i) for i in range(len(products))]
         if len(product_ids) != len(products):
             raise ValueError(f"{len(products)} products but {len(product_ids)} product ids.")
-        embeddings = self._embed_products(list(products), self.product_index.product_kind, batch_size, split_depths(depths))
+        embeddings = self._embed_products(
+            list(products), self.product_index.product_kind, batch_size, split_depths(depths)
+        )
         self.product_index.add(embeddings, list(product_ids))
         return self.product_index
 
@@ -171,8 +175,7 @@ class CommerceMMProductSearchPipeline(Pipeline):
         if product_kind not in ("multimodal", "image", "text"):
             raise ValueError(f"product_kind must be 'multimodal', 'image' or 'text', got {product_kind!r}.")
         self.product_index = self._new_index(product_kind)
-        for vectors, ids, metadata in read_embedding_shards(folder, product_kind,
-                                                            expected_dim=self.product_index.dim):
+        for vectors, ids, metadata in read_embedding_shards(folder, product_kind, expected_dim=self.product_index.dim):
             self.product_index.add(vectors, ids, metadata)
         return self.product_index
 
@@ -204,7 +207,9 @@ class CommerceMMProductSearchPipeline(Pipeline):
 
     def preprocess(self, item):
         if self.product_index is None:
-            raise ValueError("Index a catalog first: search.index_products(products, product_ids) or search.load_index(path).")
+            raise ValueError(
+                "Index a catalog first: search.index_products(products, product_ids) or search.load_index(path)."
+            )
         return encode_item(normalize_item(item), self.tokenizer, self.image_processor, base_model(self.model).config)
 
     def _forward(self, model_inputs, backend=None, onnx_folder=None, **depths):

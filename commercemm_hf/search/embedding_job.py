@@ -86,7 +86,8 @@ def _embed_shard(model, tokenizer, image_processor, rows: list[dict], first_row:
     config = base_model(model).config
     vectors = {kind: [] for kind in kinds}
     for start in range(0, len(rows), batch_size):
-        items = [_row_item(row, first_row + start + offset) for offset, row in enumerate(rows[start:start + batch_size])]
+        batch_rows = rows[start:start + batch_size]
+        items = [_row_item(row, first_row + start + offset) for offset, row in enumerate(batch_rows)]
         batch = collate([encode_item(item, tokenizer, image_processor, config) for item in items],
                         tokenizer.pad_token_id)
         batch = {key: value.to(device) for key, value in batch.items()}

@@ -54,8 +54,8 @@ def _models():
     try:
         from qdrant_client import models
     except ImportError as error:
-        raise ImportError("The Qdrant export needs qdrant-client: pip install qdrant-client (or commercemm-hf[search]).") \
-            from error
+        raise ImportError("The Qdrant export needs qdrant-client: pip install qdrant-client "
+                          "(or commercemm-hf[search]).") from error
     return models
 
 

@@ -76,7 +76,8 @@ class CheckpointSizeCallback(TrainerCallback):
             return
         total, optimizer = folder_size(folder)
         plural = "s" if (args.save_total_limit or 0) > 1 else ""
-        limit = (f"keeping the last {args.save_total_limit} checkpoint{plural} (save_total_limit)" if args.save_total_limit
+        limit = (f"keeping the last {args.save_total_limit} checkpoint{plural} (save_total_limit)"
+                 if args.save_total_limit
                  else "keeping every checkpoint (set save_total_limit to keep only the last ones)")
         message = (f"Saved {os.path.basename(folder)}: {megabytes(total)} (model weights and trainer state "
                    f"{megabytes(total - optimizer)}, optimizer state {megabytes(optimizer)}) in {args.output_dir}; "

@@ -74,7 +74,8 @@ class CommerceMMPretrainingCollator:
         >>> tokenizer = train_commercemm_tokenizer(["red ceramic mug", "blue cotton shirt"] * 10, vocab_size=300)
         >>> config = CommerceMMConfig.from_preset("tiny", text_config={"vocab_size": len(tokenizer)})
         >>> size = {"height": 64, "width": 64}
-        >>> processor = CommerceMMProcessor(CommerceMMImageProcessor(size={"shortest_edge": 64}, crop_size=size), tokenizer)
+        >>> image_processor = CommerceMMImageProcessor(size={"shortest_edge": 64}, crop_size=size)
+        >>> processor = CommerceMMProcessor(image_processor, tokenizer)
         >>> collator = CommerceMMPretrainingCollator(processor, config, seed=0)
         >>> batch = collator([{"image": Image.new("RGB", (80, 60)), "text": "red ceramic mug"}])
         >>> sorted(batch)
@@ -136,7 +137,8 @@ class CommerceMMPretrainingCollator:
         selected = (select < self.mlm_probability) & ~special
         replaced = selected & (replace < self.mask_replace_prob)
         remaining = 1.0 - self.mask_replace_prob  # of the selected tokens not replaced by [MASK], the share randomised
-        randomized = selected & ~replaced & (randomize < (self.random_replace_prob / remaining if remaining > 0 else 0.0))
+        threshold = self.random_replace_prob / remaining if remaining > 0 else 0.0
+        randomized = selected & ~replaced & (randomize < threshold)
         mlm_input_ids = torch.where(replaced, self.mask_token_id, torch.where(randomized, random_tokens, input_ids))
         mlm_labels = input_ids.masked_fill(~selected, -100)
         bool_masked_pos = random_patch_mask(batch_size, self.num_patches, self.config.mim_mask_ratio, generator, device)
@@ -161,9 +163,11 @@ class CommerceMMOmniCollator:
         self.max_length = max_length or config.text_config.max_text_length
 
     def _encode(self, images=None, text=None) -> dict[str, torch.Tensor]:
-        encoded = dict(self.processor(
-            images=images, text=text, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        ))
+        encoded = dict(
+            self.processor(
+                images=images, text=text, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
+        )
         encoded.pop("token_type_ids", None)
         return encoded
 

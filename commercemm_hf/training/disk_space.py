@@ -2,7 +2,8 @@
 
 PyTorch's zip writer reports a full disk as `RuntimeError: [enforce fail at inline_container.cc:672] ...
 PytorchStreamWriter failed writing file data/0: file write failed`, safetensors as `SafetensorError: Error while
-serializing: I/O error: No space left on device`, json writes as a bare `OSError: [Errno 28]`, deep in a traceback. `disk_full_named(folder)` turns either into one `OSError(ENOSPC)` that
+serializing: I/O error: No space left on device`, json writes as a bare `OSError: [Errno 28]`, deep in a traceback.
+`disk_full_named(folder)` turns either into one `OSError(ENOSPC)` that
 says what was being saved where, how much space is left, and what to do.
 
 Example:
@@ -68,9 +69,12 @@ def disk_full_named(folder, what: str = "checkpoint"):
             raise
         free = free_bytes(folder)
         left = f"{free / 2**20:.1f} MiB free" if free is not None else "free space unknown"
-        raise OSError(errno.ENOSPC, f"No space left on device while saving the {what} to {folder} ({left}). Free "
-                      "some space, choose another --output_dir, or keep fewer checkpoints (--save_total_limit); "
-                      f"the partly written {what} is incomplete.") from error
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device while saving the {what} to {folder} ({left}). Free "
+            "some space, choose another --output_dir, or keep fewer checkpoints (--save_total_limit); "
+            f"the partly written {what} is incomplete.",
+        ) from error
 
 
 __all__ = ["disk_full_named", "free_bytes", "is_disk_full"]

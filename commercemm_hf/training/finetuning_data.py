@@ -66,7 +66,8 @@ def load_splits(data_args: DataArguments, loader: Callable, **loader_kwargs) -> 
         extra = {"name": data_args.dataset_config_name} if data_args.dataset_config_name else {}
         loaded, load_report = loader(data_args.dataset_name, **loader_kwargs, **extra)
         loaded = loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
-        splits.update({"validation" if name in ("valid", "val", "dev") else name: rows for name, rows in loaded.items()})
+        splits.update({"validation" if name in ("valid", "val", "dev") else name: rows
+                       for name, rows in loaded.items()})
         report[data_args.dataset_name] = report_dict(load_report)
     for split in SPLITS:
         path = getattr(data_args, f"{split}_file")
@@ -89,7 +90,8 @@ def report_dict(report) -> dict:
                         for row in report.skipped[:100]]}
 
 
-def hold_out_validation(splits: DatasetDict, percentage: int, seed: int, group_column: str | None = None) -> DatasetDict:
+def hold_out_validation(splits: DatasetDict, percentage: int, seed: int,
+                        group_column: str | None = None) -> DatasetDict:
     """Split validation rows off `train` when there are none; by `group_column` (e.g. product ids) when given, so no
     group lands on both sides."""
     if "validation" in splits or "train" not in splits or percentage <= 0:
@@ -197,7 +199,8 @@ def load_categorization_data(data_args: DataArguments, args: CategorizationArgum
                        label_column=args.label_column, require_text=modalities != "image")
 
 
-def load_retrieval_data(data_args: DataArguments, args: RetrievalArguments, image_size: int) -> tuple[DatasetDict, dict]:
+def load_retrieval_data(data_args: DataArguments, args: RetrievalArguments,
+                        image_size: int) -> tuple[DatasetDict, dict]:
     """Rows for one retrieval task, with canonical columns: `source_text` / `source_image` (Omni-style tasks),
     `product_id`, and the product's `image` / `text`. On the demo catalog: queries (query_to_product), other
     views (image_to_product), tagged posts with captions (product_to_product), and the products' own images and
@@ -215,13 +218,16 @@ def load_retrieval_data(data_args: DataArguments, args: RetrievalArguments, imag
             splits = to_omni_rows(catalog)
         report = {"demo catalog": {name: len(rows) for name, rows in catalog.items()}}
     elif source_type is None:
-        splits, report = load_splits(data_args, load_image_text_dataset, image_column=data_args.image_column or "image",
-                                     text_column=data_args.text_columns(), product_id_column=data_args.product_id_column)
+        splits, report = load_splits(data_args, load_image_text_dataset,
+                                     image_column=data_args.image_column or "image",
+                                     text_column=data_args.text_columns(),
+                                     product_id_column=data_args.product_id_column)
     else:
         splits, report = load_splits(
             data_args, load_omni_dataset, source_text_column=args.query_column or "source_text",
             source_image_column=args.query_image_column or "source_image",
-            product_id_column=data_args.product_id_column or "product_id", image_column=data_args.image_column or "image",
+            product_id_column=data_args.product_id_column or "product_id",
+            image_column=data_args.image_column or "image",
             text_column=data_args.text_columns())
     if source_type is not None:  # keep the rows of this task's source type
         kept = DatasetDict()
@@ -235,7 +241,8 @@ def load_retrieval_data(data_args: DataArguments, args: RetrievalArguments, imag
         splits = kept
     elif any("product_id" not in rows.column_names for rows in splits.values()):
         # without product ids, rows with one text are one item (not each other's negatives)
-        splits = DatasetDict({name: rows if "product_id" in rows.column_names else rows.add_column("product_id", rows["text"])
+        splits = DatasetDict({name: rows if "product_id" in rows.column_names
+                              else rows.add_column("product_id", rows["text"])
                               for name, rows in splits.items()})
     return splits, report
 

@@ -111,7 +111,8 @@ class RetrievalCollator:
                 continue
             values = {modality: [row[column] for row in rows] for modality, column in fields.items()}
             for modality, items in values.items():
-                missing = [i for i, item in enumerate(items) if item is None or (modality == "text" and not item.strip())]
+                missing = [i for i, item in enumerate(items)
+                           if item is None or (modality == "text" and not item.strip())]
                 if missing:
                     raise ValueError(f"{self.task}: batch rows {missing} have no {part} {modality} "
                                      f"({fields[modality]!r} column).")

@@ -302,15 +302,20 @@ class CommerceMMPretrainingTrainer(Trainer):
             if not os.listdir(staging_root):
                 os.rmdir(staging_root)
             if self.state.best_model_checkpoint and self.state.best_model_checkpoint.startswith(staging_root):
-                self.state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(self.state.best_model_checkpoint))
+                best_name = os.path.basename(self.state.best_model_checkpoint)
+                self.state.best_model_checkpoint = os.path.join(run_dir, best_name)
             self._rotate_final_checkpoints(run_dir)
         self._barrier()
 
     def _rotate_final_checkpoints(self, run_dir: str):
         from transformers.trainer_utils import rotate_checkpoints
 
-        rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
-                           best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+        rotate_checkpoints(
+            output_dir=run_dir,
+            save_total_limit=self.args.save_total_limit,
+            best_model_checkpoint=self.state.best_model_checkpoint,
+            use_mtime=True,
+        )
 
     def _barrier(self):
         self.accelerator.wait_for_everyone()
@@ -324,7 +329,8 @@ class CommerceMMPretrainingTrainer(Trainer):
             state_file = os.path.join(resume_from_checkpoint, STATE_FILE)
             if not os.path.exists(state_file):
                 raise ValueError(
-                    f"{resume_from_checkpoint} has no {STATE_FILE}: it was not written by CommerceMMPretrainingTrainer, "
+                    f"{resume_from_checkpoint} has no {STATE_FILE}: it was not written by "
+                    "CommerceMMPretrainingTrainer, "
                     "so the Omni stream's position is unknown."
                 )
             with open(state_file) as handle:
@@ -369,11 +375,14 @@ class CommerceMMPretrainingTrainer(Trainer):
         generator = torch.Generator().manual_seed(self.args.seed)
         streams = []
         if eval_dataset is not None:
-            loader = DataLoader(eval_dataset, batch_size=self.args.per_device_eval_batch_size, collate_fn=self.data_collator)
+            loader = DataLoader(
+                eval_dataset, batch_size=self.args.per_device_eval_batch_size, collate_fn=self.data_collator
+            )
             streams.append((loader, lambda batch: self.data_collator.mask(batch, generator)))
         if self.eval_omni_dataset is not None:
-            loader = DataLoader(self.eval_omni_dataset, batch_size=self.args.per_device_eval_batch_size,
-                                collate_fn=self.omni_collator)
+            loader = DataLoader(
+                self.eval_omni_dataset, batch_size=self.args.per_device_eval_batch_size, collate_fn=self.omni_collator
+            )
             streams.append((loader, lambda batch: batch))
         for loader, prepare in streams:
             for batch in loader:
@@ -381,7 +390,11 @@ class CommerceMMPretrainingTrainer(Trainer):
                 for task, value in outputs.losses.items():
                     sums[task] += float(value)
                     batches[task] += 1
-        metrics = {f"{metric_key_prefix}_{task}_loss": sums[task] / batches[task] for task in PRETRAINING_TASKS if batches[task]}
+        metrics = {
+            f"{metric_key_prefix}_{task}_loss": sums[task] / batches[task]
+            for task in PRETRAINING_TASKS
+            if batches[task]
+        }
         if metrics:
             weights = model.config.loss_weights
             metrics[f"{metric_key_prefix}_loss"] = sum(
@@ -391,11 +404,17 @@ class CommerceMMPretrainingTrainer(Trainer):
             from ..evaluation.zero_shot import omni_retrieval_metrics
 
             with self._gathered_parameters():
-                retrieval = omni_retrieval_metrics(model.commercemm, self.processing_class, self.eval_omni_dataset,
-                                                   batch_size=self.args.per_device_eval_batch_size)
+                retrieval = omni_retrieval_metrics(
+                    model.commercemm,
+                    self.processing_class,
+                    self.eval_omni_dataset,
+                    batch_size=self.args.per_device_eval_batch_size,
+                )
             metrics.update({f"{metric_key_prefix}_{key}": value for key, value in retrieval.items()})
-        metrics = {key: (round(value, 4) if isinstance(value, float) and math.isfinite(value) else value)
-                   for key, value in metrics.items()}
+        metrics = {
+            key: (round(value, 4) if isinstance(value, float) and math.isfinite(value) else value)
+            for key, value in metrics.items()
+        }
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics

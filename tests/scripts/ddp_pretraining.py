@@ -9,13 +9,19 @@ import torch
 import torch.distributed as dist
 from transformers import TrainingArguments
 
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from commercemm_hf import CommerceMMForPreTraining, CommerceMMProcessor  # noqa: E402
-from commercemm_hf import train_commercemm_tokenizer  # noqa: E402
-from commercemm_hf.modeling.modeling_commercemm_pretraining import contrastive_loss  # noqa: E402
-from commercemm_hf.training import CommerceMMPretrainingTrainer, trainer as trainer_module  # noqa: E402
 from helpers import CORPUS, tiny_config, tiny_datasets  # noqa: E402
+
+from commercemm_hf import (  # noqa: E402
+    CommerceMMForPreTraining,
+    CommerceMMProcessor,
+    train_commercemm_tokenizer,
+)
+from commercemm_hf.modeling.modeling_commercemm_pretraining import contrastive_loss  # noqa: E402
+from commercemm_hf.training import CommerceMMPretrainingTrainer  # noqa: E402
+from commercemm_hf.training import trainer as trainer_module  # noqa: E402
 
 
 output_dir = sys.argv[1]
@@ -82,7 +88,8 @@ with open(os.path.join(output_dir, f"results_{rank}.json"), "w") as handle:
         # DDP averages gradients over processes, so each process holds the sum over processes of the loss gradients
         # with respect to its own candidates: world x the full-batch (mean) loss's gradient
         "grad_matches": bool(torch.allclose(local_candidates.grad, candidates.grad[local] * world, atol=1e-6)),
-        "grad_without_queries_matches": bool(torch.allclose(own_candidates.grad, full_candidates.grad[local], atol=1e-6)),
+        "grad_without_queries_matches": bool(
+            torch.allclose(own_candidates.grad, full_candidates.grad[local], atol=1e-6)),
         "replicas_equal": all(bool(torch.equal(replica, replicas[0])) for replica in replicas),
     }, handle)
 

@@ -13,12 +13,17 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 from transformers import TrainerCallback, TrainingArguments
 
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from commercemm_hf import CommerceMMForPreTraining, CommerceMMProcessor  # noqa: E402
-from commercemm_hf import train_commercemm_tokenizer  # noqa: E402
-from commercemm_hf.training import CommerceMMPretrainingTrainer  # noqa: E402
 from helpers import CORPUS, tiny_config, tiny_datasets  # noqa: E402
+
+from commercemm_hf import (  # noqa: E402
+    CommerceMMForPreTraining,
+    CommerceMMProcessor,
+    train_commercemm_tokenizer,
+)
+from commercemm_hf.training import CommerceMMPretrainingTrainer  # noqa: E402
 
 
 output_dir, engine = sys.argv[1], sys.argv[2]
@@ -79,6 +84,7 @@ trainer.add_callback(Instrument())
 trainer.train()
 # FSDP2 reshards the root after backward: the embedding methods that evaluation calls directly need it gathered
 from torch.distributed.tensor import DTensor  # noqa: E402
+
 
 projection = trainer.model.commercemm.text_projection
 sharded_after_training = isinstance(projection.weight, DTensor)
