@@ -104,7 +104,7 @@ def test_retrieval_head_refuses_inputs_that_cannot_give_its_embedding(tokenizer,
         model(source_input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"])
 
 
-def test_a_saved_retrieval_head_loads_back_the_way_trainer_resumes(tokenizer, rows, tmp_path):
+def test_a_saved_retrieval_head_loads_back_the_way_trainer_resumes(tokenizer, tmp_path):
     """The folder is the encoder (a plain CommerceMMModel); Trainer's resume and --load_best_model_at_end load it
     with `model.load_state_dict(state_dict, strict=False)` into the head, which must take every weight."""
     from safetensors.torch import load_file

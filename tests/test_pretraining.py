@@ -96,8 +96,8 @@ def test_omni_pairs_and_loss_weights_are_honoured(tokenizer, pretraining_batches
     torch.testing.assert_close(out.loss, 2.0 * out.omni_text_to_multimodal_loss)
 
 
-def test_itm_negatives_come_from_a_generator_never_the_global_rng(tokenizer, batches):
-    collator, image_text, _ = batches
+def test_itm_negatives_come_from_a_generator_never_the_global_rng(tokenizer, pretraining_batches):
+    collator, image_text, _ = pretraining_batches
     inputs = collator.mask(dict(image_text), torch.Generator().manual_seed(0))
     model = new_model(tokenizer, loss_weights={"itm": 1.0, "itc": 0.0, "mlm": 0.0, "mim_kl": 0.0, "mim_fr": 0.0}).eval()
     twin = copy.deepcopy(model)
@@ -108,8 +108,8 @@ def test_itm_negatives_come_from_a_generator_never_the_global_rng(tokenizer, bat
     assert torch.equal(seeded[0], seeded[1]) and not torch.equal(seeded[0], seeded[2])
 
 
-def test_return_dict_false_gives_a_tuple_with_the_loss_first(tokenizer, batches):
-    _, _, omni = batches
+def test_return_dict_false_gives_a_tuple_with_the_loss_first(tokenizer, pretraining_batches):
+    _, _, omni = pretraining_batches
     model = new_model(tokenizer)
     as_dict = model(**omni)
     as_tuple = model(**omni, return_dict=False)

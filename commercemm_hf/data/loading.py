@@ -316,8 +316,13 @@ def _checked_features(dataset, plan: _Plan) -> tuple[list[str], list[str], Featu
 
 def _main_process_first():
     """Under torchrun / accelerate launch: rank 0 checks first and writes the cache, the others then read it (a
-    barrier each side, as `TrainingArguments.main_process_first`; nesting in it is safe). Alone: nothing."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    barrier each side, as `TrainingArguments.main_process_first`; nesting in it is safe). Alone, or before the
+    caller has set up its processes: nothing (each process checks for itself). Creating accelerate's state here would
+    fix it for the whole process with default options: `commercemm embed` then found itself alone in each process of
+    `accelerate launch --num_processes 2` on CPUs (its own `PartialState(cpu=True)` came second)."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not (dist.is_available() and dist.is_initialized()):
         return contextlib.nullcontext()
     from accelerate import PartialState
 
