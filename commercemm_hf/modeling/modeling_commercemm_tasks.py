@@ -20,7 +20,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_commercemm import CommerceMMConfig
+from .configuration_commercemm import EMBEDDING_KINDS, CommerceMMConfig
 from .losses_commercemm import contrastive_loss
 from .modeling_commercemm import CommerceMMModel, CommerceMMPreTrainedModel
 
@@ -50,9 +50,9 @@ def embed_inputs(model: CommerceMMModel, kind: str | None = None, input_ids=None
     """
     features = model.get_item_features(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
                                        kind=kind, **depths)
-    given = ("multimodal" if input_ids is not None and pixel_values is not None
-             else "text" if input_ids is not None else "image")
-    return features.pooler_output, kind or given
+    # on a whole batch get_item_features computes only the kind it returns
+    given = next(name for name in EMBEDDING_KINDS if getattr(features, f"{name}_embeds") is not None)
+    return features.pooler_output, given
 
 
 class CommerceMMForProductCategorization(CommerceMMPreTrainedModel):
