@@ -34,19 +34,16 @@ import torch
 from torch import nn
 from torch.export import Dim
 
+# the file listing the graphs and the ONNX Runtime optimisations to leave out are defined once, beside the backend
+# that reads them
+from .pipelines.pipeline_commercemm_onnx import DISABLED_OPTIMIZERS, ONNX_CONFIG_NAME
+
 
 FP32_MIN_COSINE = 0.9999
 INT8_MIN_COSINE = 0.99
-#: the file listing the exported graphs and their input / output names (read by the ONNX backend of the pipelines)
-ONNX_CONFIG_NAME = "onnx_config.json"
 QUANTIZATIONS = ("int8",)
 #: graphs over this many bytes of weights keep them in an external data file (ONNX protobufs stop at 2 GiB)
 EXTERNAL_DATA_BYTES = 1 << 30
-#: ONNX Runtime graph optimisations to leave out (recorded in onnx_config.json for any server): the CPU kernel of
-#: the fused Add + LayerNorm (`SkipLayerNormalization`, what a post-LN BERT-style tower fuses into) is slower than the
-#: two ops it replaces; measured at batch 1, 1 thread (bench/bench_latency.py, CPU time): small preset query 2.46 ->
-#: 1.98 ms int8, 7.28 -> 6.98 ms fp32; tiny 0.59 -> 0.43 ms int8. Same outputs.
-DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
 class TextEmbedding(nn.Module):
