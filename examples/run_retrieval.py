@@ -16,7 +16,6 @@ Every `TrainingArguments` flag works; a run resumes from the last checkpoint in 
 from transformers import TrainingArguments
 
 from commercemm_hf import CommerceMMForRetrieval
-from commercemm_hf.modeling.modeling_commercemm_tasks import RETRIEVAL_TASKS
 from commercemm_hf.training import finetuning as ft
 
 
@@ -29,7 +28,7 @@ def main(argv=None):
     splits = ft.select_splits(splits, data_args, training_args, group_column="product_id")
     ft.logger.info(f"{task_args.task}: rows { {name: len(rows) for name, rows in splits.items()} }")
 
-    source, target = RETRIEVAL_TASKS[task_args.task]
+    source, target = task_args.retrieval_kinds()
     model, processor = ft.load_model_and_processor(model_args, CommerceMMForRetrieval,
                                                    lambda: ft.training_texts(splits),
                                                    retrieval_source=source, retrieval_target=target)

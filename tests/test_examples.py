@@ -161,8 +161,12 @@ def work(tmp_path_factory, env):
           for task in DIRECTIONS],
         # the user's JSON Lines files
         ("run_categorization.py", ["--output_dir", work / "tags", "--label_column", "tags", *files]),  # text only
+        # with the text embedding of the product as the target, and a preset changed from the command line
         ("run_retrieval.py", ["--output_dir", work / "search", "--task", "query_to_product", "--query_column",
-                              "search", "--image_column", "photo", *files]),
+                              "search", "--image_column", "photo", "--product_embedding", "text",
+                              "--config_overrides", "projection_dim=64,text_config.pooling=mean,"
+                              "vision_config.image_size=32,vision_config.num_hidden_layers=2,image_depth_choices=[1,2]",
+                              *files]),
         ("run_retrieval.py", ["--output_dir", work / "views", "--task", "image_to_product",
                               "--query_image_column", "other_view", "--image_column", "photo", *files]),
     ]
@@ -317,6 +321,12 @@ def test_user_jsonl_files_with_relative_image_paths_and_a_bad_row(work):
     assert sorted(config["label2id"]) == sorted([*COLOURS, *SHAPES])
     for name in ("search", "views"):
         check_retrieval(results(work / name), "eval", num_queries=4, num_products=4)
+    search = json.loads((work / "search" / "config.json").read_text())
+    assert (search["retrieval_source"], search["retrieval_target"], search["projection_dim"]) == ("text", "text", 64)
+    assert search["text_config"]["pooling"] == "mean" and search["vision_config"]["num_hidden_layers"] == 2
+    assert search["vision_config"]["image_size"] == 32 and search["image_depth_choices"] == [1, 2]
+    processor = json.loads((work / "search" / "processor_config.json").read_text())
+    assert processor["image_processor"]["crop_size"] == {"height": 32, "width": 32}
 
 
 # ------------------------------------------------------------------------------------------------ torchrun

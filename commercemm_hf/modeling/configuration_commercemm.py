@@ -111,6 +111,9 @@ class CommerceMMTextConfig(CommerceMMStackConfig):
 
     `position_embedding_type="absolute"` counts positions from 0 (BERT); `"padding_offset"` counts them from
     `pad_token_id + 1` and gives padding the `pad_token_id` position (RoBERTa / XLM-R), so imported weights line up.
+    `pooling` is how the text embedding is read from the final states: `"cls"` (the paper's [CLS], the default) or
+    `"mean"` over the unpadded tokens (what sentence-transformers backbones were trained with; importing one from a
+    sentence-transformers folder sets it).
 
     Example:
         >>> from commercemm_hf import CommerceMMTextConfig
@@ -129,9 +132,12 @@ class CommerceMMTextConfig(CommerceMMStackConfig):
     pre_layer_norm: bool = False
     hidden_dropout_prob: float | int = 0.1
     attention_probs_dropout_prob: float | int = 0.1
+    pooling: str = "cls"
 
     def validate_architecture(self):
         super().validate_architecture()
+        if self.pooling not in ("cls", "mean"):
+            raise ValueError(f"CommerceMMTextConfig.pooling must be 'cls' or 'mean', got {self.pooling!r}.")
         if self.position_embedding_type not in ("absolute", "padding_offset"):
             raise ValueError(
                 "CommerceMMTextConfig.position_embedding_type must be 'absolute' or 'padding_offset', "

@@ -316,7 +316,9 @@ class CommerceMMTextEmbeddings(nn.Module):
 
 
 class CommerceMMTextTransformer(nn.Module):
-    """The text encoder. Its embedding is the final [CLS] hidden state (`pooler_output`, before projection)."""
+    """The text encoder. Its embedding (`pooler_output`, before projection) is the final [CLS] hidden state, or the
+    mean of the final states of the unpadded tokens with `text_config.pooling="mean"` (how sentence-transformers
+    models such as all-MiniLM-L6-v2 and multilingual-e5 were trained to embed)."""
 
     def __init__(self, config: CommerceMMConfig):
         super().__init__()
@@ -348,9 +350,15 @@ class CommerceMMTextTransformer(nn.Module):
             output_attentions=output_attentions,
         )
         last_hidden_state = encoder_outputs.last_hidden_state
+        if self.config.pooling == "mean":
+            weights = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).to(last_hidden_state)
+            weights = weights.unsqueeze(-1)
+            pooled = (last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        else:
+            pooled = last_hidden_state[:, 0]
         return BaseModelOutputWithPooling(
             last_hidden_state=last_hidden_state,
-            pooler_output=last_hidden_state[:, 0],
+            pooler_output=pooled,
             hidden_states=encoder_outputs.hidden_states,
             attentions=encoder_outputs.attentions,
         )

@@ -256,7 +256,8 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
 
         losses, diagnostics = {}, {}
         scale = model.logit_scale.clamp(max=config.max_logit_scale).exp()
-        text_embeds = F.normalize(model.text_projection(clean_text[:, 0]), dim=-1)
+        # the tower's own pooling ([CLS] or the masked mean, `text_config.pooling`), as in get_text_features
+        text_embeds = F.normalize(model.text_projection(text_outputs.pooler_output[:batch_size]), dim=-1)
         image_embeds = F.normalize(model.image_projection(clean_image[:, 0]), dim=-1)
         if "itc" in active:
             losses["itc"] = (
@@ -397,7 +398,7 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
             depth=model._depth("fusion", depths[2]),
         )
         multimodal = F.normalize(model.multimodal_projection(fused.last_hidden_state[:, 0]), dim=-1)
-        text = F.normalize(model.text_projection(text_tokens[:, 0]), dim=-1)
+        text = F.normalize(model.text_projection(text_outputs.pooler_output), dim=-1)
         image = F.normalize(model.image_projection(image_tokens[:, 0]), dim=-1)
 
         product_embeds = {"text": text[:num_products], "image": image[:num_products],
