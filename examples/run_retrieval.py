@@ -32,11 +32,15 @@ def main(argv=None):
     model, processor = ft.load_model_and_processor(model_args, CommerceMMForRetrieval,
                                                    lambda: ft.training_texts(splits),
                                                    retrieval_source=source, retrieval_target=target)
+    collator = ft.RetrievalCollator(processor, task_args.task, model_args.max_seq_length,
+                                    augment=data_args.augmentation(training_args.seed))
+    sampler = None
+    if task_args.hard_negatives and training_args.do_train and "train" in splits:
+        sampler = ft.hard_negative_sampler(model, collator, splits["train"], training_args.per_device_train_batch_size,
+                                           seed=training_args.seed)
     trainer = ft.CommerceMMRetrievalTrainer(
         model=model, args=training_args, train_dataset=splits.get("train"), eval_dataset=splits.get("validation"),
-        data_collator=ft.RetrievalCollator(processor, task_args.task, model_args.max_seq_length,
-                                            augment=data_args.augmentation(training_args.seed)),
-        processing_class=processor,
+        data_collator=collator, processing_class=processor, train_sampler=sampler,
     )
     # the folder holds the fine-tuned CommerceMMModel: AutoModel, product-search and product-embedding load it
     return ft.run_training(trainer, splits, training_args, model_args, hub_model=model.commercemm)

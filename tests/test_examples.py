@@ -167,7 +167,7 @@ def work(tmp_path_factory, env):
                               "--config_overrides", "projection_dim=64,text_config.pooling=mean,"
                               "vision_config.image_size=32,vision_config.num_hidden_layers=2,image_depth_choices=[1,2]",
                               *files]),
-        ("run_retrieval.py", ["--output_dir", work / "views", "--task", "image_to_product",
+        ("run_retrieval.py", ["--output_dir", work / "views", "--task", "image_to_product", "--hard_negatives",
                               "--query_image_column", "other_view", "--image_column", "photo", *files]),
     ]
     output = run_many(runs, env)
@@ -321,6 +321,7 @@ def test_user_jsonl_files_with_relative_image_paths_and_a_bad_row(work):
     assert sorted(config["label2id"]) == sorted([*COLOURS, *SHAPES])
     for name in ("search", "views"):
         check_retrieval(results(work / name), "eval", num_queries=4, num_products=4)
+    assert "Hard negatives: 14 training products embedded" in (work / "output.txt").read_text()
     search = json.loads((work / "search" / "config.json").read_text())
     assert (search["retrieval_source"], search["retrieval_target"], search["projection_dim"]) == ("text", "text", 64)
     assert search["text_config"]["pooling"] == "mean" and search["vision_config"]["num_hidden_layers"] == 2

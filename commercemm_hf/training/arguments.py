@@ -178,6 +178,10 @@ class RetrievalArguments:
                 "the paper's), text (its title / description) or image. The Omni-retrieval pretraining trains all "
                 "three; on a small catalog with a pretrained text tower, text starts from what that tower knows.",
         "choices": ["multimodal", "text", "image"]})
+    hard_negatives: bool = field(default=False, metadata={
+        "help": "Build each training batch from products close in the starting model's embedding space, so that the "
+                "in-batch negatives are hard ones (mined once before training, redrawn each epoch; see "
+                "commercemm_hf/training/hard_negatives.py)."})
 
     def retrieval_kinds(self) -> tuple[str, str]:
         """(source, target) embedding kinds of `task`, with `product_embedding` as the target of *_to_product.
@@ -257,7 +261,7 @@ def setup_logging(training_args: TrainingArguments) -> None:
     if training_args.should_log:
         transformers.utils.logging.set_verbosity_info()
     log_level = training_args.get_process_log_level()
-    for name in (__name__, "__main__", CheckpointSizeCallback.__module__):
+    for name in (__name__, "__main__", CheckpointSizeCallback.__module__, "commercemm_hf.training.hard_negatives"):
         logging.getLogger(name).setLevel(log_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)

@@ -65,6 +65,7 @@ from .finetuning_data import (
     training_texts,
     truncate_splits,
 )
+from .hard_negatives import hard_negative_sampler
 from .heads import (
     CategorizationCollator,
     CommerceMMCategorizationTrainer,
@@ -219,7 +220,7 @@ __all__ = [
     "RETRIEVAL_FIELDS", "RetrievalArguments", "RetrievalCollator", "TASK_SOURCE_TYPE", "build_demo",
     "categorization_compute_metrics", "label_spec", "last_checkpoint", "load_categorization_data", "load_data",
     "load_model_and_processor", "load_retrieval_data", "load_splits", "model_image_size", "parse_arguments",
-    "parse_config_overrides",
+    "hard_negative_sampler", "parse_config_overrides",
     "report_dict", "resolve_modalities", "run_training", "save_json", "select_splits", "setup_logging", "start",
     "training_texts", "truncate_splits",
 ]
