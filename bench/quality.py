@@ -55,10 +55,48 @@ RECIPES = {
                                       "categorization": ["--modalities", "text"], "learning_rate": 1e-4,
                                       "epochs": 10},
     "small-minilm+augment lr1e-4 10ep": {"*": [*MINILM, "--augment"], "learning_rate": 1e-4, "epochs": 10},
+    "small-minilm text lr1e-4 10ep+hard negatives": {"*": MINILM, "query": ["--product_embedding", "text",
+                                                                         "--hard_negatives"],
+                                                     "learning_rate": 1e-4, "epochs": 10},
     # other views retrieve the products' image embeddings
     "tiny+augment image-product 10ep": {"*": ["--model_name_or_path", "tiny", "--augment"],
                                         "view": ["--product_embedding", "image"], "epochs": 10},
+    "tiny+augment image-product 10ep+hard negatives": {
+        "*": ["--model_name_or_path", "tiny", "--augment"],
+        "view": ["--product_embedding", "image", "--hard_negatives"], "epochs": 10},
 }
+
+
+#: "pretrain on my catalog, then fine-tune": the pretraining run (both streams of the catalog's train products: its
+#: image-title pairs, and its query / other-view Omni rows) whose folder "{pretrained}" stands for in a recipe
+PRETRAINING = [*MINILM, "--max_steps", "300", "--per_device_train_batch_size", "32", "--learning_rate", "1e-4",
+               "--augment"]
+RECIPES["pretrained small-minilm 10ep"] = {
+    "*": ["--model_name_or_path", "{pretrained}"], "query": ["--product_embedding", "text"],
+    "categorization": ["--modalities", "text"], "view": ["--augment", "--product_embedding", "image"],
+    "learning_rate": 1e-4, "epochs": 10}
+RECIPES["small-minilm image-product 10ep"] = {
+    "*": MINILM, "view": ["--augment", "--product_embedding", "image"], "learning_rate": 1e-4, "epochs": 10}
+
+
+def pretrained_folder(data: Path, work: Path, args) -> Path:
+    """The folder of `PRETRAINING` on the catalog's train split (run once; a finished run is reused)."""
+    output = work / "pretraining"
+    if (output / "all_results.json").is_file():
+        return output
+    command = [sys.executable, str(ROOT / "examples" / "run_pretraining.py"), *PRETRAINING,
+               "--train_file", str(data / "pairs_train.jsonl"), "--omni_file", str(data / "omni_train.jsonl"),
+               "--seed", str(args.seed), "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
+               "--logging_steps", "50", "--do_train", "--output_dir", str(output), "--overwrite_output_dir"]
+    output.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
+    started = time.time()
+    with open(output / "log.txt", "w") as log:
+        result = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if result.returncode:
+        raise SystemExit(f"pretraining failed (exit {result.returncode}); see {output / 'log.txt'}")
+    print(f"pretraining: {time.time() - started:.0f} s", flush=True)
+    return output
 
 
 def recipe_flags(name: str, task: str) -> tuple[list[str], float | None, float | None]:
@@ -123,6 +161,8 @@ def run_recipe(name: str, task: str, data: Path, work: Path, args) -> dict:
     script, task_flags, metrics = TASKS[task]
     output = run_folder(work, name, task)
     flags, learning_rate, epochs = recipe_flags(name, task)
+    if "{pretrained}" in flags:
+        flags = [str(pretrained_folder(data, work, args)) if flag == "{pretrained}" else flag for flag in flags]
     command = [sys.executable, str(ROOT / "examples" / script), *task_flags, *flags,
                "--train_file", str(data / "products_train.jsonl"),
                "--validation_file", str(data / "products_validation.jsonl"),
