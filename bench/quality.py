@@ -83,7 +83,7 @@ def load_rows(folder: Path, split: str) -> list[dict]:
 
 def minilm_folder(work: Path) -> Path:
     """A CommerceMM folder from the `minilm` extra's all-MiniLM-L6-v2 (text tower and tokenizer), the `small`
-    preset's fusion encoder, and an untrained 64-px image tower (4 layers, 8-px patches) sized for this CPU."""
+    preset's multimodal encoder, and an untrained 64-px image tower (4 layers, 8-px patches) sized for this CPU."""
     folder = work / "small-minilm-start"
     if (folder / "config.json").is_file():
         return folder

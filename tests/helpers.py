@@ -68,7 +68,7 @@ def tiny_config(vocab_size: int = 300, **overrides) -> CommerceMMConfig:
         projection_dim=16,
         text_depth_choices=[1, 2],
         image_depth_choices=[1, 2],
-        fusion_depth_choices=[1, 2],
+        multimodal_depth_choices=[1, 2],
         mim_num_prototypes=16,
     )
     for key, value in overrides.items():

@@ -137,7 +137,7 @@ def test_card_renders_the_folder_and_metrics_with_valid_metadata(publish_folder)
                      "| eval_runtime | 3.5000 |", "From `eval_results.json`", f'AutoModel.from_pretrained("{REPO}"',
                      "trust_remote_code=True", '"product-search"', '"product-embedding"',
                      '"zero-shot-image-classification"', "arXiv:2202.07247", "synthetic", "## Limitations",
-                     "MIM-kl", "Omni-Retrieval", "| fusion encoder | 2 | 32 | 2 |"):
+                     "MIM-kl", "Omni-Retrieval", "| multimodal encoder | 2 | 32 | 2 |"):
         assert expected in text, expected
     assert '"product-categorization"' not in text  # the base model serves no categorization head
 
