@@ -36,7 +36,8 @@ SAVED_FILES = {
     "image_processing_commercemm.py",
     "processor_config.json", "tokenizer.json", "tokenizer_config.json", "pipeline_commercemm_embedding.py",
     "pipeline_commercemm_search.py", "pipeline_commercemm_categorization.py", "pipeline_commercemm_inputs.py",
-    "pipeline_commercemm_index.py", "pipeline_commercemm_shards.py", "pipeline_commercemm_onnx.py",
+    "pipeline_commercemm_index.py", "pipeline_commercemm_index_faiss.py", "pipeline_commercemm_index_files.py",
+    "pipeline_commercemm_shards.py", "pipeline_commercemm_onnx.py",
     # sentence-transformers loading (issue 17)
     "sentence_commercemm.py", "modules.json", "sentence_commercemm_config.json", "config_sentence_transformers.json",
 }
