@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from helpers import run_without_package
+from helpers import random_image, run_without_package, save_tiny_hub_folder
 from safetensors.torch import load_file, save_file
 
 from commercemm_hf import (
@@ -36,7 +36,8 @@ def write_old_folder(folder, multimodal_depth=1):
     """Rewrite a folder saved by `save_pretrained` into the layout of the code before the rename."""
     config = json.loads((folder / "config.json").read_text())
     config.pop("multimodal_depth")
-    config["fusion_depth"] = multimodal_depth
+    if multimodal_depth is not None:
+        config["fusion_depth"] = multimodal_depth
     config["fusion_depth_choices"] = config.pop("multimodal_depth_choices")
     config["multimodal_config"]["model_type"] = "commercemm_fusion_model"
     (folder / "config.json").write_text(json.dumps(config))
@@ -156,3 +157,24 @@ def test_the_old_config_names():
     assert "fusion_depth" not in config.to_dict() and config.to_dict()["multimodal_depth"] == 1
     with pytest.raises(ValueError, match="multimodal_depth=2 and its old name fusion_depth=1"):
         CommerceMMConfig(multimodal_depth=2, fusion_depth=1)
+    # imported backbones are recorded by tower: the image tower is "vision"
+    old = CommerceMMConfig.from_dict({"imported_backbones": {"text": "org/bert", "image": "org/vit"}})
+    assert old.imported_backbones == {"text": "org/bert", "vision": "org/vit"}
+
+
+def test_an_old_folder_loads_with_sentence_transformers(processor, tmp_path):
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    folder = save_tiny_hub_folder(processor, tmp_path / "model")
+    model = CommerceMMModel.from_pretrained(folder).eval()
+    write_old_folder(folder, multimodal_depth=None)
+    module_config = folder / "sentence_commercemm_config.json"
+    module_config.write_text(json.dumps({"text_depth": None, "image_depth": None, "fusion_depth": 1}))
+    encoder = sentence_transformers.SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
+    assert encoder[0].multimodal_depth == 1
+    items = [{"text": "red mug", "image": random_image(0)}, {"text": "blue lamp", "image": random_image(1)}]
+    inputs = processor(images=[item["image"] for item in items], text=[item["text"] for item in items],
+                       padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model.get_multimodal_features(**inputs, multimodal_depth=1).pooler_output
+    torch.testing.assert_close(encoder.encode(items, convert_to_tensor=True),
+                               torch.nn.functional.normalize(expected, dim=-1), atol=1e-5, rtol=0)

@@ -307,8 +307,9 @@ class CommerceMMConfig(PreTrainedConfig):
         expected_modalities: what a fine-tuned head was trained on (`["image", "text"]`, `["image"]` or
             `["text"]`; None: not recorded); the pipelines warn when an input lacks one of them.
         imported_backbones: the backbones `from_text_vision_pretrained` imported, by tower (`{"text": "org/name",
-            "image": ...}`): a Hub id as given, or `"local:<folder name>"` for a local folder (no path is stored);
-            the model card lists the Hub ids as `base_model`. None: trained from scratch, or not recorded.
+            "vision": ...}`; an older config's `"image"` key loads as `"vision"`): a Hub id as given, or
+            `"local:<folder name>"` for a local folder (no path is stored); the model card lists the Hub ids as
+            `base_model`. None: trained from scratch, or not recorded.
 
     Example:
         >>> from commercemm_hf import CommerceMMConfig
@@ -377,6 +378,10 @@ class CommerceMMConfig(PreTrainedConfig):
                 if getattr(self, new) is None:
                     setattr(self, new, value)
         super().__post_init__(**kwargs)
+        if isinstance(self.imported_backbones, dict) and "image" in self.imported_backbones:
+            # recorded by tower, and the image tower is "vision" (configs saved before said "image")
+            self.imported_backbones = {("vision" if key == "image" else key): value
+                                       for key, value in self.imported_backbones.items()}
         if self.omni_pairs is None:
             self.omni_pairs = list(OMNI_TASKS)
         if self.loss_weights is None:
@@ -463,10 +468,10 @@ class CommerceMMConfig(PreTrainedConfig):
             raise ValueError("CommerceMMConfig.expected_modalities must be a non-empty list of 'image' / 'text', got "
                              f"{self.expected_modalities!r}.")
         if self.imported_backbones is not None and (
-            set(self.imported_backbones) - {"text", "image"}
+            set(self.imported_backbones) - {"text", "vision"}
             or not all(isinstance(value, str) and value for value in self.imported_backbones.values())
         ):
-            raise ValueError("CommerceMMConfig.imported_backbones must map 'text' / 'image' to a backbone id, got "
+            raise ValueError("CommerceMMConfig.imported_backbones must map 'text' / 'vision' to a backbone id, got "
                              f"{self.imported_backbones!r}.")
         if self.omni_pairs is not None:
             unknown = sorted(set(self.omni_pairs) - set(OMNI_TASKS))

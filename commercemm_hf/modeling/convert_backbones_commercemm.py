@@ -304,7 +304,7 @@ def model_from_text_vision_pretrained(model_class, text=None, vision=None, confi
                    "and the other projections start untrained: pretrain or fine-tune before use.")
     model.config.name_or_path = ""
     model.config.imported_backbones = {kind: backbone_reference(source) for kind, source in
-                                       (("text", text), ("image", vision)) if source is not None}
+                                       (("text", text), ("vision", vision)) if source is not None}
     return model
 
 
