@@ -141,8 +141,9 @@ def test_the_fusion_depth_keyword_warns_and_acts_as_multimodal_depth(model):
             "forward": lambda: model(**inputs, fusion_depth=1).multimodal_embeds * expected.norm(dim=-1, keepdim=True),
         }
         for name, call in calls.items():
-            with pytest.warns(FutureWarning, match="`fusion_depth` is now called `multimodal_depth`"):
+            with pytest.warns(FutureWarning, match="`fusion_depth` is now called `multimodal_depth`") as caught:
                 assert torch.allclose(call(), expected, atol=1e-5), name
+            assert caught[0].filename == __file__, (name, caught[0].filename)  # the warning names the caller's line
         with pytest.raises(ValueError, match="multimodal_depth=2 and its old name fusion_depth=1"), pytest.warns(
                 FutureWarning):
             model.get_item_features(**inputs, multimodal_depth=2, fusion_depth=1)

@@ -527,6 +527,22 @@ class CommerceMMMultimodalTransformer(nn.Module):
         )
 
 
+def _caller_stacklevel() -> int:
+    """The `stacklevel` (counted from the function that calls `warnings.warn`) of the first frame outside this
+    folder, torch and transformers: the caller's line, through `nn.Module.__call__` and transformers' decorators."""
+    import os
+    import sys
+
+    import transformers
+
+    inside = tuple(os.path.dirname(os.path.abspath(path)) + os.sep
+                   for path in (__file__, torch.__file__, transformers.__file__))
+    frame, level = sys._getframe(2), 2  # level 1 is the function that warns, 2 its caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def renamed_multimodal_depth(multimodal_depth: int | None, kwargs: dict) -> int | None:
     """`multimodal_depth`, or the value of the `fusion_depth=` keyword it replaced, popped from a call's `kwargs`
     with a FutureWarning: the methods that take `**kwargs` would otherwise drop an old call's depth unnoticed.
@@ -542,7 +558,7 @@ def renamed_multimodal_depth(multimodal_depth: int | None, kwargs: dict) -> int 
         return multimodal_depth
     old = kwargs.pop("fusion_depth")
     warnings.warn("`fusion_depth` is now called `multimodal_depth`; the old name will stop working in a future "
-                  "version.", FutureWarning, stacklevel=3)
+                  "version.", FutureWarning, stacklevel=_caller_stacklevel())
     if multimodal_depth is not None and old is not None and old != multimodal_depth:
         raise ValueError(f"Got multimodal_depth={multimodal_depth} and its old name fusion_depth={old}: give one.")
     return multimodal_depth if multimodal_depth is not None else old
