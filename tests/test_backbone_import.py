@@ -141,10 +141,10 @@ def test_imported_model_runs_both_towers_saves_and_reloads(tmp_path):
         outputs = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values)
     assert outputs.multimodal_embeds.shape == (3, 16)
     # local folders are recorded by name only (no path in a config that may be published), so no base_model
-    assert model.config.imported_backbones == {"text": "local:text", "image": "local:vision"}
+    assert model.config.imported_backbones == {"text": "local:text", "vision": "local:vision"}
     model.save_pretrained(tmp_path / "imported")
     reloaded = CommerceMMModel.from_pretrained(tmp_path / "imported").eval()
-    assert reloaded.config.imported_backbones == {"text": "local:text", "image": "local:vision"}
+    assert reloaded.config.imported_backbones == {"text": "local:text", "vision": "local:vision"}
     with torch.no_grad():
         again = reloaded(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values)
     torch.testing.assert_close(again.multimodal_embeds, outputs.multimodal_embeds)
@@ -206,7 +206,7 @@ def test_backbone_references_and_old_configs():
     old.pop("imported_backbones")  # a config saved before the field existed
     assert CommerceMMConfig.from_dict(old).imported_backbones is None
     # transformers wraps config validation errors in huggingface_hub's StrictDataclassClassValidationError
-    with pytest.raises(Exception, match="imported_backbones must map 'text' / 'image'"):
+    with pytest.raises(Exception, match="imported_backbones must map 'text' / 'vision'"):
         tiny_config(imported_backbones={"audio": "org/x"})
 
 

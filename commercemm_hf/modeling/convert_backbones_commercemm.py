@@ -305,11 +305,11 @@ def model_from_text_vision_pretrained(model_class, text=None, vision=None, confi
                 model.image_projection.weight.copy_(projection)
             imported.append("kept CLIP's visual_projection as the image projection")
     # one line a user sees without configuring logging: what was loaded, and what was not
-    logger.warning("Imported pretrained backbones into CommerceMM: " + "; ".join(imported) + ". The fusion encoder "
+    logger.warning("Imported pretrained backbones into CommerceMM: " + "; ".join(imported) + ". The multimodal encoder "
                    "and the other projections start untrained: pretrain or fine-tune before use.")
     model.config.name_or_path = ""
     model.config.imported_backbones = {kind: backbone_reference(source) for kind, source in
-                                       (("text", text), ("image", vision)) if source is not None}
+                                       (("text", text), ("vision", vision)) if source is not None}
     return model
 
 

@@ -56,14 +56,14 @@ def sample_depths(config, seed: int, step: int, enabled: bool = True) -> dict[st
     """Active depths for `step` (modality randomization): full depth with probability
     `config.full_depth_probability`, else one of each stack's `*_depth_choices`. Depends only on (seed, step), so
     every process of a distributed run draws the same depths."""
-    full = {"text_depth": None, "image_depth": None, "fusion_depth": None}
+    full = {"text_depth": None, "image_depth": None, "multimodal_depth": None}
     if not enabled:
         return full
     generator = torch.Generator().manual_seed(_seed(seed, step, 7))
     if float(torch.rand(1, generator=generator)) < config.full_depth_probability:
         return full
     depths = {}
-    for stack in ("text", "image", "fusion"):
+    for stack in ("text", "image", "multimodal"):
         choices = getattr(config, f"{stack}_depth_choices")
         depths[f"{stack}_depth"] = choices[int(torch.randint(len(choices), (1,), generator=generator))]
     return depths
