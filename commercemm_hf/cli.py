@@ -122,12 +122,16 @@ def run_pretrain(args) -> Path:
 
     from . import CommerceMMConfig, CommerceMMForPreTraining, create_model_and_processor
     from .hub import save_hub_folder
+    from .training.arguments import parse_config_overrides
+    from .training.augmentation import augmentation_from_flags
     from .training.recipes import pretrain, with_tasks
 
     image_text, omni, demo_tokenizer = _load_rows(args)
     output = Path(args.output_dir)
     torch.manual_seed(args.seed)
     tasks = (lambda config: with_tasks(config, args.tasks.split(","))) if args.tasks else None
+    if args.model and args.config_overrides:
+        raise SystemExit("--config-overrides changes a preset's architecture; --model continues a saved one.")
     if args.model:  # continue pretraining a CommerceMM folder, with its own processor
         model, processor = create_model_and_processor(args.model, CommerceMMForPreTraining, config_transform=tasks)
     else:
@@ -135,6 +139,7 @@ def run_pretrain(args) -> Path:
         # --initializer-range says otherwise (create_model_and_processor holds that rule)
         config = CommerceMMConfig.from_json_file(args.config) if args.config else args.preset
         initialization = {} if args.initializer_range is None else {"initializer_range": args.initializer_range}
+        initialization.update(parse_config_overrides(args.config_overrides))
         model, processor = create_model_and_processor(
             config, CommerceMMForPreTraining, **initialization,
             texts=lambda: list(image_text["text"]) + [text for text in omni["source_text"] if text],
@@ -144,7 +149,9 @@ def run_pretrain(args) -> Path:
     pretrain(model, processor, image_text, omni, output / "checkpoints", args.steps, batch_size=args.batch_size,
              omni_batch_size=args.omni_batch_size, learning_rate=args.learning_rate, seed=args.seed,
              modality_randomization=False if args.no_modality_randomization else None, resume=args.resume,
-             save_steps=args.save_steps, **getattr(args, "training_arguments", {}))
+             save_steps=args.save_steps, augment=augmentation_from_flags(
+                 args.augment, args.augment_scale_min, args.augment_flip, args.augment_jitter, args.seed),
+             **getattr(args, "training_arguments", {}))
     folder = save_hub_folder(model.commercemm, processor, output / "model")
     print(f"Saved the Hub-ready folder {folder} (load it with AutoModel.from_pretrained(folder)).")
     return folder
@@ -375,6 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "--text-backbone", help="BERT/RoBERTa/XLM-R folder or Hub id to import ('minilm': the "
                                                "offline all-MiniLM-L6-v2 of the minilm extra)")
     add_flag(train, "--vision-backbone", help="ViT or CLIP folder or Hub id to import")
+    add_flag(train, "--config-overrides", help="a preset's fields to change, as the example scripts take them, e.g. "
+                                               "'vision_config.image_size=64,vision_config.patch_size=8'")
+    add_flag(train, "--augment", action="store_true", help="random resized crop, flip and colour jitter of the "
+                                                           "training images of both streams (no torchvision)")
+    add_flag(train, "--augment-scale-min", type=float, default=0.5, help="smallest crop area share (--augment)")
+    add_flag(train, "--augment-flip", type=float, default=0.5, help="horizontal flip probability (--augment)")
+    add_flag(train, "--augment-jitter", type=float, default=0.4, help="colour jitter strength (--augment)")
     add_flag(train, "--initializer-range", type=float, default=None, help="std of the initial weights (default: "
                        "1/sqrt(text hidden size) for a preset trained from scratch, else the config's value)")
     add_flag(train, "--tokenizer", "--tokenizer-name",

@@ -122,6 +122,34 @@ def test_pretrain_command_takes_every_training_arguments_flag(tmp_path, monkeypa
         main(["demo", "--bf16"])
 
 
+
+def test_pretrain_command_changes_the_preset_and_augments_both_streams(tmp_path, monkeypatch):
+    """`--config-overrides` / `--augment` (the example scripts' flags, in the command's spelling) reach the model and
+    the pretraining trainer's collators; with `--model` the overrides are refused."""
+    from commercemm_hf.training import recipes
+
+    trainers = []
+    original = recipes.pretrain
+    monkeypatch.setattr(recipes, "pretrain", lambda *a, **k: trainers.append(original(*a, **k)) or trainers[-1])
+    image_text, omni = tiny_datasets(8)
+    train_file = write_jsonl(image_text, tmp_path / "image_text", ["image"])
+    omni_file = write_jsonl(omni, tmp_path / "omni", ["image", "source_image"])
+    main(["pretrain", "--train-file", str(train_file), "--omni-file", str(omni_file), "--batch-size", "2",
+          "--steps", "1", "--vocab-size", "300", "--output-dir", str(tmp_path / "out"), "--augment",
+          "--augment-flip", "0", "--config_overrides",
+          "vision_config.image_size=32,vision_config.num_hidden_layers=2,image_depth_choices=[1,2]"])
+    folder = tmp_path / "out" / "model"
+    trainer = trainers[0]
+    config = trainer.model.config
+    assert (config.vision_config.image_size, config.vision_config.num_hidden_layers) == (32, 2)
+    assert trainer.data_collator.augment.flip == 0 and trainer.omni_collator.augment is trainer.data_collator.augment
+    assert all(collator.augment is None for collator in trainer.eval_collators)
+    assert (folder / "config.json").is_file()
+    with pytest.raises(SystemExit, match="--config-overrides changes a preset"):
+        main(["pretrain", "--train-file", str(train_file), "--omni-file", str(omni_file), "--model", str(folder),
+              "--config-overrides", "projection_dim=8", "--output-dir", str(tmp_path / "again")])
+
+
 @pytest.mark.parametrize("load, expected", [(0.1, 2), (0.9, 1), (1.6, 1), (7.0, 1)])
 def test_default_threads_leave_the_busy_cores_to_other_jobs(monkeypatch, load, expected):
     import os

@@ -91,8 +91,9 @@ def with_tasks(config: CommerceMMConfig, tasks) -> CommerceMMConfig:
 def pretrain(model: CommerceMMForPreTraining, processor, image_text_rows, omni_rows, output_dir, steps: int,
              batch_size: int = 32, omni_batch_size: int | None = None, learning_rate: float = 5e-4, seed: int = 0,
              modality_randomization: bool | None = None, resume: bool = False, save_steps: int | None = None,
-             show_progress: bool = True, **training_arguments) -> CommerceMMPretrainingTrainer:
+             show_progress: bool = True, augment=None, **training_arguments) -> CommerceMMPretrainingTrainer:
     """Pretrain `model` for `steps` optimizer steps (two forward/backward passes each) and return the trainer.
+    `augment`: an `ImageAugmentation` for the training images of both streams (`--augment`).
 
     Example:
         >>> import tempfile
@@ -112,7 +113,7 @@ def pretrain(model: CommerceMMForPreTraining, processor, image_text_rows, omni_r
     args = TrainingArguments(str(output_dir), **{**defaults, **training_arguments})  # the caller's flags win
     trainer = CommerceMMPretrainingTrainer(model=model, args=args, train_dataset=image_text_rows,
                                            omni_dataset=omni_rows, processor=processor, omni_batch_size=omni_batch_size,
-                                           modality_randomization=modality_randomization)
+                                           modality_randomization=modality_randomization, augment=augment)
     trainer.add_callback(CheckpointSizeCallback())  # a checkpoint holds the optimizer state too: say how big
     if not show_progress:
         trainer.remove_callback(PrinterCallback)  # without a progress bar, Trainer prints every log dict instead
