@@ -233,22 +233,18 @@ def _stream_split(stream: IterableDataset, split: str, plan: _Plan, optional: se
         lazy = lazy_check(report, split, description, on_bad_rows, max_warnings, images)
         features = Features({**features, **{name: Image(decode=False) for name in images},
                              ROW_COLUMN: Value("string")})
-        check_values, seen = check, {"index": -1}
+    bookkeeping = ("__problems__", "__cleared__", LINE_COLUMN, FILE_COLUMN)
+    out_features = Features({name: feature for name, feature in features.items() if name not in bookkeeping})
 
-        def check(row):  # each row read gets its label (index as read, line, file), for the collator's warning
-            seen["index"] += 1
-            label = row_label(lazy.key, seen["index"], row.get(LINE_COLUMN), row.get(FILE_COLUMN))
-            return {**check_values(row), ROW_COLUMN: label}
-
-    def keep(row) -> bool:
+    def keep(row, checked) -> bool:
         position["index"] += 1
         report.rows_read[split] += 1
-        if not row["__problems__"]:
+        if not checked["__problems__"]:
             report.rows_kept[split] += 1
-            for what in filter(None, row["__cleared__"].split(",")):
+            for what in filter(None, checked["__cleared__"].split(",")):
                 report.cleared[what] += 1
             return True
-        bad = SkippedRow(split, position["index"], row["__problems__"], row.get(LINE_COLUMN), row.get(FILE_COLUMN))
+        bad = SkippedRow(split, position["index"], checked["__problems__"], row.get(LINE_COLUMN), row.get(FILE_COLUMN))
         if on_bad_rows == "raise":
             raise ValueError(f"Bad {bad.where()} in {description}: {bad.reason}.")
         report.skipped.append(bad)
@@ -256,9 +252,29 @@ def _stream_split(stream: IterableDataset, split: str, plan: _Plan, optional: se
             warnings.warn(f"Skipping {bad.where()} in {description}: {bad.reason}", BadRowWarning, stacklevel=2)
         return False
 
-    checked = stream.map(check, remove_columns=used + read_problems, features=features).filter(keep)
-    return checked.remove_columns([name for name in ("__problems__", "__cleared__", LINE_COLUMN, FILE_COLUMN)
-                                   if name in checked.column_names])
+    def check_batch(batch: dict) -> dict:
+        # One batched map checks, drops and relabels rows: a map, a filter and a column removal per row cost
+        # more than the check itself (datasets encodes each row's features at each step)
+        out = {name: [] for name in out_features}
+        names = list(batch)
+        for values in zip(*batch.values()):
+            row = dict(zip(names, values))
+            checked = check(row)
+            if not keep(row, checked):
+                continue
+            if lazy is not None:  # the row's label (index as read, line, file), for the collator's warning
+                checked[ROW_COLUMN] = row_label(lazy.key, position["index"], row.get(LINE_COLUMN),
+                                                row.get(FILE_COLUMN))
+            for name in out:
+                out[name].append(checked[name] if name in checked else row[name])
+        return out
+
+    # datasets yields the rows of a map given `features` as they are (no per-row encode and decode): right for the
+    # lazy check's undecoded images; the header and full checks' rows get their features (images decoded) as they
+    # leave the stream, after any shuffle buffer
+    checked = stream.map(check_batch, batched=True, batch_size=256, remove_columns=list(stream.column_names),
+                         features=out_features if lazy is not None else None)
+    return checked if lazy is not None else checked.cast(out_features)
 
 
 def _load(source, split, plan: _Plan, optional: set[str], on_bad_rows: str, embed: bool, num_proc, max_warnings,
