@@ -213,3 +213,21 @@ def test_the_default_stream_check_skips_undecodable_images_per_batch_and_trains(
     named = [str(w.message) for w in caught if issubclass(w.category, BadRowWarning)]
     assert any("row 1 (0-based, line 2 of" in message and "cut.jpg" in message for message in named)
     assert any("at collation" in message and "corrupt.png" in message for message in named)
+
+
+def test_the_omni_collator_leaves_out_rows_whose_source_image_does_not_decode(processor, tmp_path):
+    from commercemm_hf import CommerceMMConfig
+    from commercemm_hf.training import CommerceMMOmniCollator
+
+    _, omni = tiny_datasets(4)
+    path = write_jsonl(omni, tmp_path, ["image", "source_image"])
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    corrupt = next(index for index, row in enumerate(rows) if row["source_image"])
+    (tmp_path / rows[corrupt]["source_image"]).write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    stream, report = load_omni_dataset(path, streaming=True)
+    collator = CommerceMMOmniCollator(processor, CommerceMMConfig.from_preset("tiny"))
+    with pytest.warns(BadRowWarning, match=rf"row {corrupt} \(0-based, line {corrupt + 1} of .*source_image: "
+                                           r"unreadable image file"):
+        batch = collator(list(stream))
+    assert len(batch["product_index"]) == len(rows) - 1 == report.num_kept
+    assert [row.index for row in report.skipped] == [corrupt] and report.num_read == len(rows)
