@@ -100,8 +100,10 @@ class _ImageChecker:
     def _resolve(self, path: str) -> Path:
         # Relative paths start from the data's own folder only, never from the working directory: a file that is
         # missing there must not be replaced by a same-named file wherever the program happens to run.
-        candidate = Path(path).expanduser()
-        return candidate if candidate.is_absolute() else self.base_dir / candidate
+        if path.startswith("~"):
+            candidate = Path(path).expanduser()
+            return candidate if candidate.is_absolute() else self.base_dir / candidate
+        return self.base_dir / path  # an absolute path replaces base_dir (one parse a row: streams check each row)
 
     def __call__(self, value) -> tuple[dict | None, str | None]:
         """(value for an `Image()` column, problem or None)."""
