@@ -4,7 +4,7 @@ FLOPs of a step are counted once with `torch.utils.flop_counter.FlopCounterMode`
 matmul, convolution and attention; the CPU SDPA kernel is added to its registry, see `common.flop_counter`;
 element-wise work and the AdamW update count 0, as in the counter). Achieved GFLOP/s = FLOPs / median step time.
 The reference is `torch.matmul` of the FFN's first layer, (batch x tokens) x 256 by 256 x 1024, at training batch 8
-with the token counts of the three stacks (text 32, image 65 = 64 patches + [CLS], fusion 98); the headline uses
+with the token counts of the three stacks (text 32, image 65 = 64 patches + [CLS], multimodal 98); the headline uses
 the fastest of the three (the most demanding reference). The steps and the matmuls are timed in the same run,
 alternating.
 
@@ -23,7 +23,7 @@ from common import FFN, HIDDEN, IMAGE_SIZE, PATCH_SIZE, TEXT_TOKENS, TRAIN_BATCH
 NAME = "flops"
 TITLE = "Target 4 - achieved GFLOP/s of the training step vs torch.matmul of the FFN shape (batch 8, fp32)"
 TOKENS = {"text": TEXT_TOKENS, "image": (IMAGE_SIZE // PATCH_SIZE) ** 2 + 1,
-          "fusion": 1 + (IMAGE_SIZE // PATCH_SIZE) ** 2 + 1 + TEXT_TOKENS}
+          "multimodal": 1 + (IMAGE_SIZE // PATCH_SIZE) ** 2 + 1 + TEXT_TOKENS}
 
 
 def main():

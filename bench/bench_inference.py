@@ -3,7 +3,7 @@
 * text tower: `CommerceMMModel.get_text_features` vs `CLIPModel.get_text_features` (attn_implementation="sdpa"),
   32-token texts without padding;
 * image tower: `get_image_features` of both on 128-px images;
-* fused pair: `CommerceMMModel.get_multimodal_features` (text tower + image tower + fusion encoder) vs
+* fused pair: `CommerceMMModel.get_multimodal_features` (text tower + image tower + multimodal encoder) vs
   `FlavaModel(input_ids=..., pixel_values=...)` (text + image + multimodal encoder; FLAVA's attention is eager, the
   only implementation transformers has for it).
 At batch 32 and batch 1, fp32, `torch.inference_mode`, models in eval mode. Both sides of a row are timed in the same

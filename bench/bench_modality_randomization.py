@@ -1,9 +1,9 @@
 """Target 6: what modality randomization buys at inference: active depths -> latency and zero-shot Recall@10.
 
-For each choice of active depths (text, image, fusion):
+For each choice of active depths (text, image, multimodal):
 * query-embedding latency: `get_text_features` (a search query is text) on 32-token texts;
-* product-embedding latency: `get_multimodal_features` (image + title through both towers and the fusion encoder);
-  both on the matched architecture (hidden 256, 4 text / 4 image / 2 fusion layers, 128-px images), fp32,
+* product-embedding latency: `get_multimodal_features` (image + title through both towers and the multimodal encoder);
+  both on the matched architecture (hidden 256, 4 text / 4 image / 2 multimodal layers, 128-px images), fp32,
   `torch.inference_mode`, at batch 32 and batch 1; all depth choices of one measurement alternate in the same run;
 * zero-shot Recall@10 on the demo validation split (held-out products of the SYNTHETIC demo catalog) of a tiny
   CommerceMM pretrained with modality randomization (the tiny preset has the same stack depths, 4/4/2): query ->
@@ -22,18 +22,18 @@ import tempfile
 import time
 
 import common
-from common import FUSION_LAYERS, IMAGE_LAYERS, INFER_BATCH, TEXT_LAYERS, torch
+from common import IMAGE_LAYERS, INFER_BATCH, MULTIMODAL_LAYERS, TEXT_LAYERS, torch
 
 
 NAME = "modality_randomization"
 TITLE = "Target 6 - modality randomization: active depths -> latency (matched architecture) and demo Recall@10"
-FULL = (TEXT_LAYERS, IMAGE_LAYERS, FUSION_LAYERS)
+FULL = (TEXT_LAYERS, IMAGE_LAYERS, MULTIMODAL_LAYERS)
 DEPTHS = {
     "full": FULL,
-    "half text": (TEXT_LAYERS // 2, IMAGE_LAYERS, FUSION_LAYERS),
-    "half image": (TEXT_LAYERS, IMAGE_LAYERS // 2, FUSION_LAYERS),
-    "half fusion": (TEXT_LAYERS, IMAGE_LAYERS, FUSION_LAYERS // 2),
-    "all half": (TEXT_LAYERS // 2, IMAGE_LAYERS // 2, FUSION_LAYERS // 2),
+    "half text": (TEXT_LAYERS // 2, IMAGE_LAYERS, MULTIMODAL_LAYERS),
+    "half image": (TEXT_LAYERS, IMAGE_LAYERS // 2, MULTIMODAL_LAYERS),
+    "half multimodal": (TEXT_LAYERS, IMAGE_LAYERS, MULTIMODAL_LAYERS // 2),
+    "all half": (TEXT_LAYERS // 2, IMAGE_LAYERS // 2, MULTIMODAL_LAYERS // 2),
 }
 
 
@@ -48,7 +48,7 @@ def latencies(model, args) -> dict:
             query = {name: (lambda d=d: model.get_text_features(**text, text_depth=d[0]).pooler_output)
                      for name, d in DEPTHS.items()}
             product = {name: (lambda d=d: model.get_multimodal_features(
-                **text, pixel_values=x["pixel_values"], text_depth=d[0], image_depth=d[1], fusion_depth=d[2]
+                **text, pixel_values=x["pixel_values"], text_depth=d[0], image_depth=d[1], multimodal_depth=d[2]
             ).pooler_output) for name, d in DEPTHS.items()}
             with torch.inference_mode():
                 for kind, functions in (("query", query), ("product", product)):
@@ -78,13 +78,13 @@ def demo_recall(args) -> tuple[dict, dict]:
         model, processor = trainer_model.commercemm.eval(), demo.processor
         source = {"pretrained_here": True, "steps": args.steps, "num_products": args.num_products,
                   "pretraining_seconds": time.time() - started}
-    layers = tuple(model.config.stack_config(s).num_hidden_layers for s in ("text", "image", "fusion"))
+    layers = tuple(model.config.stack_config(s).num_hidden_layers for s in ("text", "image", "multimodal"))
     recall = {}
     for name, depths in DEPTHS.items():
         # the demo model's own depths at the same fractions of each stack
         scaled = tuple(max(1, d * n // f) for d, n, f in zip(depths, layers, FULL))
         metrics = zero_shot_metrics(model, processor, demo.validation_omni, text_depth=scaled[0],
-                                    image_depth=scaled[1], fusion_depth=scaled[2])
+                                    image_depth=scaled[1], multimodal_depth=scaled[2])
         recall[name] = {"depths": scaled, "query_recall@10": metrics.get("query_to_product_recall@10"),
                         "mean_omni_recall@10": mean_omni_recall_at_10(metrics), "metrics": metrics}
     source["validation_products"] = len(demo.catalog["validation"])

@@ -107,7 +107,7 @@ def main():
     rows.append(common.ratio_row("1 info", "FLOPs per step of 8 pairs: FLAVA task set vs FLAVA", "-",
                                  flops["commercemm_image_text"] / 1e9, flops["flava"] / 1e9, None, "GFLOP",
                                  note="ITM with ALBEF hard negatives fuses 3 pairs per pair (+ the masked pair): "
-                                      "32 fusion rows per 8 pairs against FLAVA's 8"))
+                                      "32 multimodal rows per 8 pairs against FLAVA's 8"))
     params = {name: sum(p.numel() for p in state[0].parameters()) for name, state in states.items()}
     common.write_results(NAME, TITLE, rows, args, {"raw": raw, "parameters": params})
 

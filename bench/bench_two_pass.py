@@ -6,9 +6,9 @@ its outputs across the tasks of the pass.
 
 14-pass baselines (the same inputs, the same 14 losses, one backward per loss, then one AdamW step):
 * `minimal` (the target's baseline): each pass runs only the encoders its own loss needs, written here with the
-  model's public pieces (`encode_text`, `encode_image`, `fusion_model`, the projections and heads,
+  model's public pieces (`encode_text`, `encode_image`, `multimodal_model`, the projections and heads,
   `contrastive_loss`): e.g. `omni_text_to_image` runs the text encoder on the text sources and the image encoder
-  on the product images only; MLM runs the masked text, the masked image and the fusion encoder on them only; the
+  on the product images only; MLM runs the masked text, the masked image and the multimodal encoder on them only; the
   MIM teacher runs without gradient. ITC and ITM use the model's own task selection (weight 0 for every other loss
   in `config.loss_weights`), which already runs only what they need.
 * `task_selection`: the model's own task selection for all 14 (one forward per task with only that task's
@@ -66,12 +66,12 @@ def task_selection_losses(model, it_batch, om_batch, backward=True):
 
 
 def _masked_pair(model, batch, with_teacher):
-    """Fusion [CLS]/tokens of the masked pairs (masked text + masked image), and the clean image's hidden states for
+    """Multimodal [CLS]/tokens of the masked pairs (masked text + masked image), and the clean image's hidden states for
     the MIM teacher (no gradient: the target needs none) when asked."""
     cm = model.commercemm
     text = cm.encode_text(batch["mlm_input_ids"], batch["attention_mask"])
     image = cm.encode_image(batch["pixel_values"], batch["bool_masked_pos"])
-    fused = cm.fusion_model(image.last_hidden_state, text.last_hidden_state, batch["attention_mask"])
+    fused = cm.multimodal_model(image.last_hidden_state, text.last_hidden_state, batch["attention_mask"])
     clean_image = None
     if with_teacher:
         with torch.no_grad():
@@ -134,7 +134,7 @@ def _omni_loss(model, batch, source_kind, target_kind):
                                    else (None, None))
 
     fused = None
-    if "multimodal" in (source_kind, target_kind):  # one fusion call for every pair that needs it
+    if "multimodal" in (source_kind, target_kind):  # one multimodal-encoder call for every pair that needs it
         pair_images, pair_texts, pair_masks = [], [], []
         if target_kind == "multimodal":
             pair_images.append(product_image)
@@ -144,7 +144,7 @@ def _omni_loss(model, batch, source_kind, target_kind):
             pair_images.append(source_image)
             pair_texts.append(source_text)
             pair_masks.append(source_mask)
-        fused = cm.fusion_model(torch.cat(pair_images), torch.cat(pair_texts), torch.cat(pair_masks))
+        fused = cm.multimodal_model(torch.cat(pair_images), torch.cat(pair_texts), torch.cat(pair_masks))
         fused = F.normalize(cm.multimodal_projection(fused.last_hidden_state[:, 0]), dim=-1)
 
     def embed(kind, tokens_text, tokens_image, fused_part):

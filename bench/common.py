@@ -1,6 +1,6 @@
 """Shared pieces of the CommerceMM benchmark suite (issue 5, DESIGN.md section 6).
 
-* the matched architecture (hidden 256, 4 heads, FFN 1024, 4 image / 4 text / 2 fusion layers, 128-px images with
+* the matched architecture (hidden 256, 4 heads, FFN 1024, 4 image / 4 text / 2 multimodal layers, 128-px images with
   16-px patches, 32 text tokens, vocab 30522) as a `CommerceMMConfig`, a `FlavaConfig` and a `CLIPConfig`;
 * synthetic batches for the image-text pass, the Omni pass and FLAVA's paired pretraining batch;
 * `compare`: time several callables in the same run, alternating them, after warm-up, median of >= 10 repetitions;
@@ -51,15 +51,15 @@ except ImportError:
 # ----------------------------------------------------------------------------------------------------------------
 
 HIDDEN, HEADS, FFN = 256, 4, 1024
-IMAGE_LAYERS, TEXT_LAYERS, FUSION_LAYERS = 4, 4, 2
+IMAGE_LAYERS, TEXT_LAYERS, MULTIMODAL_LAYERS = 4, 4, 2
 IMAGE_SIZE, PATCH_SIZE, TEXT_TOKENS, VOCAB = 128, 16, 32, 30522
 TRAIN_BATCH, INFER_BATCH = 8, 32
 NUM_PATCHES = (IMAGE_SIZE // PATCH_SIZE) ** 2
 MASK_ID, CLS_ID, SEP_ID = 4, 2, 3  # the ids `train_commercemm_tokenizer` gives its special tokens
 
 MATCHED = dict(hidden=HIDDEN, heads=HEADS, ffn=FFN, image_layers=IMAGE_LAYERS, text_layers=TEXT_LAYERS,
-               fusion_layers=FUSION_LAYERS, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, text_tokens=TEXT_TOKENS,
-               vocab=VOCAB, train_batch=TRAIN_BATCH, infer_batch=INFER_BATCH, dtype="float32")
+               multimodal_layers=MULTIMODAL_LAYERS, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE,
+               text_tokens=TEXT_TOKENS, vocab=VOCAB, train_batch=TRAIN_BATCH, infer_batch=INFER_BATCH, dtype="float32")
 
 _STACK = dict(hidden_size=HIDDEN, num_attention_heads=HEADS, intermediate_size=FFN, hidden_dropout_prob=0.0,
               attention_probs_dropout_prob=0.0)
@@ -72,11 +72,11 @@ def commercemm_config(**overrides):
     values = dict(
         text_config=dict(_STACK, num_hidden_layers=TEXT_LAYERS, vocab_size=VOCAB, max_position_embeddings=512),
         vision_config=dict(_STACK, num_hidden_layers=IMAGE_LAYERS, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE),
-        multimodal_config=dict(_STACK, num_hidden_layers=FUSION_LAYERS),
+        multimodal_config=dict(_STACK, num_hidden_layers=MULTIMODAL_LAYERS),
         projection_dim=HIDDEN,
         text_depth_choices=[TEXT_LAYERS // 2, TEXT_LAYERS],
         image_depth_choices=[IMAGE_LAYERS // 2, IMAGE_LAYERS],
-        fusion_depth_choices=[FUSION_LAYERS // 2, FUSION_LAYERS],
+        multimodal_depth_choices=[MULTIMODAL_LAYERS // 2, MULTIMODAL_LAYERS],
     )
     values.update(overrides)
     return CommerceMMConfig(**values)
@@ -88,7 +88,7 @@ def flava_config():
     return FlavaConfig(
         text_config=dict(_STACK, num_hidden_layers=TEXT_LAYERS, vocab_size=VOCAB, max_position_embeddings=512),
         image_config=dict(_STACK, num_hidden_layers=IMAGE_LAYERS, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE),
-        multimodal_config=dict(_STACK, num_hidden_layers=FUSION_LAYERS),
+        multimodal_config=dict(_STACK, num_hidden_layers=MULTIMODAL_LAYERS),
         hidden_size=HIDDEN, projection_dim=HIDDEN, init_codebook=False,  # the DALL-E codebook is not timed
     )
 

@@ -34,15 +34,79 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-#: recipe name -> flags added to every task's command
+#: the small preset's image tower resized for this CPU and these ~72-px drawings: 64 px, 8-px patches, 4 layers
+SMALL_IMAGES = "vision_config.image_size=64,vision_config.patch_size=8,vision_config.num_hidden_layers=4," \
+    "image_depth_choices=[2,4]"
+MINILM = ["--model_name_or_path", "small", "--text_backbone", "minilm", "--config_overrides", SMALL_IMAGES]
+
+#: recipe name -> flags added to every task's command; a dict gives flags per task ("*": every task) and may set
+#: "learning_rate" (a pretrained text tower is fine-tuned at a learning rate a tower from scratch would not move at)
 RECIPES = {
     "tiny": ["--model_name_or_path", "tiny"],
     "tiny+augment": ["--model_name_or_path", "tiny", "--augment"],
     "tiny+augment (no flip)": ["--model_name_or_path", "tiny", "--augment", "--augment_flip", "0"],
-    # all-MiniLM-L6-v2's text tower (the small preset's shape) with a 64-px, 4-layer image tower from scratch:
-    # a CommerceMM folder built once (minilm_folder), then the scripts' --model_name_or_path, as the README shows
-    "small-minilm+augment": ["--model_name_or_path", "{minilm}", "--augment"],
+    # all-MiniLM-L6-v2's text tower (the small preset's shape, its mean pooling) through the scripts' flags
+    "small-minilm+augment": {"*": [*MINILM, "--augment"]},
+    "small-minilm+augment lr5e-5": {"*": [*MINILM, "--augment"], "learning_rate": 5e-5},
+    # products retrieved by their text embedding; categorization from the text alone
+    "small-minilm text lr5e-5": {"*": MINILM, "query": ["--product_embedding", "text"],
+                                 "categorization": ["--modalities", "text"], "learning_rate": 5e-5},
+    "small-minilm text lr1e-4 10ep": {"*": MINILM, "query": ["--product_embedding", "text"],
+                                      "categorization": ["--modalities", "text"], "learning_rate": 1e-4,
+                                      "epochs": 10},
+    "small-minilm+augment lr1e-4 10ep": {"*": [*MINILM, "--augment"], "learning_rate": 1e-4, "epochs": 10},
+    "small-minilm text lr1e-4 10ep+hard negatives": {"*": MINILM, "query": ["--product_embedding", "text",
+                                                                         "--hard_negatives"],
+                                                     "learning_rate": 1e-4, "epochs": 10},
+    # other views retrieve the products' image embeddings
+    "tiny+augment image-product 10ep": {"*": ["--model_name_or_path", "tiny", "--augment"],
+                                        "view": ["--product_embedding", "image"], "epochs": 10},
+    "tiny+augment image-product 10ep+hard negatives": {
+        "*": ["--model_name_or_path", "tiny", "--augment"],
+        "view": ["--product_embedding", "image", "--hard_negatives"], "epochs": 10},
 }
+
+
+#: "pretrain on my catalog, then fine-tune": the pretraining run (both streams of the catalog's train products: its
+#: image-title pairs, and its query / other-view Omni rows) whose folder "{pretrained}" stands for in a recipe
+PRETRAINING = [*MINILM, "--max_steps", "300", "--per_device_train_batch_size", "32", "--learning_rate", "1e-4",
+               "--augment"]
+RECIPES["pretrained small-minilm 10ep"] = {
+    "*": ["--model_name_or_path", "{pretrained}"], "query": ["--product_embedding", "text"],
+    "categorization": ["--modalities", "text"], "view": ["--augment", "--product_embedding", "image"],
+    "learning_rate": 1e-4, "epochs": 10}
+RECIPES["small-minilm image-product 10ep"] = {
+    "*": MINILM, "view": ["--augment", "--product_embedding", "image"], "learning_rate": 1e-4, "epochs": 10}
+
+
+def pretrained_folder(data: Path, work: Path, args) -> Path:
+    """The folder of `PRETRAINING` on the catalog's train split (run once; a finished run is reused)."""
+    output = work / "pretraining"
+    if (output / "all_results.json").is_file():
+        return output
+    command = [sys.executable, str(ROOT / "examples" / "run_pretraining.py"), *PRETRAINING,
+               "--train_file", str(data / "pairs_train.jsonl"), "--omni_file", str(data / "omni_train.jsonl"),
+               "--seed", str(args.seed), "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
+               "--logging_steps", "50", "--do_train", "--output_dir", str(output), "--overwrite_output_dir"]
+    output.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
+    started = time.time()
+    with open(output / "log.txt", "w") as log:
+        result = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if result.returncode:
+        raise SystemExit(f"pretraining failed (exit {result.returncode}); see {output / 'log.txt'}")
+    print(f"pretraining: {time.time() - started:.0f} s", flush=True)
+    return output
+
+
+def recipe_flags(name: str, task: str) -> tuple[list[str], float | None, float | None]:
+    """The flags of `RECIPES[name]` for `task`, and the recipe's learning rate and epochs (None: the command
+    line's)."""
+    recipe = RECIPES[name]
+    if isinstance(recipe, list):
+        return recipe, None, None
+    return [*recipe.get("*", []), *recipe.get(task, [])], recipe.get("learning_rate"), recipe.get("epochs")
+
 
 #: task -> (script, task flags, {column: metric in all_results.json})
 TASKS = {
@@ -81,22 +145,6 @@ def load_rows(folder: Path, split: str) -> list[dict]:
     return rows
 
 
-def minilm_folder(work: Path) -> Path:
-    """A CommerceMM folder from the `minilm` extra's all-MiniLM-L6-v2 (text tower and tokenizer), the `small`
-    preset's fusion encoder, and an untrained 64-px image tower (4 layers, 8-px patches) sized for this CPU."""
-    folder = work / "small-minilm-start"
-    if (folder / "config.json").is_file():
-        return folder
-    from commercemm_hf import create_model_and_processor
-    from commercemm_hf.hub import save_hub_folder
-
-    model, processor = create_model_and_processor(
-        "small", text_backbone="minilm", image_depth_choices=[2, 4],
-        vision_config={"image_size": 64, "patch_size": 8, "num_hidden_layers": 4})
-    save_hub_folder(model, processor, folder)
-    return folder
-
-
 def run_folder(work: Path, name: str, task: str) -> Path:
     return work / name.replace(" ", "_").replace("(", "").replace(")", "") / task
 
@@ -112,12 +160,15 @@ def run_recipe(name: str, task: str, data: Path, work: Path, args) -> dict:
     """Train and test one recipe on one task through its example script; returns the metrics and the command."""
     script, task_flags, metrics = TASKS[task]
     output = run_folder(work, name, task)
-    flags = [str(minilm_folder(work)) if flag == "{minilm}" else flag for flag in RECIPES[name]]
+    flags, learning_rate, epochs = recipe_flags(name, task)
+    if "{pretrained}" in flags:
+        flags = [str(pretrained_folder(data, work, args)) if flag == "{pretrained}" else flag for flag in flags]
     command = [sys.executable, str(ROOT / "examples" / script), *task_flags, *flags,
                "--train_file", str(data / "products_train.jsonl"),
                "--validation_file", str(data / "products_validation.jsonl"),
                "--test_file", str(data / "products_test.jsonl"),
-               "--num_train_epochs", str(args.epochs), "--learning_rate", str(args.learning_rate),
+               "--num_train_epochs", str(epochs or args.epochs),
+               "--learning_rate", str(learning_rate or args.learning_rate),
                "--per_device_train_batch_size", str(args.batch_size), "--seed", str(args.seed),
                "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--logging_steps", "50",
                "--output_dir", str(output), "--overwrite_output_dir"]

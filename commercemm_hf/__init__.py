@@ -31,6 +31,7 @@ from .modeling import (
     CommerceMMFusionConfig,
     CommerceMMItemOutput,
     CommerceMMModel,
+    CommerceMMMultimodalConfig,
     CommerceMMOutput,
     CommerceMMPreTrainedModel,
     CommerceMMTextConfig,
@@ -45,7 +46,7 @@ __version__ = "0.1.0"
 def _register_auto_classes() -> None:
     """Register with transformers' Auto classes and mark classes so `save_pretrained` writes `auto_map` + code."""
     AutoConfig.register(CommerceMMConfig.model_type, CommerceMMConfig, exist_ok=True)
-    for sub_config in (CommerceMMTextConfig, CommerceMMVisionConfig, CommerceMMFusionConfig):
+    for sub_config in (CommerceMMTextConfig, CommerceMMVisionConfig, CommerceMMMultimodalConfig):
         AutoConfig.register(sub_config.model_type, sub_config, exist_ok=True)
     AutoModel.register(CommerceMMConfig, CommerceMMModel, exist_ok=True)
     AutoModelForZeroShotImageClassification.register(CommerceMMConfig, CommerceMMModel, exist_ok=True)
@@ -81,6 +82,7 @@ __all__ = [
     "CommerceMMForProductCategorization",
     "CommerceMMForRetrieval",
     "CommerceMMFusionConfig",
+    "CommerceMMMultimodalConfig",
     "CommerceMMImageProcessor",
     "CommerceMMItemOutput",
     "CommerceMMModel",

@@ -131,10 +131,12 @@ def run_pretrain(args) -> Path:
     if args.model:  # continue pretraining a CommerceMM folder, with its own processor
         model, processor = create_model_and_processor(args.model, CommerceMMForPreTraining, config_transform=tasks)
     else:
-        config = (CommerceMMConfig.from_json_file(args.config) if args.config
-                  else CommerceMMConfig.from_preset(args.preset))
+        # a preset without backbones starts from the factory's from-scratch initialisation unless
+        # --initializer-range says otherwise (create_model_and_processor holds that rule)
+        config = CommerceMMConfig.from_json_file(args.config) if args.config else args.preset
+        initialization = {} if args.initializer_range is None else {"initializer_range": args.initializer_range}
         model, processor = create_model_and_processor(
-            _from_scratch_initialization(config, args), CommerceMMForPreTraining,
+            config, CommerceMMForPreTraining, **initialization,
             texts=lambda: list(image_text["text"]) + [text for text in omni["source_text"] if text],
             tokenizer=args.tokenizer or (None if args.text_backbone else demo_tokenizer),
             text_backbone=args.text_backbone, vision_backbone=args.vision_backbone, vocab_size=args.vocab_size,
@@ -214,23 +216,6 @@ def training_arguments_from_flags(flags: list[str]) -> dict:
         if own in given:
             raise SystemExit(f"commercemm pretrain: use --{own.replace('_', '-')} (the command's own flag) for {own}.")
     return given
-
-
-def _from_scratch_initialization(config, args):
-    """The weights' initial std: `--initializer-range` when given; from a preset without backbones, 1/sqrt(text
-    hidden size), since at BERT's 0.02 a narrow post-LN text [CLS] starts as one vector for every text and the
-    contrastive losses collapse onto it (README); otherwise the config's own value."""
-    from .modeling.configuration_commercemm import from_scratch_initializer_range
-
-    if args.initializer_range is not None:
-        config.initializer_range = args.initializer_range
-    elif not (args.config or args.text_backbone or args.vision_backbone):
-        scale = from_scratch_initializer_range(config)
-        if scale != config.initializer_range:
-            print(f"Training the {args.preset} preset from scratch: initializer_range {scale:.3f} = 1/sqrt(text "
-                  f"hidden size) instead of {config.initializer_range} (--initializer-range sets it).")
-            config.initializer_range = scale
-    return config
 
 
 def run_ablation_command(args) -> dict:

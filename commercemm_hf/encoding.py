@@ -97,12 +97,12 @@ class CommerceMMEncoder:
         `convert_to_numpy=False`; one vector for a single input), L2-normalised unless `normalize_embeddings=False`.
         `output_value` is `"preferred"` (multimodal for items with both, else the one they have), or `"text"`,
         `"image"`, `"multimodal"` (every item must then have that kind). `text_depth=` / `image_depth=` /
-        `fusion_depth=` run fewer layers. A progress bar shows for more than one batch unless
+        `multimodal_depth=` run fewer layers. A progress bar shows for more than one batch unless
         `show_progress_bar=False`.
         """
         if output_value not in OUTPUT_VALUES:
             raise ValueError(f"output_value must be one of {OUTPUT_VALUES}, got {output_value!r}.")
-        unknown = sorted(set(depths) - {"text_depth", "image_depth", "fusion_depth"})
+        unknown = sorted(set(depths) - {"text_depth", "image_depth", "multimodal_depth"})
         if unknown:
             raise TypeError(f"encode() got unexpected arguments {unknown}.")
         if batch_size < 1:

@@ -222,7 +222,7 @@ def export_onnx(folder: str | os.PathLike, output: str | os.PathLike | None = No
     report = {"format": "onnx", "source": str(folder), "projection_dim": config.projection_dim,
               "normalized": False, "image_size": config.vision_config.image_size, "max_text_length": max_length,
               "depths": {stack: getattr(config, f"{stack}_depth") or config.stack_config(stack).num_hidden_layers
-                         for stack in ("text", "image", "fusion")},
+                         for stack in ("text", "image", "multimodal")},
               "torch": torch.__version__, "session": {"disabled_optimizers": list(DISABLED_OPTIMIZERS)},
               "graphs": {}, "checks": {}}
     failures = []

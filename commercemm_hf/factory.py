@@ -125,7 +125,12 @@ def create_model_and_processor(
         text_overrides = {**overrides.pop("text_config", {}), "vocab_size": len(tokenizer)}
         config = CommerceMMConfig.from_preset(name_or_preset_or_folder, text_config=text_overrides, **overrides)
     if "initializer_range" not in overrides and not (text_backbone or vision_backbone or from_config):
-        config.initializer_range = from_scratch_initializer_range(config)  # see from_scratch_initializer_range
+        scale = from_scratch_initializer_range(config)  # why: see from_scratch_initializer_range
+        if scale != config.initializer_range:
+            logger.warning(f"Training the {name_or_preset_or_folder} preset from scratch: initializer_range "
+                           f"{scale:.3f} = 1/sqrt(text hidden size) instead of {config.initializer_range} "
+                           "(initializer_range= / --initializer-range sets it).")
+            config.initializer_range = scale
     base = None
     if text_backbone or vision_backbone:
         base = CommerceMMModel.from_text_vision_pretrained(text=_backbone_path(text_backbone), vision=vision_backbone,

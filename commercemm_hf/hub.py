@@ -66,7 +66,7 @@ def write_sentence_transformers_config(folder: str | os.PathLike) -> None:
     shutil.copy(PIPELINE_FOLDER / f"{SENTENCE_MODULE.split('.')[0]}.py", folder)
     files = {
         "modules.json": [{"idx": 0, "name": "0", "path": "", "type": SENTENCE_MODULE}],
-        "sentence_commercemm_config.json": {"text_depth": None, "image_depth": None, "fusion_depth": None},
+        "sentence_commercemm_config.json": {"text_depth": None, "image_depth": None, "multimodal_depth": None},
         "config_sentence_transformers.json": {"model_type": "SentenceTransformer", "prompts": {},
                                               "default_prompt_name": None, "similarity_fn_name": "cosine",
                                               "__version__": {"commercemm_hf": __version__}},

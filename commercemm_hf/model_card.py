@@ -238,7 +238,7 @@ def _preset_name(config: dict) -> str:
 
 
 def _card_values(folder: Path, config: dict) -> dict:
-    text, vision, fusion = (config.get(key) or {} for key in ("text_config", "vision_config", "multimodal_config"))
+    text, vision, multimodal = (config.get(key) or {} for key in ("text_config", "vision_config", "multimodal_config"))
     stacks = [
         dict(name="image encoder (ViT)", layers=vision.get("num_hidden_layers"), hidden=vision.get("hidden_size"),
              heads=vision.get("num_attention_heads"),
@@ -246,11 +246,12 @@ def _card_values(folder: Path, config: dict) -> dict:
         dict(name="text encoder (BERT-style)", layers=text.get("num_hidden_layers"), hidden=text.get("hidden_size"),
              heads=text.get("num_attention_heads"),
              other=f"vocabulary {text.get('vocab_size')}, up to {text.get('max_position_embeddings')} positions"),
-        dict(name="fusion encoder", layers=fusion.get("num_hidden_layers"), hidden=fusion.get("hidden_size"),
-             heads=fusion.get("num_attention_heads"), other="[CLS_mm] + image tokens + text tokens"),
+        dict(name="multimodal encoder", layers=multimodal.get("num_hidden_layers"),
+             hidden=multimodal.get("hidden_size"), heads=multimodal.get("num_attention_heads"),
+             other="[CLS_mm] + image tokens + text tokens"),
     ]
     full = {"text": text.get("num_hidden_layers"), "image": vision.get("num_hidden_layers"),
-            "fusion": fusion.get("num_hidden_layers")}
+            "multimodal": multimodal.get("num_hidden_layers")}
     depths = ", ".join(f"{stack} {config.get(f'{stack}_depth') or layers}" + ("" if config.get(f"{stack}_depth")
                                                                               else " (full)")
                        for stack, layers in full.items())

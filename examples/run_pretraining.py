@@ -63,6 +63,7 @@ def main(argv=None):
         processor=processor, eval_dataset=image_text.get("validation"), eval_omni_dataset=omni.get("validation"),
         omni_batch_size=pretraining_args.omni_batch_size,
         modality_randomization=pretraining_args.modality_randomization,
+        augment=data_args.augmentation(training_args.seed),
     )
     return ft.run_training(trainer, image_text, training_args, model_args, hub_model=model.commercemm)
 

@@ -16,7 +16,6 @@ Every `TrainingArguments` flag works; a run resumes from the last checkpoint in 
 from transformers import TrainingArguments
 
 from commercemm_hf import CommerceMMForRetrieval
-from commercemm_hf.modeling.modeling_commercemm_tasks import RETRIEVAL_TASKS
 from commercemm_hf.training import finetuning as ft
 
 
@@ -29,15 +28,19 @@ def main(argv=None):
     splits = ft.select_splits(splits, data_args, training_args, group_column="product_id")
     ft.logger.info(f"{task_args.task}: rows { {name: len(rows) for name, rows in splits.items()} }")
 
-    source, target = RETRIEVAL_TASKS[task_args.task]
+    source, target = task_args.retrieval_kinds()
     model, processor = ft.load_model_and_processor(model_args, CommerceMMForRetrieval,
                                                    lambda: ft.training_texts(splits),
                                                    retrieval_source=source, retrieval_target=target)
+    collator = ft.RetrievalCollator(processor, task_args.task, model_args.max_seq_length,
+                                    augment=data_args.augmentation(training_args.seed))
+    sampler = None
+    if task_args.hard_negatives and training_args.do_train and "train" in splits:
+        sampler = ft.hard_negative_sampler(model, collator, splits["train"], training_args.per_device_train_batch_size,
+                                           seed=training_args.seed)
     trainer = ft.CommerceMMRetrievalTrainer(
         model=model, args=training_args, train_dataset=splits.get("train"), eval_dataset=splits.get("validation"),
-        data_collator=ft.RetrievalCollator(processor, task_args.task, model_args.max_seq_length,
-                                            augment=data_args.augmentation(training_args.seed)),
-        processing_class=processor,
+        data_collator=collator, processing_class=processor, train_sampler=sampler,
     )
     # the folder holds the fine-tuned CommerceMMModel: AutoModel, product-search and product-embedding load it
     return ft.run_training(trainer, splits, training_args, model_args, hub_model=model.commercemm)

@@ -6,6 +6,8 @@ import runpy
 import shutil
 import socket
 import subprocess
+import sys
+from pathlib import Path
 
 import huggingface_hub
 import pytest
@@ -13,7 +15,13 @@ import torch
 from helpers import (
     CLUSTERED_DIM,
     CORPUS,
+    DDP_SCRIPT,
+    DIRECTIONS,
+    EMBED_CATEGORIES,
+    EMBED_PRODUCTS,
+    ENGINE_SCRIPT,
     EVALUATE_DEMO_PRODUCTS,
+    EXAMPLE_PRODUCTS,
     EXAMPLES,
     HUB_LOADING_TEXTS,
     MULTILINGUAL,
@@ -21,13 +29,22 @@ from helpers import (
     SMALL,
     TINY_COLOURS,
     TINY_SHAPES,
+    embed_command,
+    fast,
     random_image,
+    run_many,
+    run_script,
+    run_without_package,
+    save_tiny_hub_folder,
+    shard_contents,
     tiny_config,
     tiny_datasets,
+    write_jsonl,
+    write_user_files,
 )
 from huggingface_hub import HfApi
 from PIL import Image as PILImage
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
 from commercemm_hf import (
@@ -203,8 +220,7 @@ def pipeline_folders(tmp_path_factory, processor, tokenizer):
 def pipeline_input_folders(tmp_path_factory, processor, tokenizer):
     """base/ and categorization/ hub folders with good and truncated PNG files beside them."""
     work = tmp_path_factory.mktemp("pipeline_inputs")
-    torch.manual_seed(0)
-    save_hub_folder(CommerceMMModel(tiny_config(vocab_size=len(tokenizer))).eval(), processor, work / "base")
+    save_tiny_hub_folder(processor, work / "base")
     labels = ["mug", "lamp"]
     head_config = tiny_config(vocab_size=len(tokenizer), id2label=dict(enumerate(labels)),
                               label2id={label: i for i, label in enumerate(labels)},
@@ -410,3 +426,187 @@ def small_disk(tmp_path):
         pytest.skip("cannot mount a small tmpfs here")
     yield mount_point
     subprocess.run(["umount", "--lazy", str(mount_point)], check=True)  # a failed writer may still hold a file
+
+
+# ----------------------------------------------------------------- the example scripts' runs (test_examples.py)
+
+
+@pytest.fixture(scope="module")
+def example_env(tmp_path_factory):
+    """The environment the example scripts run in: offline, one datasets cache, no launcher variables."""
+    values = {key: value for key, value in os.environ.items()
+              if not key.startswith(("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_", "PYTHONPATH"))}
+    values.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+                  HF_DATASETS_CACHE=str(tmp_path_factory.mktemp("datasets_cache")))
+    return values
+
+
+@pytest.fixture(scope="module")
+def example_runs(tmp_path_factory, example_env):
+    """Every run but the torchrun one. `run_pretraining.py` and `run_categorization.py` (on the user's files) run as
+    scripts; the other runs call the scripts' `main(argv)` one after another in one more subprocess, which spares
+    the start-up time of each."""
+    work = tmp_path_factory.mktemp("examples")
+    write_user_files(work / "data")
+    run_script("run_pretraining.py", fast(work / "pretraining"), example_env)
+    files = ["--train_file", work / "data" / "train.jsonl", "--validation_file", work / "data" / "validation.jsonl",
+             "--product_id_column", "sku", "--text_column", "title", "--max_steps", "2",
+             "--per_device_train_batch_size", "4", "--vocab_size", "300", "--disable_tqdm", "true"]
+    run_script("run_categorization.py", ["--output_dir", work / "category", "--image_column", "photo",
+                                         "--label_column", "category", *files], example_env)
+    once = ["--do_train", "--do_eval"]
+    runs = [
+        # the demo catalog with nothing but the output folder (and a small, fast setting): train, eval, test
+        ("run_categorization.py", fast(work / "categorization", 4, "--save_steps", "2")),
+        # the same run stopped after checkpoint-2, started again: resumes from checkpoint-2
+        ("copy", [work / "categorization" / "checkpoint-2", work / "resumed" / "checkpoint-2"]),
+        ("run_categorization.py", fast(work / "resumed", 4, "--save_steps", "2")),
+        # the finished run started again: resumes at checkpoint-4 = max_steps, trains nothing
+        ("copy", [work / "categorization", work / "rerun"]),
+        ("run_categorization.py", fast(work / "rerun", 4, "--save_steps", "2")),
+        # checkpoints kept: the default limit, and the user's
+        ("run_categorization.py", fast(work / "limited", 3, "--save_steps", "1", "--do_train")),
+        ("run_categorization.py", fast(work / "kept", 3, "--save_steps", "1", "--do_train", "--save_total_limit", "3")),
+        ("run_retrieval.py", ["--task", "query_to_product", *fast(work / "query_to_product")]),
+        # image_to_text starts from the pretraining folder: its encoders and processor load into the retrieval head
+        *[("run_retrieval.py", ["--task", task, *fast(work / task), *once, *(
+            ["--model_name_or_path", work / "pretraining"] if task == "image_to_text" else [])])
+          for task in DIRECTIONS],
+        # the user's JSON Lines files
+        ("run_categorization.py", ["--output_dir", work / "tags", "--label_column", "tags", *files]),  # text only
+        # with the text embedding of the product as the target, and a preset changed from the command line
+        ("run_retrieval.py", ["--output_dir", work / "search", "--task", "query_to_product", "--query_column",
+                              "search", "--image_column", "photo", "--product_embedding", "text",
+                              "--config_overrides", "projection_dim=64,text_config.pooling=mean,"
+                              "vision_config.image_size=32,vision_config.num_hidden_layers=2,image_depth_choices=[1,2]",
+                              *files]),
+        ("run_retrieval.py", ["--output_dir", work / "views", "--task", "image_to_product", "--hard_negatives",
+                              "--query_image_column", "other_view", "--image_column", "photo", *files]),
+    ]
+    output = run_many(runs, example_env)
+    assert f"resuming training at {work / 'resumed' / 'checkpoint-2'}" in output
+    (work / "output.txt").write_text(output)
+    return work
+
+
+@pytest.fixture(scope="module")
+def example_demo_catalog():
+    from commercemm_hf.data import build_demo_catalog
+
+    return build_demo_catalog(num_products=EXAMPLE_PRODUCTS, seed=0, image_size=64)
+
+
+@pytest.fixture(scope="module")
+def example_fresh_loads(example_runs, example_demo_catalog, example_env):
+    """The categorization and query_to_product folders loaded with pipeline(...) / AutoModel in a fresh process
+    where commercemm_hf cannot be imported."""
+    products = example_demo_catalog["test"]
+    for index, row in enumerate(products):
+        row["image"].save(example_runs / f"product_{index}.png")
+    return run_without_package(f"""
+        import json
+        from PIL import Image
+        from transformers import AutoModel, pipeline
+        images = [Image.open(f"product_{{i}}.png") for i in range({len(products)})]
+        texts = {list(products["text"])!r}
+        classify = pipeline("product-categorization", model="categorization", trust_remote_code=True)
+        both = classify({{"image": images[0], "text": texts[0]}}, top_k=30)
+        text_only = classify("red ceramic mug", top_k=2)
+        search = pipeline("product-search", model="query_to_product", trust_remote_code=True)
+        search.index_products([{{"image": image, "text": text}} for image, text in zip(images, texts)],
+                              product_ids={list(products["product_id"])!r})
+        hits = search({products[0]["queries"][0]!r}, top_k=3)
+        model = AutoModel.from_pretrained("query_to_product", trust_remote_code=True)
+        print(json.dumps({{"labels": [r["label"] for r in both], "total": sum(r["score"] for r in both),
+                          "text_only": len(text_only), "hits": [hit["product_id"] for hit in hits],
+                          "model": type(model).__name__}}))
+    """, example_runs, env={"HF_DATASETS_CACHE": example_env["HF_DATASETS_CACHE"]})
+
+
+# ----------------------------------------------------------------- the README (test_readme.py)
+
+
+@pytest.fixture(scope="module")
+def readme_workdir(tmp_path_factory):
+    """A folder holding what the README names: the demo's model folder, a categorizer, pairs.jsonl, omni.jsonl."""
+    import os
+
+    from transformers import AutoProcessor
+
+    from commercemm_hf import CommerceMMForProductCategorization
+    from commercemm_hf.cli import run_demo
+    from commercemm_hf.hub import save_hub_folder
+
+    work = tmp_path_factory.mktemp("readme")
+    previous = os.getcwd()
+    os.chdir(work)
+    try:
+        run_demo("outputs/demo", num_products=60, steps=2, batch_size=8)
+        folder = "outputs/demo/commercemm-tiny-demo"
+        head = CommerceMMForProductCategorization.from_pretrained(
+            folder, id2label={0: "mug", 1: "lamp", 2: "vase"}, label2id={"mug": 0, "lamp": 1, "vase": 2})
+        save_hub_folder(head, AutoProcessor.from_pretrained(folder), "outputs/categorizer")
+        image_text, omni = tiny_datasets(6)
+        Path(write_jsonl(image_text, work / "pairs", ["image"])).rename(work / "pairs.jsonl")
+        Path(write_jsonl(omni, work / "omni", ["image", "source_image"])).rename(work / "omni.jsonl")
+        for name in ("pairs", "omni"):  # the image paths are relative to the file, which now sits one level up
+            text = (work / f"{name}.jsonl").read_text().replace('"images/', f'"{name}/images/')
+            (work / f"{name}.jsonl").write_text(text)
+        yield work
+    finally:
+        os.chdir(previous)
+
+
+# ----------------------------------------------------------------- distributed runs (test_distributed.py)
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory):
+    """`tests/scripts/ddp_pretraining.py` under torchrun with 2 gloo processes: its folder and each rank's results."""
+    output_dir = tmp_path_factory.mktemp("ddp")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("RANK", "WORLD_SIZE", "MASTER_"))}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(DDP_SCRIPT),
+               str(output_dir)]
+    result = subprocess.run(command, cwd=DDP_SCRIPT.parent.parent, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return output_dir, [json.loads((output_dir / f"results_{rank}.json").read_text()) for rank in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def engine_runs(tmp_path_factory):
+    """Three steps with gradient accumulation 2 under DDP, FSDP2 and DeepSpeed ZeRO-2 (2 gloo processes each)."""
+    runs = {}
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("RANK", "WORLD_SIZE", "MASTER_"))}
+    for engine in ("ddp", "fsdp", "deepspeed"):
+        output_dir = tmp_path_factory.mktemp(engine)
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                   str(ENGINE_SCRIPT), str(output_dir), engine]
+        result = subprocess.run(command, cwd=ENGINE_SCRIPT.parent.parent, env=env, capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, (engine, result.stderr[-4000:])
+        runs[engine] = (json.loads((output_dir / "results.json").read_text()),
+                        load_file(output_dir / "weights.safetensors"))
+    return runs
+
+
+# ----------------------------------------------------------------- `commercemm embed` (test_embedding_job.py)
+
+
+@pytest.fixture(scope="module")
+def embedding_job(tmp_path_factory, processor):
+    """(folder, products, environment) of `commercemm embed`: a tiny saved model and a products dataset on disk."""
+    work = tmp_path_factory.mktemp("embed")
+    save_tiny_hub_folder(processor, work / "model")
+    products, _ = tiny_datasets(num_products=EMBED_PRODUCTS)
+    products = products.add_column("category", [EMBED_CATEGORIES[i % 3] for i in range(len(products))])
+    products.save_to_disk(str(work / "products"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return work, products, env
+
+
+@pytest.fixture(scope="module")
+def reference_shards(embedding_job):
+    """The shards one uninterrupted `commercemm embed` run writes."""
+    work, _, env = embedding_job
+    subprocess.run(embed_command(work, work / "reference"), env=env, check=True, capture_output=True, timeout=600)
+    return shard_contents(work / "reference")

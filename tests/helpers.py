@@ -8,7 +8,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-from commercemm_hf import CommerceMMConfig
+from PIL import Image
+from safetensors import safe_open
+
+from commercemm_hf import CommerceMMConfig, CommerceMMModel
+from commercemm_hf.pipelines.pipeline_commercemm_shards import shard_numbers
 
 
 # the corpus of the suite's shared tokenizer (conftest.py's `tokenizer`)
@@ -68,7 +72,7 @@ def tiny_config(vocab_size: int = 300, **overrides) -> CommerceMMConfig:
         projection_dim=16,
         text_depth_choices=[1, 2],
         image_depth_choices=[1, 2],
-        fusion_depth_choices=[1, 2],
+        multimodal_depth_choices=[1, 2],
         mim_num_prototypes=16,
     )
     for key, value in overrides.items():
@@ -111,6 +115,18 @@ def run_without_package(script: str, workdir: Path, env: dict | None = None, tim
     if result.returncode != 0:
         raise AssertionError(f"fresh process failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def save_tiny_hub_folder(processor, folder):
+    """A tiny `CommerceMMModel` (seed 0, eval mode, the processor's vocabulary) saved with `processor` as a Hub folder;
+    returns the folder."""
+    import torch
+
+    from commercemm_hf.hub import save_hub_folder
+
+    torch.manual_seed(0)
+    model = CommerceMMModel(tiny_config(vocab_size=len(processor.tokenizer))).eval()
+    return save_hub_folder(model, processor, folder)
 
 
 def tiny_datasets(num_products: int = 12, seed: int = 0):
@@ -187,3 +203,94 @@ def check_publishable_and_loadable(folders, workdir: Path, env: dict | None = No
     for folder in folders:
         assert set(loaded[str(folder)]) == set(json.loads((Path(folder) / "config.json").read_text())["auto_map"])
     return loaded
+
+
+# ----------------------------------------------------------------- the example scripts' runs (test_examples.py)
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_PRODUCTS = 30  # the demo catalog splits it 24 / 3 / 3 products
+COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 60, 220)}
+SHAPES = ("mug", "lamp")
+DIRECTIONS = ("image_to_product", "product_to_product", "image_to_text", "text_to_image")
+
+
+def fast(output_dir, max_steps: int = 2, *extra) -> list[str]:
+    """A short run of an example script on `EXAMPLE_PRODUCTS` demo products: its arguments."""
+    return ["--output_dir", str(output_dir), "--demo_num_products", str(EXAMPLE_PRODUCTS), "--max_steps",
+            str(max_steps), "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "32",
+            "--logging_steps", "1", "--vocab_size", "500", "--disable_tqdm", "true", *map(str, extra)]
+
+
+def run(command: list, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(part) for part in command], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, f"{command[:3]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def run_script(script: str, argv: list, env: dict) -> subprocess.CompletedProcess:
+    return run([sys.executable, EXAMPLES / script, *argv], env)
+
+
+def run_many(runs: list[tuple[str, list]], env: dict) -> str:
+    """Several runs of the scripts' `main(argv)` in one subprocess (saves the start-up time of each); a `"copy"`
+    entry copies folder `argv[0]` to `argv[1]`. Returns the output."""
+    code = textwrap.dedent(f"""
+        import runpy, shutil
+        for script, argv in {[(str(EXAMPLES / script), [str(a) for a in argv]) for script, argv in runs]!r}:
+            if script.endswith("copy"):
+                shutil.copytree(*argv)
+            else:
+                runpy.run_path(script, run_name="example")["main"](argv)
+    """)
+    result = run([sys.executable, "-c", code], env)
+    return result.stdout + result.stderr
+
+
+def write_user_files(folder: Path) -> None:
+    """train.jsonl / validation.jsonl with image paths relative to the files, and one row whose image is missing."""
+    (folder / "images").mkdir(parents=True)
+    rows = []
+    for index in range(18):
+        colour, shape = list(COLOURS)[index % 3], SHAPES[(index // 3) % 2]
+        for view, offset in (("front", 0), ("side", 6)):
+            image = Image.new("RGB", (48, 40), (240, 240, 235))
+            box = (8 + offset, 6, 36 + offset, 34)
+            image.paste(COLOURS[colour], box)
+            if shape == "lamp":
+                image.paste((250, 230, 60), (box[0], box[1], box[2], box[1] + 8))
+            image.save(folder / "images" / f"p{index}_{view}.png")
+        rows.append({"sku": f"p{index}", "title": f"{colour} ceramic {shape} no. {index}", "category": shape,
+                     "tags": [colour, shape], "photo": f"images/p{index}_front.png",
+                     "search": f"{colour} {shape}", "other_view": f"images/p{index}_side.png"})
+    bad = dict(rows[0], sku="broken", photo="images/missing.png", other_view="images/missing.png")
+    train = rows[:14] + [bad]
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(row) for row in train) + "\n")
+    (folder / "validation.jsonl").write_text("\n".join(json.dumps(row) for row in rows[14:]) + "\n")
+
+
+# ----------------------------------------------------------------- distributed runs (test_distributed.py)
+
+DDP_SCRIPT = Path(__file__).parent / "scripts" / "ddp_pretraining.py"
+ENGINE_SCRIPT = Path(__file__).parent / "scripts" / "engine_pretraining.py"
+
+
+# ----------------------------------------------------------------- `commercemm embed` (test_embedding_job.py)
+
+EMBED_PRODUCTS, EMBED_SHARD_SIZE = 24, 2
+EMBED_CATEGORIES = ("mugs", "lamps", "bags")
+
+
+def embed_command(work, output, *launcher):
+    return [*(launcher or (sys.executable, "-m")), "commercemm_hf", "embed", str(work / "model"),
+            "--products", str(work / "products"), "--output-dir", str(output), "--kinds", "multimodal,text,image",
+            "--product-id-column", "product_id", "--metadata-columns", "category",
+            "--shard-size", str(EMBED_SHARD_SIZE), "--batch-size", "2"]
+
+
+def shard_contents(folder):
+    contents = {}
+    for number in shard_numbers(folder):
+        with safe_open(str(folder / f"shard-{number:06d}.safetensors"), framework="np") as handle:
+            contents[number] = ({name: handle.get_tensor(name) for name in handle.keys()}, handle.metadata())
+    return contents

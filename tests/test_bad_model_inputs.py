@@ -21,7 +21,7 @@ from commercemm_hf.modeling.modeling_commercemm_tasks import CommerceMMForProduc
     (dict(logit_scale_init_value=math.nan), r"logit_scale_init_value must be finite, got nan"),
     (dict(max_logit_scale=math.inf), r"max_logit_scale must be finite"),
     (dict(initializer_range=-1.0), r"CommerceMMConfig.initializer_range must be > 0"),
-    (dict(multimodal_config=dict(initializer_range=0.0)), r"CommerceMMFusionConfig.initializer_range must be > 0"),
+    (dict(multimodal_config=dict(initializer_range=0.0)), r"CommerceMMMultimodalConfig.initializer_range must be > 0"),
     (dict(text_config=dict(hidden_act="nope")), r"hidden_act='nope' is not a known activation.*gelu"),
     (dict(mim_teacher_temperature=0.0), r"mim_teacher_temperature must be > 0"),
     (dict(mim_center_momentum=1.5), r"mim_center_momentum must be >= 0 and <= 1"),
@@ -94,7 +94,7 @@ def test_non_finite_weights_are_an_error(saved_tiny_model):
     _, folder = saved_tiny_model
 
     def poison(weights):
-        weights["fusion_model.encoder.layers.0.mlp.fc2.bias"][3] = math.nan
+        weights["multimodal_model.encoder.layers.0.mlp.fc2.bias"][3] = math.nan
     _rewrite(folder, poison)
     with pytest.raises(ValueError, match=r"1 weights hold NaN or infinite values.*layers.0.mlp.fc2.bias"):
         CommerceMMModel.from_pretrained(folder)

@@ -1,6 +1,5 @@
 """The command line: the demo end to end (tiny), and `commercemm pretrain` on a user's JSON Lines files with resume."""
 
-import argparse
 import json
 import logging
 
@@ -29,7 +28,7 @@ def test_pretrain_command_on_jsonl_files_saves_a_folder_and_resumes(tmp_path, ca
     # the tiny preset already starts at 1/sqrt(128), so nothing to change or say
     saved_config = json.loads((tmp_path / "out" / "model" / "config.json").read_text())
     assert saved_config["initializer_range"] == pytest.approx(128 ** -0.5)
-    assert "from scratch: initializer_range" not in out
+    assert "from scratch: initializer_range" not in out + caplog.text
 
     check_publishable_and_loadable([tmp_path / "out" / "model"], tmp_path)
 
@@ -45,15 +44,17 @@ def test_pretrain_command_on_jsonl_files_saves_a_folder_and_resumes(tmp_path, ca
     ({"initializer_range": 0.03}, 0.03),                      # the user's choice wins
     ({"text_backbone": "minilm"}, 0.02),                      # imported weights: the preset's value
 ])
-def test_pretraining_from_scratch_starts_wide_enough(options, expected, capsys):
-    from commercemm_hf import CommerceMMConfig
-    from commercemm_hf.cli import _from_scratch_initialization
+def test_pretraining_from_scratch_starts_wide_enough(options, expected, caplog):
+    # `commercemm pretrain` hands --preset, --initializer-range and the backbones to create_model_and_processor,
+    # which holds the rule
+    from commercemm_hf import create_model_and_processor
 
-    args = argparse.Namespace(**{"preset": "small", "config": None, "text_backbone": None, "vision_backbone": None,
-                                 "initializer_range": None, **options})
-    config = _from_scratch_initialization(CommerceMMConfig.from_preset("small"), args)
-    assert config.initializer_range == pytest.approx(expected)
-    assert ("from scratch: initializer_range" in capsys.readouterr().out) == (not options)
+    texts = None if "text_backbone" in options else ["red mug", "blue lamp"] * 5
+    with caplog.at_level(logging.WARNING, logger="commercemm_hf.factory"):
+        model, _ = create_model_and_processor("small", texts=texts, vocab_size=300, **options)
+    assert model.config.initializer_range == pytest.approx(expected)
+    said = any("from scratch: initializer_range" in record.getMessage() for record in caplog.records)
+    assert said == (not options)
 
 
 def test_pretrain_command_subset_of_tasks_and_bad_arguments(tmp_path):

@@ -91,18 +91,18 @@ def test_feature_functions_and_heads_honour_return_dict(model):
 def stack_implementations(model) -> dict[str, str]:
     return {
         name: getattr(model, f"{name}_model").encoder.layers[0].self_attn.config._attn_implementation
-        for name in ("text", "vision", "fusion")
+        for name in ("text", "vision", "multimodal")
     }
 
 
 def test_a_per_stack_attention_choice_is_kept(tmp_path):
     model = CommerceMMModel(tiny_config(attn_implementation={"text_config": "eager"}))
-    assert stack_implementations(model) == {"text": "eager", "vision": "sdpa", "fusion": "sdpa"}
+    assert stack_implementations(model) == {"text": "eager", "vision": "sdpa", "multimodal": "sdpa"}
     model.save_pretrained(tmp_path)
     loaded = CommerceMMModel.from_pretrained(tmp_path, attn_implementation={"multimodal_config": "eager"})
-    assert stack_implementations(loaded) == {"text": "sdpa", "vision": "sdpa", "fusion": "eager"}
+    assert stack_implementations(loaded) == {"text": "sdpa", "vision": "sdpa", "multimodal": "eager"}
     loaded.set_attn_implementation({"vision_config": "eager"})
-    assert stack_implementations(loaded) == {"text": "sdpa", "vision": "eager", "fusion": "eager"}
+    assert stack_implementations(loaded) == {"text": "sdpa", "vision": "eager", "multimodal": "eager"}
 
 
 def test_a_rejected_attention_choice_changes_nothing(model):
@@ -176,8 +176,8 @@ def test_the_flash_path_gets_the_padding_mask_that_transformers_unpads(model, mo
         torch.testing.assert_close(actual[name].pooler_output, expected[name].pooler_output, atol=1e-5, rtol=0)
     text_masks = [mask for mask in handed if mask is not None and mask.shape == attention_mask.shape]
     assert text_masks and all(torch.equal(mask, attention_mask.bool()) for mask in text_masks)
-    fusion_length = 1 + (1 + model.config.vision_config.num_patches) + input_ids.shape[1]  # [CLS_mm], image, text
-    assert any(mask is not None and tuple(mask.shape) == (3, fusion_length) for mask in handed), [
+    multimodal_length = 1 + (1 + model.config.vision_config.num_patches) + input_ids.shape[1]  # [CLS_mm], image, text
+    assert any(mask is not None and tuple(mask.shape) == (3, multimodal_length) for mask in handed), [
         None if mask is None else tuple(mask.shape) for mask in handed]
 
 

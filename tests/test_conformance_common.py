@@ -17,15 +17,15 @@ from commercemm_hf import (
     CommerceMMConfig,
     CommerceMMForProductCategorization,
     CommerceMMForRetrieval,
-    CommerceMMFusionConfig,
     CommerceMMModel,
+    CommerceMMMultimodalConfig,
     CommerceMMTextConfig,
     CommerceMMVisionConfig,
 )
 
 
 class CommerceMMModelTester:
-    """Tiny text, vision and fusion stacks (as CLIPModelTester combines CLIPTextModelTester and
+    """Tiny text, vision and multimodal stacks (as CLIPModelTester combines CLIPTextModelTester and
     CLIPVisionModelTester); texts right-padded, as a tokenizer pads them."""
 
     def __init__(self, parent, batch_size=3, seq_length=7, vocab_size=99, image_size=16, patch_size=4,
@@ -110,11 +110,11 @@ class CommerceMMModelTesterMixin(ModelTesterMixin):
                     base = getattr(model, "commercemm", model)
                     found = tuple(
                         {layer.self_attn.config._attn_implementation for layer in tower.encoder.layers}.pop()
-                        for tower in (base.text_model, base.vision_model, base.fusion_model)
+                        for tower in (base.text_model, base.vision_model, base.multimodal_model)
                     )
                     self.assertEqual(found, expected, f"{model_class.__name__} with {requested}")
 
-    @unittest.skip(reason="As CLIPModelTest: hidden states are per tower (text, vision, fusion), tested in "
+    @unittest.skip(reason="As CLIPModelTest: hidden states are per tower (text, vision, multimodal), tested in "
                           "tests/test_conformance.py, not one `hidden_states` of the composite output")
     def test_hidden_states_output(self):
         pass
@@ -201,7 +201,7 @@ class CommerceMMModelTest(CommerceMMModelTesterMixin, unittest.TestCase):
         with tempfile.TemporaryDirectory() as folder:
             config.save_pretrained(folder)
             for key, config_class in (("text_config", CommerceMMTextConfig), ("vision_config", CommerceMMVisionConfig),
-                                      ("multimodal_config", CommerceMMFusionConfig)):
+                                      ("multimodal_config", CommerceMMMultimodalConfig)):
                 self.assertDictEqual(getattr(config, key).to_dict(), config_class.from_pretrained(folder).to_dict())
 
 

@@ -1,28 +1,8 @@
 """Pretraining under `torchrun --nproc_per_node=2` on CPU (gloo): the real launcher, two real processes."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
-
-SCRIPT = Path(__file__).parent / "scripts" / "ddp_pretraining.py"
-
-
-@pytest.fixture(scope="module")
-def ddp_results(tmp_path_factory):
-    output_dir = tmp_path_factory.mktemp("ddp")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("RANK", "WORLD_SIZE", "MASTER_"))}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT),
-               str(output_dir)]
-    result = subprocess.run(command, cwd=SCRIPT.parent.parent, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return output_dir, [json.loads((output_dir / f"results_{rank}.json").read_text()) for rank in (0, 1)]
 
 
 def test_two_processes_train_in_step_with_the_same_depths_and_weights(ddp_results):
@@ -47,26 +27,6 @@ def test_contrastive_gradients_across_processes_are_exact(ddp_results):
         assert result["gathered_loss"] == pytest.approx(result["reference_loss"], abs=1e-5)
         assert result["grad_matches"]
         assert result["grad_without_queries_matches"]
-
-
-ENGINE_SCRIPT = Path(__file__).parent / "scripts" / "engine_pretraining.py"
-
-
-@pytest.fixture(scope="module")
-def engine_runs(tmp_path_factory):
-    """Three steps with gradient accumulation 2 under DDP, FSDP2 and DeepSpeed ZeRO-2 (2 gloo processes each)."""
-    runs = {}
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("RANK", "WORLD_SIZE", "MASTER_"))}
-    for engine in ("ddp", "fsdp", "deepspeed"):
-        output_dir = tmp_path_factory.mktemp(engine)
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                   str(ENGINE_SCRIPT), str(output_dir), engine]
-        result = subprocess.run(command, cwd=SCRIPT.parent.parent, env=env, capture_output=True, text=True,
-                                timeout=600)
-        assert result.returncode == 0, (engine, result.stderr[-4000:])
-        runs[engine] = (json.loads((output_dir / "results.json").read_text()),
-                        load_file(output_dir / "weights.safetensors"))
-    return runs
 
 
 @pytest.mark.parametrize("engine", ["ddp", "fsdp", "deepspeed"])

@@ -11,43 +11,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_config, tiny_datasets
-from safetensors import safe_open
+from helpers import EMBED_CATEGORIES as CATEGORIES
+from helpers import EMBED_PRODUCTS as NUM_PRODUCTS
+from helpers import EMBED_SHARD_SIZE as SHARD_SIZE
+from helpers import embed_command, shard_contents
 
-from commercemm_hf import CommerceMMModel
-from commercemm_hf.hub import save_hub_folder
 from commercemm_hf.pipelines.pipeline_commercemm_shards import read_manifest, shard_numbers
-
-
-NUM_PRODUCTS, SHARD_SIZE = 24, 2
-CATEGORIES = ("mugs", "lamps", "bags")
-
-
-@pytest.fixture(scope="module")
-def job(tmp_path_factory, processor, tokenizer):
-    work = tmp_path_factory.mktemp("embed")
-    torch.manual_seed(0)
-    save_hub_folder(CommerceMMModel(tiny_config(vocab_size=len(tokenizer))).eval(), processor, work / "model")
-    products, _ = tiny_datasets(num_products=NUM_PRODUCTS)
-    products = products.add_column("category", [CATEGORIES[i % 3] for i in range(len(products))])
-    products.save_to_disk(str(work / "products"))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return work, products, env
-
-
-def embed_command(work, output, *launcher):
-    return [*(launcher or (sys.executable, "-m")), "commercemm_hf", "embed", str(work / "model"),
-            "--products", str(work / "products"), "--output-dir", str(output), "--kinds", "multimodal,text,image",
-            "--product-id-column", "product_id", "--metadata-columns", "category",
-            "--shard-size", str(SHARD_SIZE), "--batch-size", "2"]
-
-
-def shard_contents(folder):
-    contents = {}
-    for number in shard_numbers(folder):
-        with safe_open(str(folder / f"shard-{number:06d}.safetensors"), framework="np") as handle:
-            contents[number] = ({name: handle.get_tensor(name) for name in handle.keys()}, handle.metadata())
-    return contents
 
 
 def assert_same_shards(left, right):
@@ -59,30 +28,23 @@ def assert_same_shards(left, right):
             np.testing.assert_allclose(tensors[name], other_tensors[name], atol=1e-5, rtol=0)
 
 
-@pytest.fixture(scope="module")
-def reference(job):
-    work, _, env = job
-    subprocess.run(embed_command(work, work / "reference"), env=env, check=True, capture_output=True, timeout=600)
-    return shard_contents(work / "reference")
-
-
-def test_shards_hold_every_product_with_ids_metadata_and_each_kind(job, reference):
-    work, products, _ = job
+def test_shards_hold_every_product_with_ids_metadata_and_each_kind(embedding_job, reference_shards):
+    work, products, _ = embedding_job
     manifest = read_manifest(work / "reference")
     assert manifest["complete"] and manifest["kinds"] == ["multimodal", "text", "image"] and manifest["dim"] == 16
-    assert len(reference) == NUM_PRODUCTS // SHARD_SIZE
-    ids = [pid for number in sorted(reference) for pid in json.loads(reference[number][1]["product_ids"])]
-    metadata = [m for number in sorted(reference) for m in json.loads(reference[number][1]["metadata"])]
+    assert len(reference_shards) == NUM_PRODUCTS // SHARD_SIZE
+    ids = [pid for number in sorted(reference_shards) for pid in json.loads(reference_shards[number][1]["product_ids"])]
+    metadata = [m for number in sorted(reference_shards) for m in json.loads(reference_shards[number][1]["metadata"])]
     assert ids == list(products["product_id"])
     assert metadata == [{"category": CATEGORIES[i % 3]} for i in range(NUM_PRODUCTS)]
-    for tensors, _ in reference.values():
+    for tensors, _ in reference_shards.values():
         for kind in ("multimodal", "text", "image"):
             assert tensors[kind].shape == (SHARD_SIZE, 16) and tensors[f"has_{kind}"].all()
             np.testing.assert_allclose(np.linalg.norm(tensors[kind], axis=1), 1.0, atol=1e-5)
 
 
-def test_a_killed_job_resumes_and_embeds_only_the_missing_shards(job, reference):
-    work, _, env = job
+def test_a_killed_job_resumes_and_embeds_only_the_missing_shards(embedding_job, reference_shards):
+    work, _, env = embedding_job
     output = work / "killed"
     process = subprocess.Popen(embed_command(work, output), env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -101,29 +63,29 @@ def test_a_killed_job_resumes_and_embeds_only_the_missing_shards(job, reference)
     assert all(os.stat(output / f"shard-{n:06d}.safetensors").st_mtime_ns == t for n, t in survived.items())
     assert read_manifest(output)["complete"]
     assert not [name for name in os.listdir(output) if name.startswith(".")]  # no temporary files left
-    assert_same_shards(shard_contents(output), reference)
+    assert_same_shards(shard_contents(output), reference_shards)
     changed = embed_command(work, output)
     changed[changed.index("--shard-size") + 1] = "5"
     refused = subprocess.run(changed, env=env, capture_output=True, text=True, timeout=600)
     assert refused.returncode != 0 and "other settings" in refused.stderr
 
 
-def test_two_processes_under_accelerate_launch_write_the_same_shards(job, reference):
-    work, _, env = job
+def test_two_processes_under_accelerate_launch_write_the_same_shards(embedding_job, reference_shards):
+    work, _, env = embedding_job
     launcher = (sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m")
     result = subprocess.run(embed_command(work, work / "two", *launcher), env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "process 1: embedded" in result.stdout and "process 0: embedded" in result.stdout
-    assert_same_shards(shard_contents(work / "two"), reference)
+    assert_same_shards(shard_contents(work / "two"), reference_shards)
     assert read_manifest(work / "two")["complete"]
 
 
-def test_product_search_builds_its_index_from_the_shards_without_re_embedding(job, reference):
+def test_product_search_builds_its_index_from_the_shards_without_re_embedding(embedding_job, reference_shards):
     from transformers import pipeline
 
-    work, products, _ = job
+    work, products, _ = embedding_job
     search = pipeline("product-search", model=str(work / "model"), trust_remote_code=True)
     items = [{"image": row["image"], "text": row["text"]} for row in products]
     search.index_products(items, product_ids=list(products["product_id"]))
@@ -144,7 +106,7 @@ def test_product_search_builds_its_index_from_the_shards_without_re_embedding(jo
     fast.save_index(work / "saved", overwrite=True)
 
 
-def test_demo_catalog_shards_exported_to_qdrant_give_the_faiss_flat_top_k(job, tmp_path):
+def test_demo_catalog_shards_exported_to_qdrant_give_the_faiss_flat_top_k(embedding_job, tmp_path):
     """A real Qdrant (qdrant-client's embedded local mode, on disk, reopened) against FAISS's exact index."""
     pytest.importorskip("faiss")
     qdrant_client = pytest.importorskip("qdrant_client")  # in the test extra, so CI runs it
@@ -154,7 +116,7 @@ def test_demo_catalog_shards_exported_to_qdrant_give_the_faiss_flat_top_k(job, t
     from commercemm_hf.search.embedding_job import embed_products
     from commercemm_hf.search.vector_store import export_to_qdrant, qdrant_search
 
-    work, _, _ = job
+    work, _, _ = embedding_job
     demo = build_demo_catalog(num_products=60, seed=0, image_size=32)["train"]
     products = demo.select_columns(["image", "text", "product_id", "category", "subcategory"])
     embed_products(work / "model", products, tmp_path / "shards", kinds=("multimodal", "text"), batch_size=8,
@@ -192,17 +154,17 @@ def test_demo_catalog_shards_exported_to_qdrant_give_the_faiss_flat_top_k(job, t
     client.close()
 
 
-def test_a_streaming_dataset_gives_the_same_shards(job, reference, tmp_path):
+def test_a_streaming_dataset_gives_the_same_shards(embedding_job, reference_shards, tmp_path):
     from commercemm_hf.search.embedding_job import embed_products
 
-    work, products, _ = job
+    work, products, _ = embedding_job
     stream = products.to_iterable_dataset(num_shards=3)  # no len(): read through once
     embed_products(work / "model", stream, tmp_path / "stream", kinds=("multimodal", "text", "image"),
                    batch_size=2, shard_size=SHARD_SIZE, metadata_columns=("category",), progress=False,
                    source=str(work / "products"))
     streamed = shard_contents(tmp_path / "stream")
-    assert sorted(streamed) == sorted(reference)
-    for number in reference:  # the manifest's model path differs from the CLI's; the shards do not
-        for name, value in reference[number][0].items():
+    assert sorted(streamed) == sorted(reference_shards)
+    for number in reference_shards:  # the manifest's model path differs from the CLI's; the shards do not
+        for name, value in reference_shards[number][0].items():
             np.testing.assert_allclose(streamed[number][0][name], value, atol=1e-5, rtol=0)
-        assert streamed[number][1] == reference[number][1]
+        assert streamed[number][1] == reference_shards[number][1]

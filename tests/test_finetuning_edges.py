@@ -58,3 +58,37 @@ def test_torch_writer_failure_on_a_full_disk_says_no_space_left(small_disk):
     with pytest.raises(ValueError, match="not about space"):
         with disk_full_named(small_disk):
             raise ValueError("not about space")
+
+
+def test_config_overrides_and_product_embedding_flags_name_what_is_wrong(tmp_path):
+    """`--config_overrides` (transformers' example-script flag) and `--product_embedding`: bad values are named."""
+    from commercemm_hf.training import finetuning as ft
+
+    assert ft.parse_config_overrides("image_depth_choices=[2,4],multimodal_config.num_hidden_layers=2,x=abc") == {
+        "image_depth_choices": [2, 4], "multimodal_config": {"num_hidden_layers": 2}, "x": "abc"}
+    assert ft.parse_config_overrides(None) == {} and ft.parse_config_overrides(" ") == {}
+    with pytest.raises(ValueError, match="'projection_dim' is not key=value"):
+        ft.parse_config_overrides("projection_dim")
+    with pytest.raises(ValueError, match="more than one level deep"):
+        ft.parse_config_overrides("text_config.a.b=1")
+    with pytest.raises(ValueError, match="both as a value and as a sub-config"):
+        ft.parse_config_overrides("text_config=1,text_config.pooling=mean")
+    # an unknown field reaches the config, which names it
+    with pytest.raises(Exception, match="pooling must be 'cls' or 'mean'"):
+        ft.load_model_and_processor(ft.ModelArguments(config_overrides="text_config.pooling=max"), ft_model(),
+                                    lambda: ["red mug"] * 4)
+    with pytest.raises(ValueError, match="changes a preset's architecture; .* is a saved model"):
+        ft.load_model_and_processor(ft.ModelArguments(model_name_or_path=str(tmp_path), config_overrides="a=1"),
+                                    ft_model())
+    assert ft.RetrievalArguments(task="image_to_product", product_embedding="image").retrieval_kinds() == (
+        "image", "image")
+    assert ft.RetrievalArguments(task="image_to_text").retrieval_kinds() == ("image", "text")
+    with pytest.raises(ValueError, match="--product_embedding applies to the \\*_to_product tasks, not to "
+                                         "'text_to_image'"):
+        ft.RetrievalArguments(task="text_to_image", product_embedding="text").retrieval_kinds()
+
+
+def ft_model():
+    from commercemm_hf import CommerceMMForRetrieval
+
+    return CommerceMMForRetrieval

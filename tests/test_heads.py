@@ -122,3 +122,32 @@ def test_a_saved_retrieval_head_loads_back_the_way_trainer_resumes(tokenizer, tm
     trained.save_pretrained(tmp_path / "from_state_dict", state_dict=trained.state_dict())
     saved = load_file(tmp_path / "from_state_dict" / "model.safetensors")
     assert saved and not any(key.startswith("commercemm.") for key in saved)
+
+
+def test_hard_negative_batches_group_similar_products_and_replay_exactly():
+    """`--hard_negatives`: each batch holds products that are close in the embedding space, every row once per
+    epoch, a product's rows together; the same (seed, epoch) gives the same order (a resumed run skips the very
+    batches it trained), another epoch another one."""
+    from commercemm_hf.training.hard_negatives import HardNegativeSampler, cluster_products
+
+    generator = torch.Generator().manual_seed(0)
+    # 8 tight groups of 4 products around 8 random directions
+    centres = torch.nn.functional.normalize(torch.randn(8, 16, generator=generator), dim=-1)
+    embeddings = centres.repeat_interleave(4, dim=0) + 0.01 * torch.randn(32, 16, generator=generator)
+    group = torch.arange(32) // 4
+    clusters = cluster_products(torch.nn.functional.normalize(embeddings, dim=-1), 4, torch.Generator().manual_seed(1))
+    assert sorted(len(cluster) for cluster in clusters) == [4] * 8
+    assert all(len(set(group[cluster].tolist())) == 1 for cluster in clusters)  # each batch is one group
+    assert sorted(torch.cat(clusters).tolist()) == list(range(32))
+    # 40 rows: products 0-7 have two rows each (two queries)
+    row_products = list(range(32)) + list(range(8))
+    sampler = HardNegativeSampler(embeddings, row_products, batch_size=4, seed=3)
+    first = list(sampler)
+    assert sorted(first) == list(range(40)) and len(sampler) == 40
+    assert first == list(sampler)  # the same epoch again: the same order
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert sorted(second) == list(range(40)) and second != first
+    for order in (first, second):  # the two rows of a product are next to each other
+        position = {row: index for index, row in enumerate(order)}
+        assert all(abs(position[product] - position[32 + product]) == 1 for product in range(8))

@@ -40,7 +40,7 @@ def test_head_fine_tuned_from_a_base_folder_is_not_tagged_zero_shot(tmp_path, pr
 
 def test_embedder_metadata_tags_sentence_transformers_and_base_model(tmp_path, processor, tokenizer):
     config = tiny_config(vocab_size=len(tokenizer),
-                         imported_backbones={"text": "sentence-transformers/all-MiniLM-L6-v2", "image": "local:vit"})
+                         imported_backbones={"text": "sentence-transformers/all-MiniLM-L6-v2", "vision": "local:vit"})
     folder = save_hub_folder(CommerceMMModel(config), processor, tmp_path / "base")
     card = render_model_card(folder, REPO)
     assert card.data.pipeline_tag == "feature-extraction" and card.data.library_name == "transformers"

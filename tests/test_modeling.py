@@ -56,7 +56,7 @@ def test_preset_overrides_merge_sub_configs():
         (dict(vision_config=dict(image_size=30, patch_size=8)), "multiple of patch_size"),
         (dict(text_depth_choices=[3]), "text_depth_choices"),
         (dict(image_depth_choices=[0]), "image_depth_choices"),
-        (dict(fusion_depth=5), "fusion_depth=5"),
+        (dict(multimodal_depth=5), "multimodal_depth=5"),
         (dict(mim_mask_ratio=1.5), "mim_mask_ratio"),
         (dict(mlm_probability=0.0), "mlm_probability"),
         (dict(loss_weights={"mlm": 1.0, "bogus": 1.0}), "unknown tasks"),
@@ -78,7 +78,7 @@ def test_default_depth_choices_are_full_depth():
         vision_config=dict(num_hidden_layers=5),
         multimodal_config=dict(num_hidden_layers=2),
     )
-    assert (config.text_depth_choices, config.image_depth_choices, config.fusion_depth_choices) == ([3], [5], [2])
+    assert (config.text_depth_choices, config.image_depth_choices, config.multimodal_depth_choices) == ([3], [5], [2])
 
 
 # ----------------------------------------------------------------------------------------------------------- model
@@ -187,7 +187,7 @@ def test_active_depths_run_the_first_layers(model):
         full_image = model.encode_image(pixel_values, output_hidden_states=True)
         shallow_image = model.encode_image(pixel_values, image_depth=1)
         shallow_fused = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
-                              text_depth=1, image_depth=1, fusion_depth=1)
+                              text_depth=1, image_depth=1, multimodal_depth=1)
     torch.testing.assert_close(shallow.last_hidden_state, full.hidden_states[1])
     assert len(full.hidden_states) == 3
     post_norm = model.vision_model.post_layernorm
@@ -317,7 +317,7 @@ def test_item_features_embed_whatever_each_item_has(model):
     input_ids, attention_mask = text_batch()
     pixel_values = torch.randn(3, 3, 32, 32)
     has_text, has_image = torch.tensor([True, False, True]), torch.tensor([False, True, True])
-    depths = dict(text_depth=1, image_depth=1, fusion_depth=1)
+    depths = dict(text_depth=1, image_depth=1, multimodal_depth=1)
     with torch.no_grad():
         out = model.get_item_features(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
                                       has_text=has_text, has_image=has_image, **depths)

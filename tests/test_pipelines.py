@@ -130,7 +130,8 @@ def test_saved_config_names_the_pipelines(pipeline_folders):
     head = json.loads((pipeline_folders / "categorization" / "config.json").read_text())
     assert set(head["custom_pipelines"]) == {"product-categorization"}
     assert (pipeline_folders / "base" / "pipeline_commercemm_inputs.py").exists()
-    assert (pipeline_folders / "base" / "pipeline_commercemm_index.py").exists()
+    for name in ("index", "index_faiss", "index_files"):  # the index and the files it imports travel
+        assert (pipeline_folders / "base" / f"pipeline_commercemm_{name}.py").exists()
     assert (pipeline_folders / "base" / "pipeline_commercemm_shards.py").exists()
 
 

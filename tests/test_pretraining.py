@@ -53,7 +53,7 @@ def test_tasks_with_zero_weight_are_not_computed_and_the_rest_are_unchanged(toke
     for task in kept:  # the same masks and ITM negatives, so the same values as when every task runs
         torch.testing.assert_close(outputs[1].losses[task], outputs[0].losses[task])
     outputs[1].loss.backward()
-    assert ablated.commercemm.fusion_model.cls_token.grad is None or kept != ("itc",)
+    assert ablated.commercemm.multimodal_model.cls_token.grad is None or kept != ("itc",)
 
 
 def test_collator_masking(tokenizer, pretraining_batches, processor):
@@ -164,7 +164,7 @@ def test_depth_sampling_is_deterministic_and_can_be_turned_off():
     config = tiny_config(full_depth_probability=0.3)
     draws = [sample_depths(config, seed=0, step=step) for step in range(200)]
     assert draws == [sample_depths(config, seed=0, step=step) for step in range(200)]
-    full = {"text_depth": None, "image_depth": None, "fusion_depth": None}
+    full = {"text_depth": None, "image_depth": None, "multimodal_depth": None}
     assert 0.15 < sum(d == full for d in draws) / 200 < 0.6
     assert {d["text_depth"] for d in draws} == {None, 1, 2}
     assert all(sample_depths(config, 0, step, enabled=False) == full for step in range(20))
@@ -172,11 +172,11 @@ def test_depth_sampling_is_deterministic_and_can_be_turned_off():
 
 def test_truncate_gives_the_same_outputs_and_saves_alone(tokenizer, tmp_path):
     model = new_model(tokenizer).commercemm.eval()
-    smaller = model.truncate(text_depth=1, image_depth=1, fusion_depth=1)
+    smaller = model.truncate(text_depth=1, image_depth=1, multimodal_depth=1)
     assert len(smaller.text_model.encoder.layers) == 1 and smaller.config.text_depth_choices == [1]
     inputs = dict(input_ids=torch.tensor([[2, 40, 41, 3]]), pixel_values=torch.randn(1, 3, 32, 32))
     with torch.no_grad():
-        expected = model(**inputs, text_depth=1, image_depth=1, fusion_depth=1).multimodal_embeds
+        expected = model(**inputs, text_depth=1, image_depth=1, multimodal_depth=1).multimodal_embeds
         torch.testing.assert_close(smaller(**inputs).multimodal_embeds, expected)
         smaller.save_pretrained(tmp_path)
         reloaded = type(smaller).from_pretrained(tmp_path).eval()

@@ -36,7 +36,8 @@ SAVED_FILES = {
     "image_processing_commercemm.py",
     "processor_config.json", "tokenizer.json", "tokenizer_config.json", "pipeline_commercemm_embedding.py",
     "pipeline_commercemm_search.py", "pipeline_commercemm_categorization.py", "pipeline_commercemm_inputs.py",
-    "pipeline_commercemm_index.py", "pipeline_commercemm_shards.py", "pipeline_commercemm_onnx.py",
+    "pipeline_commercemm_index.py", "pipeline_commercemm_index_faiss.py", "pipeline_commercemm_index_files.py",
+    "pipeline_commercemm_shards.py", "pipeline_commercemm_onnx.py",
     # sentence-transformers loading (issue 17)
     "sentence_commercemm.py", "modules.json", "sentence_commercemm_config.json", "config_sentence_transformers.json",
 }
@@ -137,7 +138,7 @@ def test_card_renders_the_folder_and_metrics_with_valid_metadata(publish_folder)
                      "| eval_runtime | 3.5000 |", "From `eval_results.json`", f'AutoModel.from_pretrained("{REPO}"',
                      "trust_remote_code=True", '"product-search"', '"product-embedding"',
                      '"zero-shot-image-classification"', "arXiv:2202.07247", "synthetic", "## Limitations",
-                     "MIM-kl", "Omni-Retrieval", "| fusion encoder | 2 | 32 | 2 |"):
+                     "MIM-kl", "Omni-Retrieval", "| multimodal encoder | 2 | 32 | 2 |"):
         assert expected in text, expected
     assert '"product-categorization"' not in text  # the base model serves no categorization head
 

@@ -11,7 +11,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from helpers import random_image, tiny_datasets, write_jsonl
+from helpers import random_image
 
 from commercemm_hf.cli import parse_arguments
 
@@ -33,38 +33,8 @@ def blocks(language: str) -> list[tuple[int, str]]:
     return found
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    import os
-
-    from transformers import AutoProcessor
-
-    from commercemm_hf import CommerceMMForProductCategorization
-    from commercemm_hf.cli import run_demo
-    from commercemm_hf.hub import save_hub_folder
-
-    work = tmp_path_factory.mktemp("readme")
-    previous = os.getcwd()
-    os.chdir(work)
-    try:
-        run_demo("outputs/demo", num_products=60, steps=2, batch_size=8)
-        folder = "outputs/demo/commercemm-tiny-demo"
-        head = CommerceMMForProductCategorization.from_pretrained(
-            folder, id2label={0: "mug", 1: "lamp", 2: "vase"}, label2id={"mug": 0, "lamp": 1, "vase": 2})
-        save_hub_folder(head, AutoProcessor.from_pretrained(folder), "outputs/categorizer")
-        image_text, omni = tiny_datasets(6)
-        Path(write_jsonl(image_text, work / "pairs", ["image"])).rename(work / "pairs.jsonl")
-        Path(write_jsonl(omni, work / "omni", ["image", "source_image"])).rename(work / "omni.jsonl")
-        for name in ("pairs", "omni"):  # the image paths are relative to the file, which now sits one level up
-            text = (work / f"{name}.jsonl").read_text().replace('"images/', f'"{name}/images/')
-            (work / f"{name}.jsonl").write_text(text)
-        yield work
-    finally:
-        os.chdir(previous)
-
-
-def test_every_python_block_runs_as_written(workdir, monkeypatch):
-    monkeypatch.chdir(workdir)
+def test_every_python_block_runs_as_written(readme_workdir, monkeypatch):
+    monkeypatch.chdir(readme_workdir)
     catalog = [(random_image(index), f"product {index} ceramic mug") for index in range(6)]
     namespace = {
         "image": random_image(100), "photo": random_image(101), "title": "red ceramic mug",

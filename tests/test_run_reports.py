@@ -26,7 +26,7 @@ def test_backbone_import_is_logged_with_what_was_loaded(tmp_path, caplog):
     (message,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Imported pretrained backbones")]
     assert (f"text tower <- {tmp_path / 'bert'} (bert, 2 layers, hidden 32): {len(weights)} tensors, "
             f"{parameters / 1e6:.1f} M parameters") in message
-    assert "fusion encoder and the other projections start untrained" in message
+    assert "multimodal encoder and the other projections start untrained" in message
 
 
 def test_checkpoint_size_callback_states_model_and_optimizer_sizes(tmp_path, caplog):

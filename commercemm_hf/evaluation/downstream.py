@@ -143,7 +143,7 @@ def evaluate_downstream(model, processor, image_text_rows, omni_rows=None, categ
     wanted; a column that is missing or None skips its task). `omni_rows`: queries, other views and tagged posts
     (see `load_omni_dataset`); None skips tasks 5-7. `categorization_head` / `attribute_head`: fine-tuned
     `CommerceMMForProductCategorization` models (multi-class / multi-label), else zero-shot. `depths`:
-    `text_depth`, `image_depth`, `fusion_depth` for the embedding tasks.
+    `text_depth`, `image_depth`, `multimodal_depth` for the embedding tasks.
     """
     if len(image_text_rows) == 0:
         raise ValueError("The evaluation split has no image-text rows.")

@@ -30,7 +30,7 @@ def processed_batches(model, processor, images: Sequence | None, texts: Sequence
 @torch.no_grad()
 def embed(model, processor, images: Sequence | None = None, texts: Sequence[str] | None = None,
           kind: str = "multimodal", batch_size: int = 32, text_depth: int | None = None, image_depth: int | None = None,
-          fusion_depth: int | None = None) -> torch.Tensor:
+          multimodal_depth: int | None = None) -> torch.Tensor:
     """L2-normalised `(n, projection_dim)` embeddings of `kind` ("text", "image" or "multimodal") for n items."""
     if kind == "multimodal" and len(texts) != len(images):
         raise ValueError(f"Multimodal embeddings need one text per image: {len(images)} images, {len(texts)} texts.")
@@ -38,7 +38,7 @@ def embed(model, processor, images: Sequence | None = None, texts: Sequence[str]
     for inputs in processed_batches(model, processor, images if kind != "text" else None,
                                     texts if kind != "image" else None, batch_size):
         features = model.get_item_features(**inputs, kind=kind, text_depth=text_depth, image_depth=image_depth,
-                                           fusion_depth=fusion_depth)
+                                           multimodal_depth=multimodal_depth)
         chunks.append(F.normalize(features.pooler_output.float(), dim=-1).cpu())
     return torch.cat(chunks) if chunks else torch.zeros(0, model.config.projection_dim)
 

@@ -6,6 +6,7 @@ from .configuration_commercemm import (
     PRETRAINING_TASKS,
     CommerceMMConfig,
     CommerceMMFusionConfig,
+    CommerceMMMultimodalConfig,
     CommerceMMTextConfig,
     CommerceMMVisionConfig,
 )

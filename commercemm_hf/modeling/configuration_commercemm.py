@@ -2,7 +2,7 @@
 
 CommerceMM (Yu et al., "CommerceMM: Large-Scale Commerce MultiModal Representation Learning with Omni Retrieval",
 KDD 2022) is one model made of three transformer stacks: an image encoder (ViT), a text encoder (BERT / XLM-R style)
-and a multimodal fusion encoder over both. This file holds the three stack configs and the composite
+and a multimodal encoder over both. This file holds the three stack configs and the composite
 `CommerceMMConfig`, which also carries every pretraining knob (mask ratios, ITM negatives, MIM targets, Omni pairs,
 loss weights, modality-randomization depth choices) so that a checkpoint says how it was trained.
 
@@ -74,7 +74,7 @@ def validate_value_domains(config: PreTrainedConfig) -> None:
 
 @strict
 class CommerceMMStackConfig(PreTrainedConfig):
-    """Fields shared by the three transformer stacks (text, vision, fusion); not used on its own."""
+    """Fields shared by the three transformer stacks (text, vision, multimodal); not used on its own."""
 
     hidden_size: int = 768
     num_hidden_layers: int = 12
@@ -111,6 +111,9 @@ class CommerceMMTextConfig(CommerceMMStackConfig):
 
     `position_embedding_type="absolute"` counts positions from 0 (BERT); `"padding_offset"` counts them from
     `pad_token_id + 1` and gives padding the `pad_token_id` position (RoBERTa / XLM-R), so imported weights line up.
+    `pooling` is how the text embedding is read from the final states: `"cls"` (the paper's [CLS], the default) or
+    `"mean"` over the unpadded tokens (what sentence-transformers backbones were trained with; importing one from a
+    sentence-transformers folder sets it).
 
     Example:
         >>> from commercemm_hf import CommerceMMTextConfig
@@ -129,9 +132,12 @@ class CommerceMMTextConfig(CommerceMMStackConfig):
     pre_layer_norm: bool = False
     hidden_dropout_prob: float | int = 0.1
     attention_probs_dropout_prob: float | int = 0.1
+    pooling: str = "cls"
 
     def validate_architecture(self):
         super().validate_architecture()
+        if self.pooling not in ("cls", "mean"):
+            raise ValueError(f"CommerceMMTextConfig.pooling must be 'cls' or 'mean', got {self.pooling!r}.")
         if self.position_embedding_type not in ("absolute", "padding_offset"):
             raise ValueError(
                 "CommerceMMTextConfig.position_embedding_type must be 'absolute' or 'padding_offset', "
@@ -187,19 +193,33 @@ class CommerceMMVisionConfig(CommerceMMStackConfig):
 
 
 @strict
-class CommerceMMFusionConfig(CommerceMMStackConfig):
-    """The multimodal fusion encoder: full self-attention over `[CLS_mm] + proj(image tokens) + proj(text tokens)`.
+class CommerceMMMultimodalConfig(CommerceMMStackConfig):
+    """The multimodal encoder: full self-attention over `[CLS_mm] + proj(image tokens) + proj(text tokens)`.
 
     Example:
-        >>> from commercemm_hf import CommerceMMFusionConfig
-        >>> CommerceMMFusionConfig(num_hidden_layers=6).num_hidden_layers
+        >>> from commercemm_hf import CommerceMMMultimodalConfig
+        >>> CommerceMMMultimodalConfig(num_hidden_layers=6).num_hidden_layers
         6
     """
 
-    model_type = "commercemm_fusion_model"
+    model_type = "commercemm_multimodal_model"
     base_config_key = "multimodal_config"
 
     num_hidden_layers: int = 6
+
+    def __post_init__(self, **kwargs):
+        # a config.json saved before the rename stores this stack's model_type as "commercemm_fusion_model";
+        # the class attribute is the one truth, so a reloaded and re-saved config writes the current name
+        kwargs.pop("model_type", None)
+        super().__post_init__(**kwargs)
+
+
+#: The name this stack config had before "multimodal" became its one name; kept so old imports keep working.
+CommerceMMFusionConfig = CommerceMMMultimodalConfig
+
+# Config fields renamed when the multimodal stack stopped also being called "fusion": old name -> new name.
+# A config.json (or keyword) with the old name loads into the new field.
+RENAMED_CONFIG_FIELDS = {"fusion_depth": "multimodal_depth", "fusion_depth_choices": "multimodal_depth_choices"}
 
 
 def from_scratch_initializer_range(config: "CommerceMMConfig") -> float:
@@ -210,7 +230,7 @@ def from_scratch_initializer_range(config: "CommerceMMConfig") -> float:
 
 
 # Presets: `tiny` for tests and the CPU demo, `small` matches all-MiniLM-L6-v2's text tower so its weights import,
-# `base` is the paper's scale (ViT-B/16 image tower, XLM-R-base text tower, 6-layer fusion).
+# `base` is the paper's scale (ViT-B/16 image tower, XLM-R-base text tower, 6-layer multimodal encoder).
 _TINY_STACK = dict(hidden_size=128, num_attention_heads=4, intermediate_size=512, num_hidden_layers=4)
 PRESETS = {
     "tiny": dict(
@@ -227,7 +247,7 @@ PRESETS = {
         initializer_range=1 / math.sqrt(128),
         text_depth_choices=[2, 4],
         image_depth_choices=[2, 4],
-        fusion_depth_choices=[1, 2],
+        multimodal_depth_choices=[1, 2],
         mim_num_prototypes=256,
     ),
     "small": dict(
@@ -240,7 +260,7 @@ PRESETS = {
         projection_dim=256,
         text_depth_choices=[3, 6],
         image_depth_choices=[6, 12],
-        fusion_depth_choices=[2, 4],
+        multimodal_depth_choices=[2, 4],
     ),
     "base": dict(
         text_config=dict(
@@ -253,7 +273,7 @@ PRESETS = {
         projection_dim=512,
         text_depth_choices=[6, 12],
         image_depth_choices=[6, 12],
-        fusion_depth_choices=[3, 6],
+        multimodal_depth_choices=[3, 6],
     ),
 }
 
@@ -262,12 +282,19 @@ PRESETS = {
 class CommerceMMConfig(PreTrainedConfig):
     r"""Configuration of a CommerceMM model: the three stacks, the shared embedding space and the pretraining knobs.
 
+    Names follow the Hugging Face convention (CLIP's): "vision" names the image tower and its config
+    (`vision_config`, `model.vision_model`), "image" names the modality and the embedding kind (`pixel_values`,
+    `get_image_features`, `image_embeds`, `image_depth`); "multimodal" names the third stack, its config, its depth
+    and its embedding alike (`multimodal_config`, `model.multimodal_model`, `multimodal_depth`,
+    `multimodal_embeds`). Configs saved with the older `fusion_depth` / `fusion_depth_choices` load into the
+    `multimodal_*` fields.
+
     Args:
         text_config / vision_config / multimodal_config: the three stacks (dicts or config objects).
         projection_dim: size of the shared space of the text, image and multimodal embeddings.
         logit_scale_init_value: initial log temperature of contrastive logits, ln(1/0.07) as in CLIP.
         max_logit_scale: the log temperature is clamped to at most this (ln 100).
-        text_depth / image_depth / fusion_depth: active depths used when a call names none (`None` = full depth).
+        text_depth / image_depth / multimodal_depth: active depths used when a call names none (`None` = full depth).
         mlm_probability, mlm_mask_token_ratio, mlm_random_token_ratio: MLM masking (15%, 80/10/10).
         mim_mask_ratio: share of image patches replaced by the mask embedding for MIM-kl / MIM-fr (high: 0.5).
         mim_kl_teacher: `None` for the self-distillation teacher (stop-gradient unmasked image [CLS] through a
@@ -286,8 +313,9 @@ class CommerceMMConfig(PreTrainedConfig):
         expected_modalities: what a fine-tuned head was trained on (`["image", "text"]`, `["image"]` or
             `["text"]`; None: not recorded); the pipelines warn when an input lacks one of them.
         imported_backbones: the backbones `from_text_vision_pretrained` imported, by tower (`{"text": "org/name",
-            "image": ...}`): a Hub id as given, or `"local:<folder name>"` for a local folder (no path is stored);
-            the model card lists the Hub ids as `base_model`. None: trained from scratch, or not recorded.
+            "vision": ...}`; an older config's `"image"` key loads as `"vision"`): a Hub id as given, or
+            `"local:<folder name>"` for a local folder (no path is stored); the model card lists the Hub ids as
+            `base_model`. None: trained from scratch, or not recorded.
 
     Example:
         >>> from commercemm_hf import CommerceMMConfig
@@ -300,14 +328,14 @@ class CommerceMMConfig(PreTrainedConfig):
     sub_configs_defaults: ClassVar[dict] = {
         "text_config": CommerceMMTextConfig,
         "vision_config": CommerceMMVisionConfig,
-        "multimodal_config": CommerceMMFusionConfig,
+        "multimodal_config": CommerceMMMultimodalConfig,
     }
 
-    # The fusion stack's config is `multimodal_config`, not `fusion_config`: transformers 5 reserves
+    # The multimodal stack's config is `multimodal_config`, not `fusion_config`: transformers 5 reserves
     # `config.fusion_config` for its kernel-fusion options and reads it in every `from_pretrained`.
     text_config: dict | CommerceMMTextConfig | None = None
     vision_config: dict | CommerceMMVisionConfig | None = None
-    multimodal_config: dict | CommerceMMFusionConfig | None = None
+    multimodal_config: dict | CommerceMMMultimodalConfig | None = None
     projection_dim: int = 512
     logit_scale_init_value: float | int = math.log(1 / 0.07)
     max_logit_scale: float | int = math.log(100.0)
@@ -316,7 +344,7 @@ class CommerceMMConfig(PreTrainedConfig):
     tie_word_embeddings: bool = True
     text_depth: int | None = None
     image_depth: int | None = None
-    fusion_depth: int | None = None
+    multimodal_depth: int | None = None
     # --- pretraining: image-text tasks
     mlm_probability: float | int = 0.15
     mlm_mask_token_ratio: float | int = 0.8
@@ -336,7 +364,7 @@ class CommerceMMConfig(PreTrainedConfig):
     modality_randomization: bool = True
     text_depth_choices: list[int] | None = None
     image_depth_choices: list[int] | None = None
-    fusion_depth_choices: list[int] | None = None
+    multimodal_depth_choices: list[int] | None = None
     full_depth_probability: float | int = 0.5
     # --- retrieval fine-tuning (CommerceMMForRetrieval): which embeddings the source and the target use
     retrieval_source: str = "text"
@@ -347,12 +375,24 @@ class CommerceMMConfig(PreTrainedConfig):
     imported_backbones: dict[str, str] | None = None
 
     def __post_init__(self, **kwargs):
+        for old, new in RENAMED_CONFIG_FIELDS.items():
+            if old in kwargs:
+                value = kwargs.pop(old)
+                if getattr(self, new) is not None and value is not None and getattr(self, new) != value:
+                    raise ValueError(f"CommerceMMConfig got {new}={getattr(self, new)!r} and its old name "
+                                     f"{old}={value!r}: give one.")
+                if getattr(self, new) is None:
+                    setattr(self, new, value)
         super().__post_init__(**kwargs)
+        if isinstance(self.imported_backbones, dict) and "image" in self.imported_backbones:
+            # recorded by tower, and the image tower is "vision" (configs saved before said "image")
+            self.imported_backbones = {("vision" if key == "image" else key): value
+                                       for key, value in self.imported_backbones.items()}
         if self.omni_pairs is None:
             self.omni_pairs = list(OMNI_TASKS)
         if self.loss_weights is None:
             self.loss_weights = dict.fromkeys(PRETRAINING_TASKS, 1.0)
-        stacks = (("text", self.text_config), ("image", self.vision_config), ("fusion", self.multimodal_config))
+        stacks = (("text", self.text_config), ("image", self.vision_config), ("multimodal", self.multimodal_config))
         for name, stack in stacks:
             if getattr(self, f"{name}_depth_choices") is None:
                 setattr(self, f"{name}_depth_choices", [stack.num_hidden_layers])
@@ -368,6 +408,7 @@ class CommerceMMConfig(PreTrainedConfig):
             raise ValueError(f"Unknown CommerceMM preset {name!r}; choose one of {sorted(PRESETS)}.")
         values = {key: (dict(value) if isinstance(value, dict) else value) for key, value in PRESETS[name].items()}
         for key, value in overrides.items():
+            key = RENAMED_CONFIG_FIELDS.get(key, key)  # an override by the old name replaces the preset's value
             if key in cls.sub_configs_defaults and isinstance(value, dict):
                 values[key] = {**values.get(key, {}), **value}
             else:
@@ -375,8 +416,8 @@ class CommerceMMConfig(PreTrainedConfig):
         return cls(**values)
 
     def stack_config(self, stack: str) -> CommerceMMStackConfig:
-        """The config of `"text"`, `"image"` or `"fusion"`."""
-        return {"text": self.text_config, "image": self.vision_config, "fusion": self.multimodal_config}[stack]
+        """The config of `"text"`, `"image"` or `"multimodal"`."""
+        return {"text": self.text_config, "image": self.vision_config, "multimodal": self.multimodal_config}[stack]
 
     @classmethod
     def _dict_from_json_file(cls, json_file):
@@ -395,7 +436,7 @@ class CommerceMMConfig(PreTrainedConfig):
                              f"got {self.projection_dim!r}.")
         if self.logit_scale_init_value > self.max_logit_scale:
             raise ValueError("CommerceMMConfig.logit_scale_init_value must not exceed max_logit_scale.")
-        for stack in ("text", "image", "fusion"):
+        for stack in ("text", "image", "multimodal"):
             layers = self.stack_config(stack).num_hidden_layers
             depth = getattr(self, f"{stack}_depth")
             if depth is not None and not 1 <= depth <= layers:
@@ -433,10 +474,10 @@ class CommerceMMConfig(PreTrainedConfig):
             raise ValueError("CommerceMMConfig.expected_modalities must be a non-empty list of 'image' / 'text', got "
                              f"{self.expected_modalities!r}.")
         if self.imported_backbones is not None and (
-            set(self.imported_backbones) - {"text", "image"}
+            set(self.imported_backbones) - {"text", "vision"}
             or not all(isinstance(value, str) and value for value in self.imported_backbones.values())
         ):
-            raise ValueError("CommerceMMConfig.imported_backbones must map 'text' / 'image' to a backbone id, got "
+            raise ValueError("CommerceMMConfig.imported_backbones must map 'text' / 'vision' to a backbone id, got "
                              f"{self.imported_backbones!r}.")
         if self.omni_pairs is not None:
             unknown = sorted(set(self.omni_pairs) - set(OMNI_TASKS))
@@ -457,6 +498,7 @@ class CommerceMMConfig(PreTrainedConfig):
 __all__ = [
     "CommerceMMConfig",
     "CommerceMMFusionConfig",
+    "CommerceMMMultimodalConfig",
     "CommerceMMStackConfig",
     "CommerceMMTextConfig",
     "CommerceMMVisionConfig",

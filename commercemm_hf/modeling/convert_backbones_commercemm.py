@@ -16,12 +16,13 @@ This file travels as Hugging Face remote code: it imports only torch, transforme
 and single-dot siblings.
 """
 
+import json
 import os
 import re
 
 import torch
 from transformers import AutoConfig, AutoModel
-from transformers.utils import logging
+from transformers.utils import cached_file, logging
 
 from .configuration_commercemm import CommerceMMConfig
 
@@ -277,9 +278,13 @@ def model_from_text_vision_pretrained(model_class, text=None, vision=None, confi
                          "or both.")
     text_backbone = load_backbone(text, "text", **from_pretrained_kwargs) if text is not None else None
     vision_backbone = load_backbone(vision, "image", **from_pretrained_kwargs) if vision is not None else None
+    text_fields = text_config_from_backbone(text_backbone[0]) if text_backbone else None
+    if text_fields is not None:
+        # a sentence-transformers backbone keeps the pooling its sentence embeddings were trained with
+        text_fields["pooling"] = sentence_transformers_pooling(text, **from_pretrained_kwargs) or "cls"
     config = _config_with_backbones(
         config,
-        text_config_from_backbone(text_backbone[0]) if text_backbone else None,
+        text_fields,
         vision_config_from_backbone(vision_backbone[0]) if vision_backbone else None,
     )
     model = model_class(config)
@@ -300,12 +305,49 @@ def model_from_text_vision_pretrained(model_class, text=None, vision=None, confi
                 model.image_projection.weight.copy_(projection)
             imported.append("kept CLIP's visual_projection as the image projection")
     # one line a user sees without configuring logging: what was loaded, and what was not
-    logger.warning("Imported pretrained backbones into CommerceMM: " + "; ".join(imported) + ". The fusion encoder "
+    logger.warning("Imported pretrained backbones into CommerceMM: " + "; ".join(imported) + ". The multimodal encoder "
                    "and the other projections start untrained: pretrain or fine-tune before use.")
     model.config.name_or_path = ""
     model.config.imported_backbones = {kind: backbone_reference(source) for kind, source in
-                                       (("text", text), ("image", vision)) if source is not None}
+                                       (("text", text), ("vision", vision)) if source is not None}
     return model
+
+
+def sentence_transformers_pooling(name_or_path, **from_pretrained_kwargs) -> str | None:
+    """The text pooling a sentence-transformers folder (or Hub id) was trained with: `"mean"` or `"cls"`, read from
+    its `modules.json` and Pooling module config; None for a plain transformers model (CommerceMM then keeps [CLS]).
+
+    Example:
+        >>> sentence_transformers_pooling("/no/such/folder") is None
+        True
+    """
+    lookup = {key: from_pretrained_kwargs[key] for key in ("cache_dir", "revision", "token", "local_files_only")
+              if key in from_pretrained_kwargs}
+
+    def read(filename):
+        try:
+            path = cached_file(os.fspath(name_or_path), filename, _raise_exceptions_for_missing_entries=False,
+                               _raise_exceptions_for_connection_errors=False, **lookup)
+        except OSError:  # not a folder and not a reachable Hub id: no sentence-transformers files to read
+            return None
+        if path is None:
+            return None
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+
+    modules = read("modules.json")
+    pooling_module = next((module for module in modules or [] if module.get("type", "").endswith(".Pooling")), None)
+    if pooling_module is None:
+        return None
+    pooling = read(f"{pooling_module['path']}/config.json".lstrip("/")) or {}
+    if pooling.get("pooling_mode_mean_tokens"):
+        return "mean"
+    if pooling.get("pooling_mode_cls_token"):
+        return "cls"
+    logger.warning(f"{name_or_path} pools its sentence embedding in a way CommerceMM's text tower does not "
+                   f"({ {key: value for key, value in pooling.items() if key.startswith('pooling_mode')} }); "
+                   "the text embedding reads the final [CLS] state instead.")
+    return None
 
 
 def backbone_reference(name_or_path) -> str:

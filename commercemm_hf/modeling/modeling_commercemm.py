@@ -1,4 +1,4 @@
-"""CommerceMM model: image encoder, text encoder, multimodal fusion encoder and the shared embedding space.
+"""CommerceMM model: image encoder, text encoder, multimodal encoder and the shared embedding space.
 
 The three stacks share one transformer layer (`CommerceMMEncoderLayer`, pre- or post-LN by config), one attention
 module that goes through transformers' attention interface (SDPA by default; eager, flex and flash selectable, per
@@ -17,6 +17,8 @@ This file travels as Hugging Face remote code: it imports only torch, transforme
 (transformers' own dependency) and single-dot siblings.
 """
 
+import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,7 +28,7 @@ from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.conversion_mapping import register_checkpoint_conversion_mapping
-from transformers.core_model_loading import ConversionOps, WeightConverter, _IdentityOp
+from transformers.core_model_loading import ConversionOps, WeightConverter, WeightRenaming, _IdentityOp
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
@@ -177,7 +179,7 @@ class CommerceMMMLP(nn.Module):
 
 
 class CommerceMMEncoderLayer(GradientCheckpointingLayer):
-    """One transformer block, pre-LN (ViT, fusion) or post-LN (BERT) as `config.pre_layer_norm` says."""
+    """One transformer block, pre-LN (ViT, multimodal) or post-LN (BERT) as `config.pre_layer_norm` says."""
 
     def __init__(self, stack_config: CommerceMMStackConfig):
         super().__init__()
@@ -316,7 +318,9 @@ class CommerceMMTextEmbeddings(nn.Module):
 
 
 class CommerceMMTextTransformer(nn.Module):
-    """The text encoder. Its embedding is the final [CLS] hidden state (`pooler_output`, before projection)."""
+    """The text encoder. Its embedding (`pooler_output`, before projection) is the final [CLS] hidden state, or the
+    mean of the final states of the unpadded tokens with `text_config.pooling="mean"` (how sentence-transformers
+    models such as all-MiniLM-L6-v2 and multilingual-e5 were trained to embed)."""
 
     def __init__(self, config: CommerceMMConfig):
         super().__init__()
@@ -348,9 +352,15 @@ class CommerceMMTextTransformer(nn.Module):
             output_attentions=output_attentions,
         )
         last_hidden_state = encoder_outputs.last_hidden_state
+        if self.config.pooling == "mean":
+            weights = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).to(last_hidden_state)
+            weights = weights.unsqueeze(-1)
+            pooled = (last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        else:
+            pooled = last_hidden_state[:, 0]
         return BaseModelOutputWithPooling(
             last_hidden_state=last_hidden_state,
-            pooler_output=last_hidden_state[:, 0],
+            pooler_output=pooled,
             hidden_states=encoder_outputs.hidden_states,
             attentions=encoder_outputs.attentions,
         )
@@ -469,8 +479,8 @@ class CommerceMMVisionTransformer(nn.Module):
         )
 
 
-class CommerceMMFusionTransformer(nn.Module):
-    """The multimodal fusion encoder: full self-attention over `[CLS_mm] + proj(image tokens) + proj(text tokens)`,
+class CommerceMMMultimodalTransformer(nn.Module):
+    """The multimodal encoder: full self-attention over `[CLS_mm] + proj(image tokens) + proj(text tokens)`,
     with a modality-type embedding per part (0 = [CLS_mm], 1 = image, 2 = text) and the text padding mask."""
 
     def __init__(self, config: CommerceMMConfig):
@@ -478,8 +488,8 @@ class CommerceMMFusionTransformer(nn.Module):
         multimodal_config = config.multimodal_config
         self.config = multimodal_config
         self.cls_token = nn.Parameter(torch.zeros(multimodal_config.hidden_size))
-        self.image_to_fusion = nn.Linear(config.vision_config.hidden_size, multimodal_config.hidden_size)
-        self.text_to_fusion = nn.Linear(config.text_config.hidden_size, multimodal_config.hidden_size)
+        self.image_to_multimodal = nn.Linear(config.vision_config.hidden_size, multimodal_config.hidden_size)
+        self.text_to_multimodal = nn.Linear(config.text_config.hidden_size, multimodal_config.hidden_size)
         self.modality_type_embeddings = nn.Embedding(3, multimodal_config.hidden_size)
         self.encoder = CommerceMMEncoder(multimodal_config)
         self.post_layernorm = nn.LayerNorm(multimodal_config.hidden_size, eps=multimodal_config.layer_norm_eps)
@@ -495,14 +505,14 @@ class CommerceMMFusionTransformer(nn.Module):
     ) -> BaseModelOutputWithPooling:
         if image_hidden_states.shape[0] != text_hidden_states.shape[0]:
             raise ValueError(
-                "The fusion encoder takes image-text pairs: got "
+                "The multimodal encoder takes image-text pairs: got "
                 f"{image_hidden_states.shape[0]} images and {text_hidden_states.shape[0]} texts."
             )
         batch_size, num_image_tokens = image_hidden_states.shape[:2]
         type_embeddings = self.modality_type_embeddings.weight
         cls_embeds = (self.cls_token + type_embeddings[0]).expand(batch_size, 1, -1)
-        image_embeds = self.image_to_fusion(image_hidden_states) + type_embeddings[1]
-        text_embeds = self.text_to_fusion(text_hidden_states) + type_embeddings[2]
+        image_embeds = self.image_to_multimodal(image_hidden_states) + type_embeddings[1]
+        text_embeds = self.text_to_multimodal(text_hidden_states) + type_embeddings[2]
         hidden_states = torch.cat([cls_embeds, image_embeds, text_embeds], dim=1)
 
         attention_mask = None
@@ -523,6 +533,43 @@ class CommerceMMFusionTransformer(nn.Module):
             hidden_states=encoder_outputs.hidden_states,
             attentions=encoder_outputs.attentions,
         )
+
+
+def _caller_stacklevel() -> int:
+    """The `stacklevel` (counted from the function that calls `warnings.warn`) of the first frame outside this
+    folder, torch and transformers: the caller's line, through `nn.Module.__call__` and transformers' decorators."""
+    import os
+    import sys
+
+    import transformers
+
+    inside = tuple(os.path.dirname(os.path.abspath(path)) + os.sep
+                   for path in (__file__, torch.__file__, transformers.__file__))
+    frame, level = sys._getframe(2), 2  # level 1 is the function that warns, 2 its caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def renamed_multimodal_depth(multimodal_depth: int | None, kwargs: dict) -> int | None:
+    """`multimodal_depth`, or the value of the `fusion_depth=` keyword it replaced, popped from a call's `kwargs`
+    with a FutureWarning: the methods that take `**kwargs` would otherwise drop an old call's depth unnoticed.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     renamed_multimodal_depth(None, {"fusion_depth": 1}), caught[0].category.__name__
+        (1, 'FutureWarning')
+    """
+    if "fusion_depth" not in kwargs:
+        return multimodal_depth
+    old = kwargs.pop("fusion_depth")
+    warnings.warn("`fusion_depth` is now called `multimodal_depth`; the old name will stop working in a future "
+                  "version.", FutureWarning, stacklevel=_caller_stacklevel())
+    if multimodal_depth is not None and old is not None and old != multimodal_depth:
+        raise ValueError(f"Got multimodal_depth={multimodal_depth} and its old name fusion_depth={old}: give one.")
+    return multimodal_depth if multimodal_depth is not None else old
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -683,18 +730,18 @@ class CommerceMMPreTrainedModel(PreTrainedModel):
         elif isinstance(module, CommerceMMVisionEmbeddings):
             init.trunc_normal_(module.cls_token, std=std)
             init.zeros_(module.mask_token)
-        elif isinstance(module, CommerceMMFusionTransformer):
+        elif isinstance(module, CommerceMMMultimodalTransformer):
             init.trunc_normal_(module.cls_token, std=std)
         elif isinstance(module, CommerceMMModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
 
 
 class CommerceMMModel(CommerceMMPreTrainedModel):
-    r"""CommerceMM: an image encoder, a text encoder and a multimodal fusion encoder with one shared embedding space.
+    r"""CommerceMM: an image encoder, a text encoder and a multimodal encoder with one shared embedding space.
 
     Give it images, texts or both (`pixel_values`, `input_ids`/`attention_mask` from `CommerceMMProcessor`). Every
-    call can run fewer layers of each stack (`text_depth`, `image_depth`, `fusion_depth`; modality randomization);
-    the config's `text_depth`/`image_depth`/`fusion_depth` are the defaults, full depth when `None`.
+    call can run fewer layers of each stack (`text_depth`, `image_depth`, `multimodal_depth`; modality randomization);
+    the config's `text_depth`/`image_depth`/`multimodal_depth` are the defaults, full depth when `None`.
 
     Example:
         >>> import torch
@@ -711,19 +758,20 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
     # FSDP2 through `from_pretrained(..., distributed_config=DistributedConfig(fsdp_size=N))`: each encoder block is a
     # shard unit of its own (gathered for its forward, freed after); embeddings and projections stay with the root
     _fsdp_plan = {f"{stack}.encoder.layers.*": "free_full_weight"
-                  for stack in ("text_model", "vision_model", "fusion_model")}
+                  for stack in ("text_model", "vision_model", "multimodal_model")}
 
     def __init__(self, config: CommerceMMConfig):
         super().__init__(config)
         self.text_model = CommerceMMTextTransformer(config)
         self.vision_model = CommerceMMVisionTransformer(config)
-        self.fusion_model = CommerceMMFusionTransformer(config)
+        self.multimodal_model = CommerceMMMultimodalTransformer(config)
         self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
         self.image_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
         self.multimodal_projection = nn.Linear(config.multimodal_config.hidden_size, config.projection_dim, bias=False)
         # one element in one dimension, not a 0-dim scalar: FSDP2 (`fully_shard`) and DeepSpeed (ZeRO 0-2) refuse
         # 0-dim parameters; every use broadcasts
         self.logit_scale = nn.Parameter(torch.full((1,), float(config.logit_scale_init_value)))
+        self.register_load_state_dict_pre_hook(_renamed_weight_keys)
         self.post_init()
 
     def extra_auto_map(self) -> dict[str, type]:
@@ -735,8 +783,8 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         r"""Start a CommerceMM model from pretrained backbones: its text tower from a BERT / RoBERTa / XLM-R model,
         its image tower from a ViT or CLIP (vision) model, each a local folder or Hub id (safetensors weights).
 
-        The tower sizes come from the backbones; everything else (fusion encoder, `projection_dim`, pretraining
-        knobs) from `config`, a `CommerceMMConfig` or a preset name. The fusion encoder and the projections start
+        The tower sizes come from the backbones; everything else (multimodal encoder, `projection_dim`, pretraining
+        knobs) from `config`, a `CommerceMMConfig` or a preset name. The multimodal encoder and the projections start
         untrained (CLIP's `visual_projection` is kept when its size matches `projection_dim`): pretrain before use.
         Use the text backbone's tokenizer in the processor (`CommerceMMProcessor(image_processor, tokenizer)`).
 
@@ -756,7 +804,7 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         self.text_model.embeddings.word_embeddings = value
 
     def truncate(
-        self, text_depth: int | None = None, image_depth: int | None = None, fusion_depth: int | None = None
+        self, text_depth: int | None = None, image_depth: int | None = None, multimodal_depth: int | None = None
     ) -> "CommerceMMModel":
         """A new, smaller model holding only the first layers of each stack (`None` keeps a stack whole).
 
@@ -767,14 +815,14 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
             >>> import torch
             >>> from commercemm_hf import CommerceMMConfig, CommerceMMModel
             >>> model = CommerceMMModel(CommerceMMConfig.from_preset("tiny")).eval()
-            >>> small = model.truncate(text_depth=2, image_depth=2, fusion_depth=1)
+            >>> small = model.truncate(text_depth=2, image_depth=2, multimodal_depth=1)
             >>> ids = torch.tensor([[2, 9, 3]])
             >>> torch.allclose(small.get_text_features(input_ids=ids).pooler_output,
             ...                model.get_text_features(input_ids=ids, text_depth=2).pooler_output, atol=1e-6)
             True
         """
         depths = {}
-        for stack, depth in (("text", text_depth), ("image", image_depth), ("fusion", fusion_depth)):
+        for stack, depth in (("text", text_depth), ("image", image_depth), ("multimodal", multimodal_depth)):
             layers = self.config.stack_config(stack).num_hidden_layers
             depths[stack] = check_depth(depth, layers, f"truncate({stack}_depth)")
         config = self.config.__class__.from_dict(self.config.to_dict())
@@ -846,16 +894,16 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         image_outputs: BaseModelOutputWithPooling,
         text_outputs: BaseModelOutputWithPooling,
         text_attention_mask: torch.Tensor | None = None,
-        fusion_depth: int | None = None,
+        multimodal_depth: int | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
     ) -> BaseModelOutputWithPooling:
-        """Run the fusion encoder on encoder outputs already computed (pretraining reuses them across tasks)."""
-        return self.fusion_model(
+        """Run the multimodal encoder on encoder outputs already computed (pretraining reuses them across tasks)."""
+        return self.multimodal_model(
             image_outputs.last_hidden_state,
             text_outputs.last_hidden_state,
             text_attention_mask,
-            depth=self._depth("fusion", fusion_depth),
+            depth=self._depth("multimodal", multimodal_depth),
             **self._output_flags(output_hidden_states, output_attentions),
         )
 
@@ -922,7 +970,7 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         text_depth: int | None = None,
         image_depth: int | None = None,
-        fusion_depth: int | None = None,
+        multimodal_depth: int | None = None,
         interpolate_pos_encoding: bool = False,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
@@ -940,11 +988,12 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
             >>> out.pooler_output.shape
             torch.Size([1, 128])
         """
-        # the towers' own hidden states / attentions are not part of this output: only the fusion encoder's
+        multimodal_depth = renamed_multimodal_depth(multimodal_depth, kwargs)
+        # the towers' own hidden states / attentions are not part of this output: only the multimodal encoder's
         text_outputs = self.encode_text(input_ids, attention_mask, token_type_ids, text_depth, False, False)
         image_outputs = self.encode_image(pixel_values, None, image_depth, interpolate_pos_encoding, False, False)
         outputs = self.fuse(
-            image_outputs, text_outputs, attention_mask, fusion_depth, output_hidden_states, output_attentions
+            image_outputs, text_outputs, attention_mask, multimodal_depth, output_hidden_states, output_attentions
         )
         return self._projected(outputs, self.multimodal_projection)
 
@@ -959,7 +1008,7 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         has_image: torch.Tensor | None = None,
         text_depth: int | None = None,
         image_depth: int | None = None,
-        fusion_depth: int | None = None,
+        multimodal_depth: int | None = None,
         interpolate_pos_encoding: bool = False,
         normalize: bool = False,
         **kwargs,
@@ -970,7 +1019,7 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         Every head, pipeline, evaluator and trainer embeds through here. Without `has_text` / `has_image` every row
         has what the tensors give, and a `kind` the inputs cannot give is an error naming it. With them (bool
         `(batch,)`; pipelines batch items of different kinds, with placeholder values where an item lacks a
-        modality), each encoder runs once on the rows that have its modality, the fusion encoder reuses those
+        modality), each encoder runs once on the rows that have its modality, the multimodal encoder reuses those
         outputs for the rows with both, every kind is returned (NaN on rows lacking it), and `pooler_output` is
         each row's own embedding. Embeddings are not normalised unless `normalize=True` (as in `get_*_features`);
         the output is always a `CommerceMMItemOutput`, whatever `config.return_dict` says, since heads read it.
@@ -986,6 +1035,7 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
             >>> bool(out.image_embeds[1].isnan().all()), bool(out.pooler_output.isnan().any())  # row 1: text only
             (True, False)
         """
+        multimodal_depth = renamed_multimodal_depth(multimodal_depth, kwargs)
         available = ("multimodal" if input_ids is not None and pixel_values is not None
                      else "text" if input_ids is not None else "image" if pixel_values is not None else None)
         if available is None:
@@ -1000,15 +1050,15 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
                 )
             return self._item_features_of_whole_batch(
                 input_ids, pixel_values, attention_mask, token_type_ids, kind or available, text_depth, image_depth,
-                fusion_depth, interpolate_pos_encoding, normalize,
+                multimodal_depth, interpolate_pos_encoding, normalize,
             )
         return self._item_features_of_rows(
             input_ids, pixel_values, attention_mask, token_type_ids, kind, has_text, has_image, text_depth,
-            image_depth, fusion_depth, interpolate_pos_encoding, normalize,
+            image_depth, multimodal_depth, interpolate_pos_encoding, normalize,
         )
 
     def _item_features_of_whole_batch(self, input_ids, pixel_values, attention_mask, token_type_ids, kind,
-                                      text_depth, image_depth, fusion_depth, interpolate_pos_encoding, normalize):
+                                      text_depth, image_depth, multimodal_depth, interpolate_pos_encoding, normalize):
         # every row has every modality given: no row selection, so no host synchronisation on the training path
         unit = nn.functional.normalize if normalize else (lambda values, dim: values)
         out = {}
@@ -1022,12 +1072,13 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         elif kind == "image":
             out["image_embeds"] = unit(self.image_projection(image_outputs.pooler_output), dim=-1)
         else:
-            fused = self.fuse(image_outputs, text_outputs, attention_mask, fusion_depth, False, False)
+            fused = self.fuse(image_outputs, text_outputs, attention_mask, multimodal_depth, False, False)
             out["multimodal_embeds"] = unit(self.multimodal_projection(fused.pooler_output), dim=-1)
         return CommerceMMItemOutput(pooler_output=out[f"{kind}_embeds"], **out)
 
     def _item_features_of_rows(self, input_ids, pixel_values, attention_mask, token_type_ids, kind, has_text,
-                               has_image, text_depth, image_depth, fusion_depth, interpolate_pos_encoding, normalize):
+                               has_image, text_depth, image_depth, multimodal_depth, interpolate_pos_encoding,
+                               normalize):
         reference = input_ids if input_ids is not None else pixel_values
         batch_size, device = reference.shape[0], reference.device
         has_text = (has_text.bool().to(device) if has_text is not None
@@ -1069,8 +1120,8 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
             text_slot[text_rows] = torch.arange(len(text_rows), device=device)
             image_slot[image_rows] = torch.arange(len(image_rows), device=device)
             text_of, image_of = text_slot[both_rows], image_slot[both_rows]
-            fused_outputs = self.fusion_model(image_tokens[image_of], text_tokens[text_of], text_mask[text_of],
-                                              depth=self._depth("fusion", fusion_depth))
+            fused_outputs = self.multimodal_model(image_tokens[image_of], text_tokens[text_of], text_mask[text_of],
+                                              depth=self._depth("multimodal", multimodal_depth))
             out["multimodal"] = (both_rows, unit(self.multimodal_projection(fused_outputs.pooler_output), dim=-1))
         dtype = next((values.dtype for _, values in out.values()), self.text_projection.weight.dtype)
         embeds = {}
@@ -1095,7 +1146,7 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         text_depth: int | None = None,
         image_depth: int | None = None,
-        fusion_depth: int | None = None,
+        multimodal_depth: int | None = None,
         compute_multimodal: bool | None = None,
         interpolate_pos_encoding: bool = False,
         output_hidden_states: bool | None = None,
@@ -1107,8 +1158,9 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         With both, `logits_per_image` / `logits_per_text` are CLIP-style scaled cosine similarities between every
         image and every text (so transformers' `zero-shot-image-classification` pipeline works), and when the two
         batches are pairs (same size) the fused `multimodal_embeds` are computed too. `compute_multimodal=False`
-        skips the fusion; `True` demands it (an error for unpaired batches).
+        skips the multimodal encoder; `True` demands it (an error for unpaired batches).
         """
+        multimodal_depth = renamed_multimodal_depth(multimodal_depth, kwargs)
         if input_ids is None and pixel_values is None:
             raise ValueError("CommerceMMModel needs pixel_values, input_ids, or both; got neither.")
         text_outputs = image_outputs = fused_outputs = None
@@ -1135,9 +1187,8 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
                     f"{input_ids.shape[0]} texts."
                 )
             if paired and compute_multimodal is not False:
-                fused_outputs = self.fuse(
-                    image_outputs, text_outputs, attention_mask, fusion_depth, output_hidden_states, output_attentions
-                )
+                fused_outputs = self.fuse(image_outputs, text_outputs, attention_mask, multimodal_depth,
+                                          output_hidden_states, output_attentions)
                 multimodal_embeds = nn.functional.normalize(
                     self.multimodal_projection(fused_outputs.pooler_output), dim=-1
                 )
@@ -1175,11 +1226,46 @@ class _ScalarToOneElement(ConversionOps):
         return _IdentityOp()
 
 
+# Weights renamed when the multimodal stack stopped also being called "fusion": (old pattern, new name). One table
+# for both ways weights load: transformers' key renaming in `from_pretrained` and `load_state_dict` (Trainer's
+# resume and best-model restore), through `_renamed_weight_keys`.
+RENAMED_WEIGHTS = (
+    (r"fusion_model\.", "multimodal_model."),
+    (r"image_to_fusion\.", "image_to_multimodal."),
+    (r"text_to_fusion\.", "text_to_multimodal."),
+)
+
+
+class _RenamedWeight(WeightRenaming):
+    """A weight this package renamed: a checkpoint holding the old name loads into the new one, and every save
+    writes the new name. transformers' own renamings are undone on save (a checkpoint keeps the layout it was loaded
+    from, and a model built from scratch would save old names); this one's reverse renames nothing."""
+
+    __slots__ = ()
+
+    def reverse_transform(self) -> WeightRenaming:
+        target = list(self._original_target_patterns)
+        return WeightRenaming(target, target)
+
+
+def _renamed_weight_keys(module, state_dict, prefix, *args):
+    """`load_state_dict` pre-hook of `CommerceMMModel`: keys saved under an old name (`RENAMED_WEIGHTS`) load into
+    the new one."""
+    for key in [key for key in state_dict if key.startswith(prefix)]:
+        renamed = key
+        for old, new in RENAMED_WEIGHTS:
+            renamed = prefix + re.sub(old, new, renamed[len(prefix):])
+        if renamed != key:
+            state_dict[renamed] = state_dict.pop(key)
+
+
 register_checkpoint_conversion_mapping(
     CommerceMMConfig.model_type,
-    [WeightConverter("logit_scale", "logit_scale", operations=[_ScalarToOneElement()])],
+    [WeightConverter("logit_scale", "logit_scale", operations=[_ScalarToOneElement()])]
+    + [_RenamedWeight(old, new) for old, new in RENAMED_WEIGHTS],
     overwrite=True,  # this file is imported again as remote code, or reloaded
 )
 
 
-__all__ = ["CommerceMMItemOutput", "CommerceMMModel", "CommerceMMOutput", "CommerceMMPreTrainedModel"]
+__all__ = ["CommerceMMItemOutput", "CommerceMMModel", "CommerceMMOutput", "CommerceMMPreTrainedModel",
+           "RENAMED_WEIGHTS", "renamed_multimodal_depth"]

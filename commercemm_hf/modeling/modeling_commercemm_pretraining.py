@@ -5,9 +5,9 @@
 pass runs every encoder once on a stacked batch and reuses its outputs across the tasks of that pass:
 
 * image-text pass: the text encoder runs on [clean text; masked text], the image encoder on [clean image; masked
-  image], and the fusion encoder on [ITM positives; ITM text negatives; ITM image negatives; masked pairs] at once.
+  image], and the multimodal encoder on [ITM positives; ITM text negatives; ITM image negatives; masked pairs] at once.
 * Omni pass: the text encoder runs on every text (source queries/captions and product texts), the image encoder on
-  every image (source views/posts and product images), the fusion encoder on every image+text item.
+  every image (source views/posts and product images), the multimodal encoder on every image+text item.
 
 Our reading of the paper where it is silent is in DESIGN.md section 2 and in `CommerceMMConfig`'s fields.
 Contrastive candidates are gathered across processes, with exact gradients, when `torch.distributed` is initialised.
@@ -34,7 +34,7 @@ from .losses_commercemm import (
     sample_in_proportion,
     source_to_product_loss,
 )
-from .modeling_commercemm import CommerceMMModel, CommerceMMPreTrainedModel
+from .modeling_commercemm import CommerceMMModel, CommerceMMPreTrainedModel, renamed_multimodal_depth
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -140,17 +140,17 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
     def __init__(self, config: CommerceMMConfig):
         super().__init__(config)
         self.commercemm = CommerceMMModel(config)
-        fusion_size = config.multimodal_config.hidden_size
+        multimodal_size = config.multimodal_config.hidden_size
         self.mlm_head = CommerceMMMLMHead(config)
-        self.itm_head = nn.Linear(fusion_size, 2)
+        self.itm_head = nn.Linear(multimodal_size, 2)
         # filled by `_init_weights` (and, in `from_pretrained`, only when the checkpoint lacks it)
         self.mim_prototypes = nn.Parameter(torch.empty(config.mim_num_prototypes, config.projection_dim))
-        self.mim_kl_head = CommerceMMPrototypeHead(fusion_size, config)
+        self.mim_kl_head = CommerceMMPrototypeHead(multimodal_size, config)
         # The self-teacher's head is a fixed random projection (never trained: its targets carry no gradient);
         # the prototypes it scores against are shared with, and trained through, the student head.
         self.mim_teacher_head = CommerceMMPrototypeHead(config.vision_config.hidden_size, config)
         self.mim_teacher_head.requires_grad_(False)
-        self.mim_fr_head = nn.Linear(fusion_size, config.vision_config.hidden_size)
+        self.mim_fr_head = nn.Linear(multimodal_size, config.vision_config.hidden_size)
         # DINO-style centre of the teacher logits: subtracting it keeps one prototype from winning every image.
         self.register_buffer("mim_center", torch.zeros(config.mim_num_prototypes))
         self._external_teacher = None
@@ -243,12 +243,12 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
         text_outputs = model.encode_text(
             torch.cat([input_ids, mlm_input_ids]) if with_masked else input_ids,
             torch.cat([attention_mask, attention_mask]) if with_masked else attention_mask,
-            text_depth=depths[0],
+            text_depth=depths["text_depth"],
         )
         image_outputs = model.encode_image(
             torch.cat([pixel_values, pixel_values]) if with_masked else pixel_values,
             torch.cat([no_mask, bool_masked_pos]) if with_masked else None,
-            image_depth=depths[1],
+            image_depth=depths["image_depth"],
         )
         text_states, image_states = text_outputs.last_hidden_state, image_outputs.last_hidden_state
         clean_text, masked_text = text_states[:batch_size], text_states[batch_size:]
@@ -256,7 +256,8 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
 
         losses, diagnostics = {}, {}
         scale = model.logit_scale.clamp(max=config.max_logit_scale).exp()
-        text_embeds = F.normalize(model.text_projection(clean_text[:, 0]), dim=-1)
+        # the tower's own pooling ([CLS] or the masked mean, `text_config.pooling`), as in get_text_features
+        text_embeds = F.normalize(model.text_projection(text_outputs.pooler_output[:batch_size]), dim=-1)
         image_embeds = F.normalize(model.image_projection(clean_image[:, 0]), dim=-1)
         if "itc" in active:
             losses["itc"] = (
@@ -264,7 +265,7 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
                 + contrastive_loss(text_embeds, image_embeds, scale, pair_index, pair_index)
             ) / 2
 
-        fusion_images, fusion_texts, fusion_masks = [], [], []
+        pair_images, pair_texts, pair_masks = [], [], []
         itm_count = 0
         if with_itm:
             # ITM negatives: for each image a text, for each text an image, sampled in proportion to ITC
@@ -284,19 +285,19 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
                 weights_t[~can_sample] = 1.0
                 negative_image = sample_in_proportion(weights_t, generator)
             keep = can_sample
-            fusion_images += [clean_image, clean_image[keep], clean_image[negative_image[keep]]]
-            fusion_texts += [clean_text, clean_text[negative_text[keep]], clean_text[keep]]
-            fusion_masks += [attention_mask, attention_mask[negative_text[keep]], attention_mask[keep]]
+            pair_images += [clean_image, clean_image[keep], clean_image[negative_image[keep]]]
+            pair_texts += [clean_text, clean_text[negative_text[keep]], clean_text[keep]]
+            pair_masks += [attention_mask, attention_mask[negative_text[keep]], attention_mask[keep]]
             num_negatives = int(keep.sum())
             itm_count = batch_size + 2 * num_negatives
         if with_masked:
-            fusion_images.append(masked_image)
-            fusion_texts.append(masked_text)
-            fusion_masks.append(attention_mask)
-        if not fusion_images:
+            pair_images.append(masked_image)
+            pair_texts.append(masked_text)
+            pair_masks.append(attention_mask)
+        if not pair_images:
             return losses, diagnostics
-        fused = model.fusion_model(torch.cat(fusion_images), torch.cat(fusion_texts), torch.cat(fusion_masks),
-                                   depth=model._depth("fusion", depths[2]))
+        fused = model.multimodal_model(torch.cat(pair_images), torch.cat(pair_texts), torch.cat(pair_masks),
+                                       depth=model._depth("multimodal", depths["multimodal_depth"]))
         fused_tokens = fused.last_hidden_state
         if with_itm:
             itm_logits = self.itm_head(fused_tokens[:itm_count, 0])
@@ -378,9 +379,9 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
             texts = [F.pad(t, (0, length - t.shape[1]), value=config.text_config.pad_token_id or 0) for t in texts]
             masks = [F.pad(m, (0, length - m.shape[1]), value=0) for m in masks]
         text_mask = torch.cat(masks)
-        text_outputs = model.encode_text(torch.cat(texts), text_mask, text_depth=depths[0])
+        text_outputs = model.encode_text(torch.cat(texts), text_mask, text_depth=depths["text_depth"])
         images = [product_pixel_values] + ([source_pixel_values] if num_source_images else [])
-        image_outputs = model.encode_image(torch.cat(images), image_depth=depths[1])
+        image_outputs = model.encode_image(torch.cat(images), image_depth=depths["image_depth"])
         text_tokens, image_tokens = text_outputs.last_hidden_state, image_outputs.last_hidden_state
 
         # sources with both an image and a text (tagged posts) are fused together with the products
@@ -392,12 +393,12 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
         both = (text_slot >= 0) & (image_slot >= 0)
         fused_text_index = torch.cat([torch.arange(num_products, device=device), text_slot[both]])
         fused_image_index = torch.cat([torch.arange(num_products, device=device), image_slot[both]])
-        fused = model.fusion_model(
+        fused = model.multimodal_model(
             image_tokens[fused_image_index], text_tokens[fused_text_index], text_mask[fused_text_index],
-            depth=model._depth("fusion", depths[2]),
+            depth=model._depth("multimodal", depths["multimodal_depth"]),
         )
         multimodal = F.normalize(model.multimodal_projection(fused.last_hidden_state[:, 0]), dim=-1)
-        text = F.normalize(model.text_projection(text_tokens[:, 0]), dim=-1)
+        text = F.normalize(model.text_projection(text_outputs.pooler_output), dim=-1)
         image = F.normalize(model.image_projection(image_tokens[:, 0]), dim=-1)
 
         product_embeds = {"text": text[:num_products], "image": image[:num_products],
@@ -465,7 +466,7 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
         source_image_rows: torch.Tensor | None = None,
         text_depth: int | None = None,
         image_depth: int | None = None,
-        fusion_depth: int | None = None,
+        multimodal_depth: int | None = None,
         generator: torch.Generator | int | None = None,
         return_dict: bool | None = None,
         **kwargs,
@@ -477,7 +478,8 @@ class CommerceMMForPreTraining(CommerceMMPreTrainedModel):
         has_omni = product_input_ids is not None or product_pixel_values is not None
         if not has_image_text and not has_omni:
             raise ValueError("CommerceMMForPreTraining needs an image-text batch, an Omni batch, or both.")
-        depths = (text_depth, image_depth, fusion_depth)
+        multimodal_depth = renamed_multimodal_depth(multimodal_depth, kwargs)
+        depths = dict(text_depth=text_depth, image_depth=image_depth, multimodal_depth=multimodal_depth)
         losses, diagnostics = {}, {}
         if has_image_text:
             missing = [name for name, value in (("input_ids", input_ids), ("pixel_values", pixel_values),

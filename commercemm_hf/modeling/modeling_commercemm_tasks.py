@@ -22,7 +22,7 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration_commercemm import EMBEDDING_KINDS, CommerceMMConfig
 from .losses_commercemm import contrastive_loss
-from .modeling_commercemm import CommerceMMModel, CommerceMMPreTrainedModel
+from .modeling_commercemm import CommerceMMModel, CommerceMMPreTrainedModel, renamed_multimodal_depth
 
 
 #: Source -> target embedding kinds of the retrieval tasks the examples fine-tune. The three `*_to_product` names
@@ -86,13 +86,14 @@ class CommerceMMForProductCategorization(CommerceMMPreTrainedModel):
 
     @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, labels=None, text_depth=None,
-                image_depth=None, fusion_depth=None, has_text=None, has_image=None,
+                image_depth=None, multimodal_depth=None, has_text=None, has_image=None,
                 **kwargs) -> SequenceClassifierOutput:
         r"""`has_text` / `has_image` (bool, one per row) mark what each item of a mixed batch has (the pipeline
         batches texts, images and pairs together); without them every row has what the tensors give."""
+        multimodal_depth = renamed_multimodal_depth(multimodal_depth, kwargs)
         embeds = self.commercemm.get_item_features(
             input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, has_text=has_text,
-            has_image=has_image, text_depth=text_depth, image_depth=image_depth, fusion_depth=fusion_depth,
+            has_image=has_image, text_depth=text_depth, image_depth=image_depth, multimodal_depth=multimodal_depth,
         ).pooler_output
         logits = self.classifier(self.classifier_norm(embeds))
         loss = None
@@ -170,8 +171,9 @@ class CommerceMMForRetrieval(CommerceMMPreTrainedModel):
     @can_return_tuple
     def forward(self, source_input_ids=None, source_attention_mask=None, source_pixel_values=None, input_ids=None,
                 attention_mask=None, pixel_values=None, target_index=None, return_loss: bool = True, text_depth=None,
-                image_depth=None, fusion_depth=None, **kwargs) -> CommerceMMRetrievalOutput:
-        depths = dict(text_depth=text_depth, image_depth=image_depth, fusion_depth=fusion_depth)
+                image_depth=None, multimodal_depth=None, **kwargs) -> CommerceMMRetrievalOutput:
+        multimodal_depth = renamed_multimodal_depth(multimodal_depth, kwargs)
+        depths = dict(text_depth=text_depth, image_depth=image_depth, multimodal_depth=multimodal_depth)
         source_embeds = target_embeds = logits = loss = None
         if source_input_ids is not None or source_pixel_values is not None:
             source_embeds = self.commercemm.get_item_features(

@@ -22,7 +22,7 @@ class CommerceMMEmbeddingPipeline(InputWarningsMixin, Pipeline):
 
     Each result holds `text_embeds`, `image_embeds` and `multimodal_embeds` (L2-normalised lists of floats, or
     `None` for a kind the item cannot give). `return_tensors=True` returns torch tensors instead. Active depths
-    (`text_depth`, `image_depth`, `fusion_depth`) pass through to the model. Empty and truncated texts are warned
+    (`text_depth`, `image_depth`, `multimodal_depth`) pass through to the model. Empty and truncated texts are warned
     about once per call, with counts; an unreadable image is a ValueError naming its path. `backend="onnx"` (or
     `"onnx-int8"`) runs the graphs of `commercemm export` (in `<model folder>/onnx`, or `onnx_folder=`) with ONNX
     Runtime instead of torch, with the same results.

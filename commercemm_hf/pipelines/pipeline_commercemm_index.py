@@ -16,8 +16,12 @@
   `faiss.write_index`). Nothing is pickled; saving writes a temporary folder and renames it into place, and never
   replaces an existing index without `overwrite=True`. The first format (`product_embeddings.f32` + JSON) still loads.
 
-This file travels as Hugging Face remote code: torch, numpy and safetensors (transformers' own dependency); FAISS
-is optional and imported only when asked for.
+By job: this file holds the rows (ids, live mask, vectors, metadata codes), updates, filters and exact search;
+`pipeline_commercemm_index_faiss.py` the FAISS index types (`FaissIndexMixin`), and
+`pipeline_commercemm_index_files.py` `save` / `load` (`IndexFilesMixin`). Every name stays importable from here.
+
+This file travels as Hugging Face remote code: torch, numpy and single-dot siblings (which add safetensors,
+transformers' own dependency); FAISS is optional and imported only when asked for.
 
 Example:
     >>> import torch
@@ -28,40 +32,23 @@ Example:
     ['a', 'c']
 """
 
-import json
-import math
-import os
-import shutil
-import tempfile
-
 import numpy as np
 import torch
 
+from .pipeline_commercemm_index_faiss import FaissIndexMixin, faiss_available, import_faiss
+from .pipeline_commercemm_index_files import (
+    INDEX_FAISS,
+    INDEX_FORMAT,
+    INDEX_METADATA,
+    INDEX_VECTORS,
+    INDEX_VERSION,
+    LEGACY_EMBEDDINGS,
+    IndexFilesMixin,
+)
 
-INDEX_FORMAT = "commercemm-product-index"
-INDEX_VERSION = 2
-INDEX_METADATA = "product_index.json"
-INDEX_VECTORS = "product_vectors.safetensors"
-INDEX_FAISS = "product_index.faiss"
-LEGACY_EMBEDDINGS = "product_embeddings.f32"
+
 NAMED_INDEX_TYPES = ("flat", "hnsw", "ivfpq")
 _SCORE_ELEMENTS = 1 << 24  # queries x products scores computed at once by exact search (64 MiB of float32)
-
-
-def import_faiss(reason: str = "this index type"):
-    try:
-        import faiss
-    except ImportError as error:
-        raise ImportError(f"{reason} needs FAISS: pip install faiss-cpu (or a GPU build of faiss).") from error
-    return faiss
-
-
-def faiss_available() -> bool:
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def metadata_value(value, field: str, where: str) -> str | None:
@@ -112,45 +99,7 @@ class _Growable:
         return grown
 
 
-def _factory_for(index_type: str, dim: int, num_vectors: int) -> str:
-    """The FAISS factory string of a named type (sized to `num_vectors` when it is trained), or `index_type`."""
-    if index_type == "hnsw":
-        return "HNSW32,Flat"
-    if index_type == "ivfpq":
-        # ~4 sqrt(n) lists with >= 39 training points each (FAISS's own minimum); 4 dimensions per PQ code (a
-        # 16th of float32's memory), enough for a Recall@10 that 8 dimensions per code does not reach
-        nlist = max(1, min(int(4 * math.sqrt(num_vectors)), num_vectors // 39))
-        nlist = 1 << max(0, int(math.log2(nlist)))
-        subquantizers = next(m for m in range(max(1, dim // 4), 0, -1) if dim % m == 0)
-        bits = max(1, min(8, int(math.log2(max(2, num_vectors // 39)))))
-        # "np": no polysemous training, which FAISS's factory otherwise runs for 8-bit codes (minutes, for a
-        # Hamming pre-filter this index does not use)
-        return f"IVF{nlist},PQ{subquantizers}x{bits}np"
-    return index_type
-
-
-def _search_parameters(faiss, index, selector, keep: list):
-    """FAISS search parameters carrying `selector`, of the type each index class expects (nested through
-    pre-transforms and refinement), with the index's current nprobe / efSearch."""
-    index = faiss.downcast_index(index)
-    if isinstance(index, faiss.IndexPreTransform):
-        inner = _search_parameters(faiss, index.index, selector, keep)
-        params = faiss.SearchParametersPreTransform(index_params=inner)
-    elif isinstance(index, faiss.IndexRefine):
-        inner = _search_parameters(faiss, index.base_index, selector, keep)
-        params = faiss.IndexRefineSearchParameters(k_factor=index.k_factor, base_index_params=inner)
-        params.sel = selector
-    elif isinstance(index, faiss.IndexIVF):
-        params = faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe, max_codes=index.max_codes)
-    elif isinstance(index, faiss.IndexHNSW):
-        params = faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
-    else:
-        params = faiss.SearchParameters(sel=selector)
-    keep.append(params)
-    return params
-
-
-class ProductIndex:
+class ProductIndex(FaissIndexMixin, IndexFilesMixin):
     """Product embeddings `(n, dim)` with ids and string metadata; exact or FAISS search (see the module docstring).
 
     Args:
@@ -261,16 +210,6 @@ class ProductIndex:
                 out[field] = column["values"][code]
         return out
 
-    def _probe(self, num_vectors: int = 10_000):
-        """An empty FAISS index of this type (sized for `num_vectors`), or a ValueError naming the type."""
-        faiss = import_faiss()
-        factory = _factory_for(self.index_type, self.dim, num_vectors)
-        try:
-            return faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError as error:
-            raise ValueError(f"FAISS cannot build index_type {self.index_type!r} ({factory!r}) for dim "
-                             f"{self.dim}: {error}") from error
-
     # ------------------------------------------------------------------------------------------------ updates
 
     def _checked(self, embeddings, product_ids, metadata) -> tuple[np.ndarray, list[str], list]:
@@ -368,97 +307,17 @@ class ProductIndex:
         if self.is_approximate:
             self._faiss_add(vectors)
 
-    # ------------------------------------------------------------------------------------------------ FAISS
-
-    def _faiss_add(self, vectors: np.ndarray):
-        if self._faiss_index is None:
-            if self._needs_training():
-                self._pending.append(vectors)
-                self._num_pending += len(vectors)
-                if self._num_pending >= self.train_size:
-                    self.train()
-                return
-            self._create_faiss_index(len(vectors))
-        (self._device_index or self._faiss_index).add(vectors)
-
-    def _needs_training(self) -> bool:
-        return not self._probe().is_trained
-
-    def _create_faiss_index(self, num_vectors: int):
-        self._faiss_index = self._probe(num_vectors)
-        self.factory = _factory_for(self.index_type, self.dim, num_vectors)
-        self._apply_search_parameters()
-
-    def train(self):
-        """Train a type that needs it on (a sample of) the products added so far, then index them."""
-        if self._faiss_index is not None or not self.is_approximate:
-            return
-        pending = np.concatenate(self._pending) if self._pending else np.zeros((0, self.dim), np.float32)
-        if not len(pending):
-            raise ValueError(f"index_type {self.index_type!r} needs training: add products before searching.")
-        self._create_faiss_index(min(len(pending), self.train_size))  # sized to the sample it is trained on
-        sample = pending
-        if len(pending) > self.train_size:
-            sample = pending[np.random.default_rng(0).choice(len(pending), self.train_size, replace=False)]
-        try:
-            self._faiss_index.train(sample)
-        except RuntimeError as error:
-            self._faiss_index = None
-            raise ValueError(f"Training FAISS {self.factory!r} on {len(sample)} products failed (too few for this "
-                             f"type? a named type such as 'ivfpq' sizes itself): {error}") from error
-        self._to_device()
-        (self._device_index or self._faiss_index).add(pending)
-        self._pending, self._num_pending = [], 0
-
-    def _to_device(self):
-        faiss = import_faiss()
-        wanted = self.use_gpu
-        if wanted is None:
-            wanted = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-        if not wanted:
-            return
-        if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() == 0:
-            if self.use_gpu:
-                raise RuntimeError("use_gpu=True but the installed FAISS has no GPU support or sees no GPU.")
-            return
-        try:
-            self._device_index = faiss.index_cpu_to_all_gpus(self._faiss_index)
-        except RuntimeError as error:  # e.g. HNSW has no GPU version: stay on the CPU
-            if self.use_gpu:
-                raise RuntimeError(f"FAISS cannot put {self.factory!r} on the GPU: {error}") from error
-            self._device_index = None
-
-    def _cpu_faiss_index(self):
-        if self._device_index is not None:
-            return import_faiss().index_gpu_to_cpu(self._device_index)
-        return self._faiss_index
-
-    def set_search_parameters(self, **params):
-        """FAISS search-time parameters by their `faiss.ParameterSpace` names: `nprobe` (IVF lists scanned),
-        `efSearch` (HNSW candidate list), `k_factor` (refinement), ...; kept and saved with the index."""
-        for name, value in params.items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"Search parameter {name}={value!r} must be a positive number.")
-        if params and not self.is_approximate:
-            raise ValueError(f"Search parameters {sorted(params)} need a FAISS index type; a flat index is exact.")
-        previous = dict(self.search_params)
-        self.search_params.update(params)
-        try:
-            self._apply_search_parameters()
-        except ValueError:
-            self.search_params = previous
-            raise
-
-    def _apply_search_parameters(self):
-        if self._faiss_index is None:
-            return
-        faiss = import_faiss()
-        space = faiss.GpuParameterSpace() if self._device_index is not None else faiss.ParameterSpace()
-        for name, value in self.search_params.items():
-            try:
-                space.set_index_parameter(self._device_index or self._faiss_index, name, value)
-            except RuntimeError as error:
-                raise ValueError(f"FAISS index {self.factory!r} has no search parameter {name!r}: {error}") from error
+    def _restore(self, row_ids: list, live: np.ndarray, vectors: np.ndarray | None, metadata: dict):
+        """Take the rows `load` read and checked: each row's id (None for a deleted / replaced row), the live mask,
+        the kept vectors (or None), and per metadata field its values and each row's code (-1: none)."""
+        if vectors is not None:
+            self._vectors = _Growable.of(vectors)
+        self._row_ids = row_ids
+        self._rows = {product_id: row for row, product_id in enumerate(row_ids) if product_id is not None}
+        self._live = _Growable.of(live, fill=False)
+        self._metadata = {field: {"values": values, "codes": {value: code for code, value in enumerate(values)},
+                                  "rows": _Growable.of(codes.astype(np.int32), fill=-1)}
+                          for field, (values, codes) in metadata.items()}
 
     # ------------------------------------------------------------------------------------------------ search
 
@@ -525,21 +384,6 @@ class ProductIndex:
             best_rows = torch.cat([best_rows, rows + start], 1).gather(1, order)
         return best_scores.numpy(), best_rows.numpy()
 
-    def _approximate(self, queries: np.ndarray, top_k: int, allowed: np.ndarray | None):
-        faiss = import_faiss()
-        self.train()
-        index = self._device_index or self._faiss_index
-        if allowed is None:
-            return index.search(queries, top_k)
-        bitmap = np.packbits(allowed, bitorder="little")
-        selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
-        keep = [bitmap, selector]
-        try:
-            return index.search(queries, top_k, params=_search_parameters(faiss, index, selector, keep))
-        except RuntimeError:  # a FAISS type (or GPU index) without selector support: all queries go exact
-            return (np.full((len(queries), top_k), -np.inf, dtype=np.float32),
-                    np.full((len(queries), top_k), -1, dtype=np.int64))
-
     def search(self, queries: torch.Tensor, top_k: int,
                filter: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores and rows `(num_queries, k)` of the best live products (matching `filter`) for each query, best
@@ -585,170 +429,6 @@ class ProductIndex:
         return [[{"product_id": self._row_ids[int(row)], "score": float(score)} for score, row in zip(s, r)]
                 for s, r in zip(scores.tolist(), rows.tolist())]
 
-    # ------------------------------------------------------------------------------------------------ files
 
-    def save(self, folder: str, overwrite: bool = False):
-        """Write the index into `folder` atomically (a temporary sibling folder renamed into place). An existing
-        non-empty `folder` is replaced only with `overwrite=True`."""
-        from safetensors.numpy import save_file
-
-        folder = os.path.abspath(os.fspath(folder))
-        if os.path.exists(folder) and not (os.path.isdir(folder) and not os.listdir(folder)) and not overwrite:
-            raise FileExistsError(f"{folder} already exists: pass overwrite=True to replace it.")
-        if self.is_approximate and len(self):
-            self.train()
-        parent = os.path.dirname(folder)
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.saving-", dir=parent)
-        try:
-            tensors = {"live": self._live.view.astype(np.uint8)}
-            if self._vectors is not None:
-                tensors["vectors"] = self._vectors.view
-            fields = {}
-            for number, (field, column) in enumerate(self._metadata.items()):
-                column["rows"].pad_to(self.num_rows)
-                tensors[f"metadata.{number}"] = column["rows"].view
-                fields[field] = {"tensor": f"metadata.{number}", "values": column["values"]}
-            save_file(tensors, os.path.join(staging, INDEX_VECTORS), metadata={"format": INDEX_FORMAT})
-            faiss_file = None
-            if self._faiss_index is not None:
-                faiss_file = INDEX_FAISS
-                import_faiss().write_index(self._cpu_faiss_index(), os.path.join(staging, INDEX_FAISS))
-            meta = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "dim": self.dim,
-                    "product_kind": self.product_kind, "index_type": self.index_type,
-                    "factory": getattr(self, "factory", None),
-                    "num_rows": self.num_rows, "count": len(self), "keep_vectors": self.keep_vectors,
-                    "train_size": self.train_size, "search_params": self.search_params, "faiss_file": faiss_file,
-                    "metadata_fields": fields, "product_ids": self._row_ids}
-            with open(os.path.join(staging, INDEX_METADATA), "w", encoding="utf-8") as handle:
-                json.dump(meta, handle)
-            _replace_folder(staging, folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-
-    @classmethod
-    def load(cls, folder: str, backend: str = "auto", use_gpu: bool | None = None) -> "ProductIndex":
-        """Read an index written by `save` (or the first `.f32` format), refusing mismatched shapes and versions."""
-        folder = os.fspath(folder)
-        path = os.path.join(folder, INDEX_METADATA)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{folder} holds no product index ({INDEX_METADATA} is missing).")
-        try:
-            with open(path, encoding="utf-8") as handle:
-                meta = json.load(handle)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"The index in {folder} is corrupt: {path} is not JSON ({error}).") from error
-        if not isinstance(meta, dict):
-            raise ValueError(f"The index in {folder} is corrupt: {path} holds a {type(meta).__name__}, not an object.")
-        if "version" not in meta and os.path.isfile(os.path.join(folder, LEGACY_EMBEDDINGS)):
-            return cls._load_legacy(folder, meta, backend)
-        if meta.get("format") != INDEX_FORMAT or meta.get("version") != INDEX_VERSION:
-            raise ValueError(f"{path} is format {meta.get('format')!r} version {meta.get('version')!r}; this code "
-                             f"reads {INDEX_FORMAT!r} version {INDEX_VERSION} (and the first .f32 format).")
-        return cls._load_current(folder, meta, backend, use_gpu)
-
-    @classmethod
-    def _load_current(cls, folder, meta, backend, use_gpu) -> "ProductIndex":
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-
-        def corrupt(what):
-            return ValueError(f"The index in {folder} is corrupt: {what}.")
-
-        try:
-            dim, num_rows, ids = int(meta["dim"]), int(meta["num_rows"]), meta["product_ids"]
-            fields = meta["metadata_fields"]
-        except (KeyError, TypeError, ValueError) as error:
-            raise corrupt(f"{INDEX_METADATA} lacks or mistypes {error}") from error
-        if not isinstance(ids, list) or len(ids) != num_rows:
-            raise corrupt(f"{INDEX_METADATA} lists {len(ids) if isinstance(ids, list) else 'no'} product ids for "
-                          f"{num_rows} rows")
-        try:
-            tensors = load_file(os.path.join(folder, INDEX_VECTORS))
-        except (SafetensorError, OSError, ValueError) as error:
-            raise corrupt(f"{INDEX_VECTORS} cannot be read ({error})") from error
-        live = tensors.get("live")
-        if live is None or live.shape != (num_rows,):
-            raise corrupt(f"{INDEX_VECTORS} 'live' has shape {None if live is None else live.shape}, expected "
-                          f"({num_rows},)")
-        index = cls(dim, meta.get("product_kind", "multimodal"), backend, meta.get("index_type", "flat"),
-                    keep_vectors=bool(meta.get("keep_vectors", True)), train_size=int(meta.get("train_size", 100_000)),
-                    use_gpu=use_gpu)
-        if index.keep_vectors:
-            vectors = tensors.get("vectors")
-            if vectors is None or vectors.shape != (num_rows, dim) or vectors.dtype != np.float32:
-                found = None if vectors is None else (vectors.shape, str(vectors.dtype))
-                raise corrupt(f"{INDEX_VECTORS} 'vectors' is {found}, "
-                              f"expected float32 of shape ({num_rows}, {dim})")
-            if not np.isfinite(vectors).all():
-                raise corrupt(f"{INDEX_VECTORS} holds NaN or infinite vectors")
-            index._vectors = _Growable.of(vectors)
-        live = live.astype(bool)
-        rows = np.flatnonzero(live)
-        live_ids = [ids[row] for row in rows]
-        if any(not isinstance(product_id, str) for product_id in live_ids) or len(set(live_ids)) != len(live_ids):
-            raise corrupt(f"{INDEX_METADATA} has missing, non-string or repeated ids among live rows")
-        index._row_ids = [product_id if alive else None for product_id, alive in zip(ids, live.tolist())]
-        index._rows = dict(zip(live_ids, rows.tolist()))
-        index._live = _Growable.of(live, fill=False)
-        for field, spec in fields.items():
-            codes = tensors.get(spec.get("tensor"))
-            values = spec.get("values")
-            if codes is None or codes.shape != (num_rows,) or not isinstance(values, list) or \
-                    (len(codes) and int(codes.max(initial=-1)) >= len(values)):
-                raise corrupt(f"metadata field {field!r} does not match its {num_rows} rows / values")
-            index._metadata[field] = {"values": values, "codes": {v: i for i, v in enumerate(values)},
-                                      "rows": _Growable.of(codes.astype(np.int32), fill=-1)}
-        if meta.get("faiss_file"):
-            faiss = import_faiss(f"Loading the {meta.get('index_type')!r} index in {folder}")
-            try:
-                structure = faiss.read_index(os.path.join(folder, meta["faiss_file"]))
-            except RuntimeError as error:
-                raise corrupt(f"{meta['faiss_file']} cannot be read by FAISS ({error})") from error
-            if structure.d != dim or structure.ntotal != num_rows:
-                raise corrupt(f"{meta['faiss_file']} holds {structure.ntotal} vectors of dim {structure.d}, "
-                              f"expected {num_rows} of dim {dim}")
-            index._faiss_index, index.factory = structure, meta.get("factory")
-            index._to_device()
-        elif index.is_approximate and num_rows:
-            raise corrupt(f"{INDEX_FAISS} is missing for index type {meta.get('index_type')!r}")
-        index.search_params = dict(meta.get("search_params") or {})
-        index._apply_search_parameters()
-        return index
-
-    @classmethod
-    def _load_legacy(cls, folder, meta, backend) -> "ProductIndex":
-        try:
-            dim, count, ids = int(meta["dim"]), int(meta["count"]), meta["product_ids"]
-        except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"The index in {folder} is corrupt: {INDEX_METADATA} lacks {error}.") from error
-        with open(os.path.join(folder, LEGACY_EMBEDDINGS), "rb") as handle:
-            data = handle.read()
-        expected = count * dim * 4
-        if len(data) != expected or not isinstance(ids, list) or len(ids) != count:
-            raise ValueError(f"The index in {folder} is corrupt: {len(data)} bytes of embeddings, expected {expected}.")
-        index = cls(dim, meta.get("product_kind", "multimodal"), backend)
-        index.add(np.frombuffer(data, dtype="<f4").reshape(count, dim).astype(np.float32), ids)
-        return index
-
-
-def _replace_folder(staging: str, folder: str):
-    """Move the finished `staging` folder to `folder`; an old `folder` is renamed aside first and removed last, so
-    at every moment one complete index sits at `folder` or at the aside name."""
-    aside = None
-    if os.path.exists(folder):
-        aside = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.old-", dir=os.path.dirname(folder))
-        os.rmdir(aside)
-        os.rename(folder, aside)
-    try:
-        os.rename(staging, folder)
-    except BaseException:
-        if aside is not None:
-            os.rename(aside, folder)
-        raise
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
-
-
-__all__ = ["ProductIndex", "metadata_value", "NAMED_INDEX_TYPES", "INDEX_VERSION"]
+__all__ = ["INDEX_FAISS", "INDEX_FORMAT", "INDEX_METADATA", "INDEX_VECTORS", "INDEX_VERSION", "LEGACY_EMBEDDINGS",
+           "NAMED_INDEX_TYPES", "ProductIndex", "faiss_available", "import_faiss", "metadata_value"]

@@ -14,6 +14,7 @@ This file travels as Hugging Face remote code: transformers, torch and PIL only.
 """
 
 import os
+import warnings
 
 import torch
 from PIL import Image
@@ -24,7 +25,7 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-DEPTH_ARGUMENTS = ("text_depth", "image_depth", "fusion_depth")
+DEPTH_ARGUMENTS = ("text_depth", "image_depth", "multimodal_depth")
 #: What `index_products(..., on_bad_items=...)` does with an item it cannot embed (the data loaders' `on_bad_rows`
 #: words): skip it (warn, count, keep its index and reason) or raise a ValueError naming it.
 ON_BAD_ITEMS = ("skip", "raise")
@@ -37,7 +38,20 @@ INDEX_NEEDS = {"multimodal": ("image", "text"), "image": ("image",), "text": ("t
 
 
 def split_depths(kwargs: dict) -> dict:
-    """Pop the active depths (modality randomization) from pipeline keyword arguments."""
+    """Pop the active depths (modality randomization) from pipeline keyword arguments; the old name `fusion_depth`
+    of `multimodal_depth` still works, with a FutureWarning.
+
+    Example:
+        >>> split_depths({"text_depth": 2, "batch_size": 8})
+        {'text_depth': 2}
+    """
+    if "fusion_depth" in kwargs:
+        warnings.warn("`fusion_depth` is now called `multimodal_depth`; the old name will stop working in a future "
+                      "version.", FutureWarning, stacklevel=3)
+        old = kwargs.pop("fusion_depth")
+        if kwargs.setdefault("multimodal_depth", old) != old:
+            raise ValueError(f"Got multimodal_depth={kwargs['multimodal_depth']} and its old name fusion_depth={old}: "
+                             "give one.")
     return {name: kwargs.pop(name) for name in DEPTH_ARGUMENTS if name in kwargs}
 
 

@@ -4,7 +4,7 @@ gives the text embedding of a text, the image embedding of an image and the mult
 
 sentence-transformers' own auto-detection loads only the text or image half of a folder and refuses
 `{"text", "image"}` inputs ("supports image and text individually, but cannot combine them"); this module advertises
-the combined modality and runs the fusion encoder for it. `commercemm_hf.hub.save_hub_folder` writes the
+the combined modality and runs the multimodal encoder for it. `commercemm_hf.hub.save_hub_folder` writes the
 `modules.json` / `config_sentence_transformers.json` that name it, so every saved `CommerceMMModel` folder loads.
 
 Encode one kind per call (a batch mixing texts, images and pairs is refused by sentence-transformers itself). Images
@@ -38,16 +38,16 @@ class CommerceMMSentenceEncoder(InputModule):
     """The whole CommerceMM model as one sentence-transformers input module (`sentence_embedding`: normalised text,
     image or multimodal embedding, by what each input holds)."""
 
-    config_keys = ["text_depth", "image_depth", "fusion_depth"]
+    config_keys = ["text_depth", "image_depth", "multimodal_depth"]
     config_file_name = "sentence_commercemm_config.json"
     save_in_root = True
 
-    def __init__(self, model, processor, text_depth=None, image_depth=None, fusion_depth=None):
+    def __init__(self, model, processor, text_depth=None, image_depth=None, multimodal_depth=None):
         super().__init__()
         self.model = base_model(model).eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer
-        self.text_depth, self.image_depth, self.fusion_depth = text_depth, image_depth, fusion_depth
+        self.text_depth, self.image_depth, self.multimodal_depth = text_depth, image_depth, multimodal_depth
 
     @property
     def modalities(self):
@@ -91,6 +91,8 @@ class CommerceMMSentenceEncoder(InputModule):
             hub["subfolder"] = subfolder
         config = cls.load_config(model_name_or_path, subfolder=subfolder, token=token, cache_folder=cache_folder,
                                  revision=revision, local_files_only=local_files_only)
+        if "fusion_depth" in config:  # a folder saved before the multimodal stack's depth got its one name
+            config["multimodal_depth"] = config.pop("fusion_depth")
         model = AutoModel.from_pretrained(model_name_or_path, **hub, **(model_kwargs or {}))
         processor = AutoProcessor.from_pretrained(model_name_or_path, **hub)
         return cls(model, processor, **config)

@@ -28,6 +28,45 @@ logger = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def parse_config_overrides(text: str | None) -> dict:
+    """`--config_overrides` as `create_model_and_processor` overrides: `key=value` items split on the commas outside
+    brackets, values read as JSON (else kept as text), `sub_config.key` into that sub-config's dict.
+
+    Example:
+        >>> parse_config_overrides("projection_dim=384,vision_config.image_size=64,image_depth_choices=[2, 4]")
+        {'projection_dim': 384, 'vision_config': {'image_size': 64}, 'image_depth_choices': [2, 4]}
+        >>> parse_config_overrides("text_config.pooling=mean")
+        {'text_config': {'pooling': 'mean'}}
+    """
+    import json
+
+    overrides: dict = {}
+    items, depth, start = [], 0, 0
+    text = (text or "").strip()
+    for position, character in enumerate(text + ","):
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(character, 0)
+        if character == "," and depth == 0:
+            items.append(text[start:position].strip())
+            start = position + 1
+    for item in filter(None, items):
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise ValueError(f"--config_overrides: {item!r} is not key=value (e.g. 'vision_config.image_size=64').")
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            value = value.strip()
+        *parents, name = key.strip().split(".")
+        if len(parents) > 1:
+            raise ValueError(f"--config_overrides: {key!r} goes more than one level deep; use sub_config.key.")
+        target = overrides.setdefault(parents[0], {}) if parents else overrides
+        if not isinstance(target, dict):
+            raise ValueError(f"--config_overrides: {parents[0]!r} is given both as a value and as a sub-config.")
+        target[name] = value
+    return overrides
+
+
+
 @dataclass
 class ModelArguments:
     """Which model to start from."""
@@ -44,6 +83,11 @@ class ModelArguments:
                 "shape of the small preset)."})
     vision_backbone: str | None = field(default=None, metadata={
         "help": "From a preset only: a ViT or CLIP folder or Hub id whose weights start the image tower."})
+    config_overrides: str | None = field(default=None, metadata={
+        "help": "From a preset only: config fields to change, as transformers' example scripts take them, e.g. "
+                "'projection_dim=384,vision_config.image_size=64,vision_config.num_hidden_layers=4,"
+                "image_depth_choices=[2,4]' (values are JSON; a dot reaches into text_config / vision_config / "
+                "multimodal_config)."})
     vocab_size: int = field(default=4000, metadata={"help": "Size of the BPE vocabulary trained from scratch."})
     max_seq_length: int = field(default=64, metadata={"help": "Texts are truncated to this many tokens."})
     trust_remote_code: bool = field(default=False, metadata={
@@ -129,6 +173,30 @@ class RetrievalArguments:
     query_image_column: str | None = field(default=None, metadata={
         "help": "Column of source image paths: other views (image_to_product) or tagged posts (product_to_product). "
                 "Default: source_image."})
+    product_embedding: str = field(default="multimodal", metadata={
+        "help": "*_to_product tasks: which embedding of the product is retrieved: multimodal (image + text fused, "
+                "the paper's), text (its title / description) or image. The Omni-retrieval pretraining trains all "
+                "three; on a small catalog with a pretrained text tower, text starts from what that tower knows.",
+        "choices": ["multimodal", "text", "image"]})
+    hard_negatives: bool = field(default=False, metadata={
+        "help": "Build each training batch from products close in the starting model's embedding space, so that the "
+                "in-batch negatives are hard ones (mined once before training, redrawn each epoch; see "
+                "commercemm_hf/training/hard_negatives.py)."})
+
+    def retrieval_kinds(self) -> tuple[str, str]:
+        """(source, target) embedding kinds of `task`, with `product_embedding` as the target of *_to_product.
+
+        Example:
+            >>> RetrievalArguments(task="query_to_product", product_embedding="text").retrieval_kinds()
+            ('text', 'text')
+        """
+        source, target = RETRIEVAL_TASKS[self.task]
+        if self.task.endswith("_to_product"):
+            return source, self.product_embedding
+        if self.product_embedding != "multimodal":
+            raise ValueError(f"--product_embedding applies to the *_to_product tasks, not to {self.task!r} "
+                             f"(which retrieves {target} embeddings).")
+        return source, target
 
 
 @dataclass
@@ -193,7 +261,7 @@ def setup_logging(training_args: TrainingArguments) -> None:
     if training_args.should_log:
         transformers.utils.logging.set_verbosity_info()
     log_level = training_args.get_process_log_level()
-    for name in (__name__, "__main__", CheckpointSizeCallback.__module__):
+    for name in (__name__, "__main__", CheckpointSizeCallback.__module__, "commercemm_hf.training.hard_negatives"):
         logging.getLogger(name).setLevel(log_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)

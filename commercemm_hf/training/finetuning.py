@@ -44,6 +44,7 @@ from .arguments import (
     PretrainingArguments,
     RetrievalArguments,
     parse_arguments,
+    parse_config_overrides,
     setup_logging,
     start,
 )
@@ -64,6 +65,7 @@ from .finetuning_data import (
     training_texts,
     truncate_splits,
 )
+from .hard_negatives import hard_negative_sampler
 from .heads import (
     CategorizationCollator,
     CommerceMMCategorizationTrainer,
@@ -89,6 +91,10 @@ def load_model_and_processor(model_args: ModelArguments, model_class, texts: Cal
     from ..factory import create_model_and_processor
 
     scratch = model_args.model_name_or_path in PRESETS
+    if model_args.config_overrides and not scratch:
+        raise ValueError(f"--config_overrides changes a preset's architecture; {model_args.model_name_or_path!r} is a "
+                         f"saved model (presets: {', '.join(PRESETS)}).")
+    config_overrides = {**parse_config_overrides(model_args.config_overrides), **config_overrides}
     return create_model_and_processor(
         model_args.model_name_or_path, model_class, texts=texts if scratch else None,
         tokenizer=model_args.tokenizer_name, text_backbone=model_args.text_backbone,
@@ -214,6 +220,7 @@ __all__ = [
     "RETRIEVAL_FIELDS", "RetrievalArguments", "RetrievalCollator", "TASK_SOURCE_TYPE", "build_demo",
     "categorization_compute_metrics", "label_spec", "last_checkpoint", "load_categorization_data", "load_data",
     "load_model_and_processor", "load_retrieval_data", "load_splits", "model_image_size", "parse_arguments",
+    "hard_negative_sampler", "parse_config_overrides",
     "report_dict", "resolve_modalities", "run_training", "save_json", "select_splits", "setup_logging", "start",
     "training_texts", "truncate_splits",
 ]

@@ -14,7 +14,13 @@ from datasets import DatasetDict
 
 from ..data.schema import DIRECTIONS, TASK_SOURCE_TYPE, stable_id
 from ..modeling.configuration_commercemm import PRESETS, CommerceMMConfig
-from .arguments import CategorizationArguments, DataArguments, ModelArguments, RetrievalArguments
+from .arguments import (
+    CategorizationArguments,
+    DataArguments,
+    ModelArguments,
+    RetrievalArguments,
+    parse_config_overrides,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -41,7 +47,9 @@ MODALITY_INPUTS = {"both": ["image", "text"], "image": ["image"], "text": ["text
 def model_image_size(model_args: ModelArguments) -> int:
     """The image size of the model to be trained (the demo catalog is drawn at it)."""
     if model_args.model_name_or_path in PRESETS:
-        return CommerceMMConfig.from_preset(model_args.model_name_or_path).vision_config.image_size
+        vision = parse_config_overrides(model_args.config_overrides).get("vision_config", {})
+        preset = CommerceMMConfig.from_preset(model_args.model_name_or_path)
+        return vision.get("image_size") or preset.vision_config.image_size
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code)

@@ -176,10 +176,17 @@ class CommerceMMRetrievalTrainer(_HeadTrainerMixin, Trainer):
     pessimistic ties, plus `num_queries` and `num_products`.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, train_sampler=None, **kwargs):
         self._setup_head_training(kwargs.get("args"))
         super().__init__(*args, **kwargs)
         self._after_init()
+        # e.g. `hard_negatives.HardNegativeSampler`: batches of similar products instead of a random order
+        self.train_sampler = train_sampler
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.train_sampler is not None and (train_dataset is None or train_dataset is self.train_dataset):
+            return self.train_sampler
+        return super()._get_train_sampler(train_dataset)
 
     def _embed(self, rows: Dataset, part: str, metric_key_prefix: str) -> torch.Tensor:
         collator = self.data_collator

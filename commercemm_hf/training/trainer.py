@@ -57,14 +57,14 @@ def sample_depths(config, seed: int, step: int, enabled: bool = True) -> dict[st
     """Active depths for `step` (modality randomization): full depth with probability
     `config.full_depth_probability`, else one of each stack's `*_depth_choices`. Depends only on (seed, step), so
     every process of a distributed run draws the same depths."""
-    full = {"text_depth": None, "image_depth": None, "fusion_depth": None}
+    full = {"text_depth": None, "image_depth": None, "multimodal_depth": None}
     if not enabled:
         return full
     generator = torch.Generator().manual_seed(_seed(seed, step, 7))
     if float(torch.rand(1, generator=generator)) < config.full_depth_probability:
         return full
     depths = {}
-    for stack in ("text", "image", "fusion"):
+    for stack in ("text", "image", "multimodal"):
         choices = getattr(config, f"{stack}_depth_choices")
         depths[f"{stack}_depth"] = choices[int(torch.randint(len(choices), (1,), generator=generator))]
     return depths
@@ -83,6 +83,8 @@ class CommerceMMPretrainingTrainer(Trainer):
             retrieval recall on the Omni rows).
         omni_batch_size: Omni rows per device per micro-step (default: `per_device_train_batch_size`).
         modality_randomization: sample active depths per step (default: `model.config.modality_randomization`).
+        augment: an `ImageAugmentation` (commercemm_hf/training/augmentation.py, `--augment`) applied to the
+            training images of both streams (products and sources); evaluation sees them as they are.
         shuffle_buffer_size: rows in the shuffle buffer of each stream given as a `datasets.IterableDataset`
             (e.g. `load_image_text_dataset(..., streaming=True)`); 0 keeps the stream's order. An IterableDataset
             needs `max_steps`. A `Dataset` is shuffled whole, as before.
@@ -110,7 +112,7 @@ class CommerceMMPretrainingTrainer(Trainer):
 
     def __init__(self, model=None, args=None, train_dataset=None, omni_dataset=None, processor=None,
                  eval_dataset=None, eval_omni_dataset=None, omni_batch_size: int | None = None,
-                 modality_randomization: bool | None = None, shuffle_buffer_size: int = 10_000,
+                 modality_randomization: bool | None = None, shuffle_buffer_size: int = 10_000, augment=None,
                  shuffle_input_shards: int = 2, **kwargs):
         if omni_dataset is None:
             raise ValueError("CommerceMMPretrainingTrainer needs omni_dataset (the second data stream).")
@@ -122,7 +124,10 @@ class CommerceMMPretrainingTrainer(Trainer):
             if args.ddp_find_unused_parameters is None:
                 # layers above the sampled depths, and the heads of the other pass, get no gradient
                 args.ddp_find_unused_parameters = True
-        collator = CommerceMMPretrainingCollator(processor, model.config, masking=False)
+        collator = CommerceMMPretrainingCollator(processor, model.config, masking=False, augment=augment)
+        # evaluation sees the images as they are
+        self.eval_collators = (CommerceMMPretrainingCollator(processor, model.config, masking=False),
+                               CommerceMMOmniCollator(processor, model.config))
         self.shuffle_buffer_size, self.shuffle_input_shards = shuffle_buffer_size, shuffle_input_shards
         if isinstance(train_dataset, IterableDataset) and shuffle_buffer_size:
             # Trainer streams an IterableDataset as it is (split between processes by accelerate, `set_epoch`
@@ -132,7 +137,7 @@ class CommerceMMPretrainingTrainer(Trainer):
                          data_collator=collator, processing_class=processor, **kwargs)
         self.omni_dataset = omni_dataset
         self.eval_omni_dataset = eval_omni_dataset
-        self.omni_collator = CommerceMMOmniCollator(processor, model.config)
+        self.omni_collator = CommerceMMOmniCollator(processor, model.config, augment=augment)
         self.omni_batch_size = omni_batch_size or self.args.per_device_train_batch_size
         self.modality_randomization = (
             model.config.modality_randomization if modality_randomization is None else modality_randomization
@@ -386,12 +391,13 @@ class CommerceMMPretrainingTrainer(Trainer):
         streams = []
         if eval_dataset is not None:
             loader = DataLoader(
-                eval_dataset, batch_size=self.args.per_device_eval_batch_size, collate_fn=self.data_collator
+                eval_dataset, batch_size=self.args.per_device_eval_batch_size, collate_fn=self.eval_collators[0]
             )
-            streams.append((loader, lambda batch: self.data_collator.mask(batch, generator)))
+            streams.append((loader, lambda batch: self.eval_collators[0].mask(batch, generator)))
         if self.eval_omni_dataset is not None:
             loader = DataLoader(
-                self.eval_omni_dataset, batch_size=self.args.per_device_eval_batch_size, collate_fn=self.omni_collator
+                self.eval_omni_dataset, batch_size=self.args.per_device_eval_batch_size,
+                collate_fn=self.eval_collators[1],
             )
             streams.append((loader, lambda batch: batch))
         for loader, prepare in streams:
