@@ -1,6 +1,6 @@
 """Data at catalog scale (issue 15): a streamed pretraining run on a 1M-row manifest against the eager path.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_data.py                  # 1M rows: 4.6 GB in /tmp, ~25 min
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_data.py                  # 1M rows: 15 GB in /tmp, ~15 min
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_data.py --rows 100000 --quick
 
 The data is SYNTHETIC and written under `--work` (default /tmp/commercemm-bench-data, reused when present): N real
@@ -18,8 +18,10 @@ preset, `CommerceMMPretrainingTrainer` (its collators and data loaders) for one 
 * loader rows/s: image-text rows per second out of `trainer.get_train_dataloader()` (reading, the lazy check,
   JPEG decoding and collation), `--batches` batches after the first, with `dataloader_num_workers` 0 and 2;
 * check CPU ms/row: process CPU time (user + system, workers included) per row of reading and checking only
-  (no collation), on rows that each have their own image (the first N rows), and on the 20k-row baseline, where
-  the eager path checks each of the N paths once and reuses the result.
+  (no collation, no training decode), on rows that each have their own image (the first N rows), on 1024-px
+  images, and on the 20k-row baseline, where the eager path checks each of the N paths once and reuses the result;
+  a check's own CPU is that above reading the same rows on the same path without a check (`image_check="none"`
+  here: the reader alone).
 """
 
 import argparse
@@ -189,13 +191,21 @@ def child_check(args) -> dict:
         load_image_text_dataset(args.source, **options)
     baseline, cpu = _status_mb("VmRSS"), _cpu_seconds()
     started = time.perf_counter()
-    rows, report = load_image_text_dataset(args.source, **options)
-    if args.streaming:  # the check only: the decode for training happens on either path, in the collator
+    if args.image_check == "none":  # the reading alone (the same reader, no check): what every check adds to
+        from commercemm_hf.data.shards import as_stream
+        from commercemm_hf.data.sources import read_source
+
+        rows, _, _ = read_source(args.source, None, {}, {"text", "product_id"}, args.streaming)
+        rows, kept = (as_stream(rows, None) if args.streaming else rows), None
+    else:
+        rows, kept = load_image_text_dataset(args.source, **options)
+    image = (rows.features or {}).get("image")
+    if args.streaming and isinstance(image, datasets.Image) and image.decode:  # the check only, not training's decode
         rows = rows.cast_column("image", datasets.Image(decode=False))
     count = sum(1 for _ in itertools.islice(rows, args.limit)) if args.streaming else len(rows)
     seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
-    return {"rows": count, "seconds": seconds, "cpu_ms_per_row": 1000 * cpu / count, "kept": report.num_kept,
-            "peak_mb": _status_mb("VmHWM") - baseline}
+    return {"rows": count, "seconds": seconds, "cpu_ms_per_row": 1000 * cpu / count,
+            "kept": kept.num_kept if kept is not None else count, "peak_mb": _status_mb("VmHWM") - baseline}
 
 
 def child_train(args) -> dict:
@@ -284,13 +294,53 @@ def _f(value, digits=1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+#: below this, a check's CPU above reading its rows is not told apart from noise
+NOISE_MS = 0.005
+
+
+def render(results: list, checks: list, uptimes: list) -> str:
+    """The two Markdown tables of a run (also `--render results.json`)."""
+    lines = [f"uptime at start: {uptimes[0]}", f"uptime at end:   {uptimes[1]}", ""]
+    if results:
+        base = results[0]
+        lines += ["| run | rows | workers | first step s (CPU s) | load s | step s | peak MB | loader rows/s | "
+                  "first step vs eager | peak MB vs eager |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for item in results:
+            lines.append(f"| {item['run']} | {item['rows']:,} | {item['workers']} | "
+                         f"{_f(item['first_step_s'])} ({_f(item['first_step_cpu_s'])}) | "
+                         f"{_f(item['load_s'])} | {_f(item['step_s'], 2)} | {_f(item['peak_mb'], 0)} | "
+                         f"{_f(item['loader_rows_per_s'], 0)} | {item['first_step_s'] / base['first_step_s']:.2f}x | "
+                         f"{item['peak_mb'] / base['peak_mb']:.2f}x |")
+    # a check's own CPU: its rows' CPU above reading the same rows on the same path without a check; each check
+    # against the full decode check of the same rows on the same path
+    reading = {(item["source"], item["streaming"]): item["cpu_ms_per_row"] for item in checks
+               if item["image_check"] == "none"}
+    own = {id(item): item["cpu_ms_per_row"] - reading[item["source"], item["streaming"]] for item in checks}
+    full = {(item["source"], item["streaming"]): item for item in checks
+            if item["image_check"] == "full" and "cached" not in item["check"]}
+    lines += ["", "| check | rows | CPU ms/row | CPU vs full decode (same path) | check's own CPU ms/row (above "
+                  "reading) | own CPU vs full decode | wall s | peak MB |", "|---|---|---|---|---|---|---|---|"]
+    for item in checks:
+        reference = full[item["source"], item["streaming"]]
+        total, mine = f"{reference['cpu_ms_per_row'] / item['cpu_ms_per_row']:.1f}x less", own[id(item)]
+        if item["image_check"] == "none":
+            total, mine_text, ratio = "-", "-", "-"
+        elif mine < NOISE_MS:
+            mine_text, ratio = f"< {NOISE_MS} ({mine:+.3f})", f"> {own[id(reference)] / NOISE_MS:.0f}x less"
+        else:
+            mine_text, ratio = f"{mine:.3f}", f"{own[id(reference)] / mine:.1f}x less"
+        lines.append(f"| {item['check']} | {item['rows']:,} | {item['cpu_ms_per_row']:.3f} | {total} | {mine_text} | "
+                     f"{ratio} | {item['seconds']:.1f} | {item['peak_mb']:.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--small-rows", type=int, default=100_000, help="the smaller manifest (memory growth)")
     parser.add_argument("--eager-rows", type=int, default=20_000, help="rows of the eager baseline")
-    parser.add_argument("--parquet-rows", type=int, default=200_000, help="rows of the Parquet variant (~10 kB "
-                        "of JPEG each: 1M rows would be ~10 GB)")
+    parser.add_argument("--parquet-rows", type=int, default=1_000_000, help="rows of the Parquet variant (~13 kB "
+                        "of JPEG each: 1M rows are 13 GB)")
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--check-images", type=int, default=200, help="large images for the check's cost")
     parser.add_argument("--check-image-size", type=int, default=1024)
@@ -299,6 +349,7 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/commercemm-bench-data")
     parser.add_argument("--quick", action="store_true", help="fewer configurations (no 2-worker or Parquet rows)")
     parser.add_argument("--output", default=str(BENCH_DIR / "results" / "bench_data.json"))
+    parser.add_argument("--render", default=None, help="print the tables of a results file and stop")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     for name in ("--source", "--omni", "--image-check"):
         parser.add_argument(name, default=None, help=argparse.SUPPRESS)
@@ -307,6 +358,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        print(render(saved["runs"], saved["checks"], saved["uptime"]))
+        return
     if args.child:
         result = {"check": child_check, "train": child_train}[args.child](args)
         print("RESULT_JSON " + json.dumps(result), flush=True)
@@ -347,45 +402,29 @@ def main() -> None:
         print("   ", json.dumps(result), flush=True)
     checks = []
     distinct, large = sources[f"image_text jsonl {args.images}"], args.check_image_size
-    for label, source, options in (
-            ("eager, full decode check (today's default)", distinct, dict(image_check="full")),
-            ("eager, header check", distinct, dict(image_check="header")),
-            ("streamed, header check (streaming default)", distinct, dict(image_check="header", streaming=True)),
-            ("streamed, full decode check", distinct, dict(image_check="full", streaming=True)),
-            (f"eager, full decode check, {large}px images", sources[f"large {large}"], dict(image_check="full")),
-            (f"eager, header check, {large}px images", sources[f"large {large}"], dict(image_check="header")),
-            (f"streamed, header check, {large}px images", sources[f"large {large}"],
-             dict(image_check="header", streaming=True)),
-            (f"eager, full decode check, {eager:,} rows (paths repeat)", sources[f"image_text jsonl {eager}"],
-             dict(image_check="full")),
-            (f"streamed, header check, {eager:,} rows", sources[f"image_text jsonl {eager}"],
-             dict(image_check="header", streaming=True)),
-            (f"eager, full decode check, {eager:,} rows, second load (cached)", sources[f"image_text jsonl {eager}"],
-             dict(image_check="full", cached=True))):
+    many = sources[f"image_text jsonl {eager}"]
+    check_runs = []
+    for name, source, rows_label in ((f"{args.images:,} rows, each its own image", distinct, args.images),
+                                     (f"{large}px images", sources[f"large {large}"], args.check_images),
+                                     (f"{eager:,} rows (paths repeat)", many, eager)):
+        for streaming in (False, True):
+            path = "streamed" if streaming else "eager"
+            for check in ("none", "full", "header") + (("lazy",) if streaming else ()):
+                if not streaming and check == "header" and source == many:
+                    continue
+                label = {"none": "reading only, no check", "full": "full decode check", "header": "header check",
+                         "lazy": "lazy check (streaming default: file found, decode per batch)"}[check]
+                check_runs.append((f"{path}, {label}, {name}", source, dict(image_check=check, streaming=streaming)))
+    check_runs.append((f"eager, full decode check, {eager:,} rows (paths repeat), second load (cached)", many,
+                       dict(image_check="full", cached=True)))
+    for label, source, options in check_runs:
         result = run_child("check", source=source, **options)
-        checks.append({"check": label, "source": source, **result})
+        checks.append({"check": label, "source": source, "streaming": bool(options.get("streaming")),
+                       "image_check": options["image_check"], **result})
         print(f"{label}: {json.dumps(result)}", flush=True)
     uptime_end = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
-    base = results[0]
-    lines = [f"uptime at start: {uptime_start}", f"uptime at end:   {uptime_end}", "",
-             "| run | rows | workers | first step s (CPU s) | load s | step s | peak MB | loader rows/s | "
-             "first step vs eager "
-             "| peak MB vs eager |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for item in results:
-        lines.append(f"| {item['run']} | {item['rows']:,} | {item['workers']} | "
-                     f"{_f(item['first_step_s'])} ({_f(item['first_step_cpu_s'])}) | "
-                     f"{_f(item['load_s'])} | {_f(item['step_s'], 2)} | {_f(item['peak_mb'], 0)} | "
-                     f"{_f(item['loader_rows_per_s'], 0)} | {item['first_step_s'] / base['first_step_s']:.2f}x | "
-                     f"{item['peak_mb'] / base['peak_mb']:.2f}x |")
-    # each check against the eager full decode check of the same rows (today's default)
-    full = {item["source"]: item["cpu_ms_per_row"] for item in reversed(checks) if "eager, full" in item["check"]}
-    lines += ["", f"| check ({args.images:,} rows, each its own image, unless named) | rows | CPU ms/row | wall s | "
-                  "peak MB | CPU vs full decode |", "|---|---|---|---|---|---|"]
-    for item in checks:
-        lines.append(f"| {item['check']} | {item['rows']:,} | {item['cpu_ms_per_row']:.3f} | {item['seconds']:.1f} | "
-                     f"{item['peak_mb']:.0f} | {full[item['source']] / item['cpu_ms_per_row']:.1f}x less |")
-    table = "\n".join(lines)
+    table = render(results, checks, [uptime_start, uptime_end])
     print("\n" + table + "\n", flush=True)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps({"benchmark": "bench_data", "args": {

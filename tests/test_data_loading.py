@@ -9,6 +9,7 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Image
 from PIL import Image as PILImage
 
+from commercemm_hf.data import checks as checking
 from commercemm_hf.data import loading, reading
 from commercemm_hf.data.demo_catalog import build_demo_catalog, to_image_text_rows, to_omni_rows
 from commercemm_hf.data.loading import BadRowWarning, LoadReport, load_image_text_dataset, load_omni_dataset
@@ -98,8 +99,8 @@ def test_checks_are_cached_by_fingerprint_and_report_the_same_rows(kind, image_f
         rows.save_to_disk(str(image_files_folder / "saved"))
         source = image_files_folder / "saved"
     opened = []
-    real = loading._open_check
-    monkeypatch.setattr(loading, "_open_check", lambda *args, **kwargs: opened.append(1) or real(*args, **kwargs))
+    real = checking._open_check
+    monkeypatch.setattr(checking, "_open_check", lambda *args, **kwargs: opened.append(1) or real(*args, **kwargs))
 
     def load(**options):
         with pytest.warns(BadRowWarning) as record:

@@ -178,3 +178,59 @@ def test_other_columns_of_mixed_json_types_are_kept_as_exact_strings(red_png_fol
     with pytest.warns(UserWarning, match=r"column 'size' cannot be stored as one type.*first at row 1, line 2"):
         rows, report = load_image_text_dataset(red_png_folder / "rows.jsonl")
     assert list(rows["upc"]) == [str(2**64 + 7), "12"] and list(rows["size"]) == ["3", "XL"]
+
+
+def _chunked_rows(path, chunk_rows, columns):
+    """The rows of each chunk, with the columns of the whole file (a chunk of bad lines only has none: the stream
+    fills them in from its features)."""
+    from commercemm_hf.data.reading import read_data_file_chunks
+
+    return [{name: row.get(name) for name in columns}
+            for table in read_data_file_chunks(path, {"sku", "text"}, chunk_rows=chunk_rows)
+            for row in table.to_pylist()]
+
+
+def test_a_chunked_read_gives_the_whole_files_rows_and_line_numbers(red_png_folder):
+    """A big JSON Lines / CSV file is streamed a chunk at a time: the rows, their line numbers and the bad lines'
+    reasons are those of the whole-file read, bad lines on either side of a chunk boundary included."""
+    from commercemm_hf.data.reading import read_data_file
+
+    good = [json.dumps({"image": "red.png", "text": f"mug {i}", "sku": i}) for i in range(9)]
+    lines = good[:3] + ["{not json"] + good[3:4] + ["", "[1]"] + good[4:7] + ['{"text": true, "sku": 1}'] + good[7:]
+    (red_png_folder / "rows.jsonl").write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode() + b"\n\xff\n")
+    csv_text = "sku,text\r\n" + "".join(f'{i},"mug\n{i}"\r\n' if i % 4 == 0 else f"{i},mug {i},x\n" if i == 5
+                                        else f"{i},mug {i}\n" for i in range(11))
+    (red_png_folder / "rows.csv").write_bytes(csv_text.encode() + b"11,caf\xe9\n")
+    for name in ("rows.jsonl", "rows.csv"):
+        whole = read_data_file(red_png_folder / name, {"sku", "text"}).to_list()
+        for chunk_rows in (1, 2, 3, 4, 100):
+            assert _chunked_rows(red_png_folder / name, chunk_rows, list(whole[0])) == whole, (name, chunk_rows)
+    whole = read_data_file(red_png_folder / "rows.jsonl", {"sku", "text"}).to_list()
+    bad = [(row["__line__"], row["__read_problems__"].split(" (")[0]) for row in whole if row["__read_problems__"]]
+    assert bad == [(4, "unreadable line: invalid JSON"), (7, "unreadable line: not a JSON object"),
+                   (11, "text: not a string"), (14, "unreadable line: not valid UTF-8")]
+    csv_rows = read_data_file(red_png_folder / "rows.csv", {"sku", "text"}).to_list()
+    assert [row["__line__"] for row in csv_rows][:6] == [2, 4, 5, 6, 7, 9]  # row 0 and 4 span two lines
+    assert csv_rows[5]["text"] is None and "3 fields" in csv_rows[5]["__read_problems__"]
+
+
+def test_a_streamed_big_file_names_bad_lines_across_chunks(red_png_folder, monkeypatch):
+    """One JSON Lines file streamed in chunks of 3 rows: bad lines in the second and third chunk are counted with
+    their own line numbers; the stream's column types come from the first chunk, and a later value that does not
+    fit is a bad row naming the column, not a crash."""
+    from commercemm_hf.data import shards
+
+    monkeypatch.setattr(shards, "CHUNK_ROWS", 3)
+    lines = [json.dumps({"image": "red.png", "text": f"mug {i}", "size": i}) for i in range(8)]
+    lines[4] = "{oops"
+    lines[6] = json.dumps({"image": "red.png", "text": "mug 6", "size": "XL"})
+    (red_png_folder / "rows.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows, report = load_image_text_dataset(red_png_folder / "rows.jsonl", streaming=True)
+        kept = list(rows)
+    assert [row["size"] for row in kept] == [0, 1, 2, 3, 5, 7]
+    assert [(row.index, row.line) for row in report.skipped] == [(4, 5), (6, 7)]
+    assert "invalid JSON" in report.skipped[0].reason
+    assert "size: str 'XL' does not fit the column's type int64" in report.skipped[1].reason
+    assert any("line 7 of" in str(w.message) for w in caught)

@@ -12,6 +12,7 @@ from test_pretraining import Crash, losses_by_step, new_model
 from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from commercemm_hf.data.checks import ROW_COLUMN, decode_lazy_rows
 from commercemm_hf.data.loading import BadRowWarning, load_image_text_dataset, load_omni_dataset
 from commercemm_hf.training import CommerceMMPretrainingTrainer
 
@@ -75,7 +76,8 @@ def test_streamed_loading_counts_bad_rows_as_they_are_read(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rows, report = load_image_text_dataset(path, product_id_column="product_id", streaming=True)
+        rows, report = load_image_text_dataset(path, product_id_column="product_id", streaming=True,
+                                               image_check="header")
         assert isinstance(rows, IterableDataset) and report.num_read == 0  # nothing read yet
         kept = list(rows)
     assert [row["product_id"] for row in kept] == ["p0", "p1", "p2", "p5"]
@@ -85,7 +87,7 @@ def test_streamed_loading_counts_bad_rows_as_they_are_read(tmp_path):
         "unreadable line: invalid JSON", "image: image file not found", "image: unreadable image file"]
     assert sum(issubclass(w.category, BadRowWarning) for w in caught) == 3
     with pytest.raises(ValueError, match=r"Bad row 1 \(0-based, line 2 of .*rows.jsonl\)"):
-        list(load_image_text_dataset(path, on_bad_rows="raise", streaming=True)[0])
+        list(load_image_text_dataset(path, on_bad_rows="raise", streaming=True, image_check="header")[0])
 
 
 def test_an_iterable_dataset_passed_in_is_checked_lazily(tmp_path):
@@ -137,6 +139,8 @@ def test_sharded_sources_globs_lists_tars_and_file_urls(tmp_path, streaming):
     }
     for name, (source, columns) in sources.items():
         rows, report = load_image_text_dataset(source, streaming=streaming, **columns)
+        # a stream's images are decoded by the collator (image_check="lazy"), as here
+        rows = decode_lazy_rows(list(rows)) if streaming else rows
         got = sorted(row["text"] for row in rows)
         assert got == (texts[:3] if name == "one tar" else texts) or name == "one tar" and len(got) == 3, name
         assert all(row["image"].size == (40, 40) for row in rows), name
@@ -165,3 +169,65 @@ def test_the_header_check_skips_a_cut_off_jpeg_whose_header_opens(tmp_path, stre
         rows, report = load_image_text_dataset(tmp_path / "rows.jsonl", streaming=streaming, image_check="header")
         sizes = [row["image"].size for row in rows]
     assert sizes == [(64, 64), (64, 64)] and report.rows_kept == {"train": 2} and report.num_skipped == 1
+
+
+def test_the_default_stream_check_skips_undecodable_images_per_batch_and_trains(tokenizer, processor, tmp_path):
+    """The streaming default (image_check="lazy") finds each file as the row is read and leaves the decode to the
+    collator: a cut-off JPEG (its header opens) and a corrupt file are left out of their batch, counted in the same
+    report as the rows the stream dropped (a missing file, one removed after loading), and named in a warning with
+    their index and line; the step trains on the rest."""
+    import numpy as np
+    from PIL import Image
+
+    image_text, omni = tiny_datasets(8)
+    path = write_jsonl(image_text, tmp_path, ["image"])
+    lines = path.read_text().splitlines()
+    pixels = np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "full.jpg", quality=95)
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[:len(data) // 2])
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    Image.fromarray(pixels).save(tmp_path / "removed.png")
+    for index, name in ((1, "cut.jpg"), (3, "corrupt.png"), (5, "removed.png"), (6, "missing.png")):
+        lines[index] = json.dumps({**json.loads(lines[index]), "image": name})
+    path.write_text("\n".join(lines) + "\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows, report = load_image_text_dataset(path, product_id_column="product_id", streaming=True)
+        (tmp_path / "removed.png").unlink()  # after loading: the stream finds it missing when it reads the row
+        assert rows.features["image"].decode is False and ROW_COLUMN in rows.column_names
+        args = TrainingArguments(tmp_path / "out", max_steps=1, per_device_train_batch_size=8, report_to=[],
+                                 use_cpu=True, disable_tqdm=True, save_strategy="no")
+        trainer = CommerceMMPretrainingTrainer(model=new_model(tokenizer), args=args, train_dataset=rows,
+                                               omni_dataset=omni, processor=processor, shuffle_buffer_size=0)
+        batch = next(iter(trainer.get_train_dataloader()))
+        # 8 rows read: two dropped by the stream (no file), two by the collator
+        assert len(batch["input_ids"]) == 4 and report.rows_read == {"train": 8} and report.rows_kept == {"train": 4}
+        skipped = {row.index: (row.line, row.reason) for row in report.skipped}
+        result = trainer.train()  # reads the stream again: the same rows skipped again
+    assert result.global_step == 1 and report.num_skipped == 8
+    assert sorted(skipped) == [1, 3, 5, 6] and all(line == index + 1 for index, (line, _) in skipped.items())
+    assert "image file not found" in skipped[5][1] and "image file not found" in skipped[6][1]
+    for index, name in ((1, "cut.jpg"), (3, "corrupt.png")):
+        assert f"unreadable image file ({tmp_path / name}" in skipped[index][1], index
+    named = [str(w.message) for w in caught if issubclass(w.category, BadRowWarning)]
+    assert any("row 1 (0-based, line 2 of" in message and "cut.jpg" in message for message in named)
+    assert any("at collation" in message and "corrupt.png" in message for message in named)
+
+
+def test_the_omni_collator_leaves_out_rows_whose_source_image_does_not_decode(processor, tmp_path):
+    from commercemm_hf import CommerceMMConfig
+    from commercemm_hf.training import CommerceMMOmniCollator
+
+    _, omni = tiny_datasets(4)
+    path = write_jsonl(omni, tmp_path, ["image", "source_image"])
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    corrupt = next(index for index, row in enumerate(rows) if row["source_image"])
+    (tmp_path / rows[corrupt]["source_image"]).write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    stream, report = load_omni_dataset(path, streaming=True)
+    collator = CommerceMMOmniCollator(processor, CommerceMMConfig.from_preset("tiny"))
+    with pytest.warns(BadRowWarning, match=rf"row {corrupt} \(0-based, line {corrupt + 1} of .*source_image: "
+                                           r"unreadable image file"):
+        batch = collator(list(stream))
+    assert len(batch["product_index"]) == len(rows) - 1 == report.num_kept
+    assert [row.index for row in report.skipped] == [corrupt] and report.num_read == len(rows)

@@ -23,7 +23,9 @@ must not be empty or whitespace, a `product_id` must be present. A bad row is ei
 `BadRowWarning` naming its split, index and reason and an entry in the returned `LoadReport`
 (`on_bad_rows="skip"`), or raises a `ValueError` naming it (`on_bad_rows="raise"`). The report's counts always add
 up: rows read = rows kept + rows skipped, per split. A split whose rows are all bad is an error (a wrong column or
-image folder, not data to train on). Image columns come back as lazily decoded `Image()` features.
+image folder, not data to train on). Image columns come back as lazily decoded `Image()` features. A stream
+(`streaming=True`) checks each row as it is read, and by default its images only when the collator decodes them,
+per batch (`image_check="lazy"`, see `checks`): the check then costs no decode beyond the one training does.
 
 Two design choices:
 
@@ -54,206 +56,23 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import io
 import os
-import re
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 from datasets import Dataset, DatasetDict, Features, Image, IterableDataset, Value
 from datasets.fingerprint import Hasher
-from PIL import Image as PILImage
 
-from .reading import LINE_COLUMN, PROBLEM_COLUMN, string_value
+from .checks import IMAGE_CHECKS, ROW_COLUMN, _clean_text, _columns, _ImageChecker, _joined_text, lazy_check, row_label
+from .reading import LINE_COLUMN, PROBLEM_COLUMN
+from .report import BadRowWarning, LoadReport, SkippedRow
 from .schema import DIRECTION_OF, OMNI_FEATURES, SOURCE_TYPES, source_type_of, undecoded
 from .shards import FILE_COLUMN, as_stream
 from .sources import read_source
-
-
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-class BadRowWarning(UserWarning):
-    """A row of a user's dataset was skipped (see `LoadReport`)."""
-
-
-@dataclass(frozen=True)
-class SkippedRow:
-    """A row left out while loading: its split, its 0-based index in that split as read, why, and the 1-based line
-    of the data file it starts on (None for sources without lines)."""
-
-    split: str
-    index: int
-    reason: str
-    line: int | None = None
-    file: str | None = None  # the shard the row is in, for sources of several files
-
-    def where(self) -> str:
-        line = f", line {self.line}{f' of {self.file}' if self.file else ''}" if self.line else ""
-        return f"row {self.index} (0-based{line}) of split {self.split!r}"
-
-
-@dataclass
-class LoadReport:
-    """What loading kept and what it skipped, per split.
-
-    `rows_read[split] == rows_kept[split] + (rows skipped in split)` always holds; `cleared` counts values that
-    were dropped from kept Omni rows because their `source_type` does not carry them (a query's image, a view's
-    text).
-
-    Example:
-        >>> report = LoadReport("rows.jsonl", "image-text", {"train": 3}, {"train": 2},
-        ...                     [SkippedRow("train", 1, "text: empty text")])
-        >>> report.num_skipped, report.reasons()
-        (1, Counter({'text: empty text': 1}))
-    """
-
-    source: str
-    kind: str
-    rows_read: dict[str, int] = field(default_factory=dict)
-    rows_kept: dict[str, int] = field(default_factory=dict)
-    skipped: list[SkippedRow] = field(default_factory=list)
-    cleared: Counter = field(default_factory=Counter)
-
-    @property
-    def num_read(self) -> int:
-        return sum(self.rows_read.values())
-
-    @property
-    def num_kept(self) -> int:
-        return sum(self.rows_kept.values())
-
-    @property
-    def num_skipped(self) -> int:
-        return len(self.skipped)
-
-    def reasons(self) -> Counter:
-        """How many rows were skipped for each kind of problem (the reason up to its first detail)."""
-        return Counter("; ".join(part.split(" (", 1)[0] for part in row.reason.split("; ")) for row in self.skipped)
-
-    def __str__(self) -> str:
-        lines = [f"Loaded {self.kind} rows from {self.source}: kept {self.num_kept} of {self.num_read}, "
-                 f"skipped {self.num_skipped}."]
-        lines += [f"  {count} x {reason}" for reason, count in self.reasons().most_common()]
-        lines += [f"  cleared {count} x {what}" for what, count in self.cleared.most_common()]
-        return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Checking values
-# ----------------------------------------------------------------------------------------------------------------
-
-
-#: the bytes a complete file of the format ends with (possibly followed by a few trailing bytes)
-_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}
-
-
-def _tail(opener, size: int = 4096) -> bytes:
-    source = opener()
-    handle = open(source, "rb") if isinstance(source, str) else source
-    with handle:
-        handle.seek(max(0, handle.seek(0, os.SEEK_END) - size))
-        return handle.read()
-
-
-def _open_check(opener, full: bool = True) -> str | None:
-    """None when the image opens, verifies and fully decodes (`full`), or when its header opens with a size and a
-    mode and a JPEG / PNG file ends with its end marker (not `full`: no decode, ~0.2 ms a file); else the error.
-
-    The end marker is why a cut-off download fails here, not at decode time in the middle of training: its header
-    still opens."""
-    try:
-        if not full:
-            with PILImage.open(opener()) as image:
-                if image.width < 1 or image.height < 1:
-                    return "empty image"
-                if not image.mode:
-                    return "image without a mode"
-                marker = _END_MARKERS.get(image.format)
-            if marker and marker not in _tail(opener):
-                return f"truncated {image.format} file (no end marker)"
-            return None
-        with PILImage.open(opener()) as image:
-            image.verify()
-        with PILImage.open(opener()) as image:
-            image.load()
-            if image.width < 1 or image.height < 1:
-                return "empty image"
-    except Exception as error:  # PIL raises many kinds of errors for broken files
-        return f"{type(error).__name__}: {error}"
-    return None
-
-
-class _ImageChecker:
-    """Resolves an image value (path string, {"bytes", "path"} dict or None) and checks it once per path."""
-
-    def __init__(self, base_dir: Path, embed: bool, full: bool = True, cache: bool = True):
-        self.base_dir, self.embed, self.full = base_dir, embed, full
-        # a stream reads each row once: no per-path cache growing with the catalog
-        self.cache: dict[str, tuple[dict | None, str | None]] | None = {} if cache else None
-
-    def _resolve(self, path: str) -> Path:
-        # Relative paths start from the data's own folder only, never from the working directory: a file that is
-        # missing there must not be replaced by a same-named file wherever the program happens to run.
-        candidate = Path(path).expanduser()
-        return candidate if candidate.is_absolute() else self.base_dir / candidate
-
-    def __call__(self, value) -> tuple[dict | None, str | None]:
-        """(value for an `Image()` column, problem or None)."""
-        if isinstance(value, PILImage.Image):  # a decoded image, e.g. from a user's map over a stream
-            if value.width < 1 or value.height < 1:
-                return None, "unreadable image (empty image)"
-            return Image().encode_example(value), None
-        if isinstance(value, dict) and value.get("bytes"):
-            data = value["bytes"]
-            problem = _open_check(lambda: io.BytesIO(data), self.full)
-            return ({"bytes": data, "path": value.get("path")}, None) if problem is None else \
-                (None, f"unreadable image ({problem})")
-        path = value.get("path") if isinstance(value, dict) else value
-        if path is None or (isinstance(path, str) and not path.strip()):
-            return None, "missing image"
-        if not isinstance(path, str):
-            return None, f"not an image path ({path!r})"
-        if _URL.match(path.strip()):
-            return None, (f"image URL not fetched ({path.strip()[:200]}): loading reads local files only; download "
-                          "the images and give their paths")
-        if self.cache is None:
-            return self._check_file(self._resolve(path.strip()))
-        if path not in self.cache:
-            self.cache[path] = self._check_file(self._resolve(path.strip()))
-        return self.cache[path]
-
-    def _check_file(self, path: Path) -> tuple[dict | None, str | None]:
-        if not path.is_file():  # also refuses a named pipe or device, which would block or never end
-            return None, f"image {'is not a regular file' if path.exists() else 'file not found'} ({path})"
-        problem = _open_check(lambda: str(path), self.full)
-        if problem is not None:
-            return None, f"unreadable image file ({path}: {problem})"
-        return {"bytes": path.read_bytes() if self.embed else None, "path": str(path)}, None
-
-
-def _clean_text(value) -> tuple[str | None, str | None]:
-    """(the text, None when missing or only whitespace; problem): ids and texts are strings (integers give their
-    exact digits), never a float's, list's or boolean's repr."""
-    text, problem = string_value(value)
-    return (text if text is not None and text.strip() else None), problem
-
-
-def _joined_text(values: Sequence) -> tuple[str | None, str | None]:
-    """The text of one column, or the non-empty parts of several joined with '. ' (e.g. title + description), and
-    the first problem."""
-    cleaned = [_clean_text(value) for value in values]
-    parts = [part.strip() for part, _ in cleaned if part is not None]
-    problem = next((problem for _, problem in cleaned if problem), None)
-    return ". ".join(part.rstrip(".") if i < len(parts) - 1 else part for i, part in enumerate(parts)) or None, problem
-
-
-def _columns(spec: str | Sequence[str]) -> list[str]:
-    return [spec] if isinstance(spec, str) else list(spec)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -347,7 +166,7 @@ def _load_split(dataset: Dataset, split: str, plan: _Plan, base_dir: Path, on_ba
                    if column in dataset.column_names})
     dataset = undecoded(dataset, used)
     used, read_problems, features = _checked_features(dataset, plan)
-    check = _row_check(plan, _ImageChecker(base_dir, embed, full=image_check == "full"))
+    check = _row_check(plan, _ImageChecker(base_dir, embed, mode=image_check))
     # The check's result is cached under this fingerprint (the rows, the columns and options chosen, the check's
     # code, where images are looked for) and reused by the next load: images changed in place since are not
     # checked again unless load_from_cache_file=False is passed.
@@ -404,20 +223,28 @@ def _stream_split(stream: IterableDataset, split: str, plan: _Plan, optional: se
     _require_columns(stream, plan, optional)
     stream = undecoded(stream, [column for columns in plan.inputs.values() for column in columns])
     used, read_problems, features = _checked_features(stream, plan)
-    check = _row_check(plan, _ImageChecker(base_dir, embed, full=image_check == "full", cache=False))
+    check = _row_check(plan, _ImageChecker(base_dir, embed, mode=image_check, cache=False))
     position = {"index": -1}
     report.rows_read.setdefault(split, 0)
     report.rows_kept.setdefault(split, 0)
+    lazy = None
+    if image_check == "lazy":  # the images are decoded (and so checked) by the collator, per batch
+        images = [name for name, feature in plan.features.items() if isinstance(feature, Image)]
+        lazy = lazy_check(report, split, description, on_bad_rows, max_warnings, images)
+        features = Features({**features, **{name: Image(decode=False) for name in images},
+                             ROW_COLUMN: Value("string")})
+    bookkeeping = ("__problems__", "__cleared__", LINE_COLUMN, FILE_COLUMN)
+    out_features = Features({name: feature for name, feature in features.items() if name not in bookkeeping})
 
-    def keep(row) -> bool:
+    def keep(row, checked) -> bool:
         position["index"] += 1
         report.rows_read[split] += 1
-        if not row["__problems__"]:
+        if not checked["__problems__"]:
             report.rows_kept[split] += 1
-            for what in filter(None, row["__cleared__"].split(",")):
+            for what in filter(None, checked["__cleared__"].split(",")):
                 report.cleared[what] += 1
             return True
-        bad = SkippedRow(split, position["index"], row["__problems__"], row.get(LINE_COLUMN), row.get(FILE_COLUMN))
+        bad = SkippedRow(split, position["index"], checked["__problems__"], row.get(LINE_COLUMN), row.get(FILE_COLUMN))
         if on_bad_rows == "raise":
             raise ValueError(f"Bad {bad.where()} in {description}: {bad.reason}.")
         report.skipped.append(bad)
@@ -425,9 +252,29 @@ def _stream_split(stream: IterableDataset, split: str, plan: _Plan, optional: se
             warnings.warn(f"Skipping {bad.where()} in {description}: {bad.reason}", BadRowWarning, stacklevel=2)
         return False
 
-    checked = stream.map(check, remove_columns=used + read_problems, features=features).filter(keep)
-    return checked.remove_columns([name for name in ("__problems__", "__cleared__", LINE_COLUMN, FILE_COLUMN)
-                                   if name in checked.column_names])
+    def check_batch(batch: dict) -> dict:
+        # One batched map checks, drops and relabels rows: a map, a filter and a column removal per row cost
+        # more than the check itself (datasets encodes each row's features at each step)
+        out = {name: [] for name in out_features}
+        names = list(batch)
+        for values in zip(*batch.values()):
+            row = dict(zip(names, values))
+            checked = check(row)
+            if not keep(row, checked):
+                continue
+            if lazy is not None:  # the row's label (index as read, line, file), for the collator's warning
+                checked[ROW_COLUMN] = row_label(lazy.key, position["index"], row.get(LINE_COLUMN),
+                                                row.get(FILE_COLUMN))
+            for name in out:
+                out[name].append(checked[name] if name in checked else row[name])
+        return out
+
+    # datasets yields the rows of a map given `features` as they are (no per-row encode and decode): right for the
+    # lazy check's undecoded images; the header and full checks' rows get their features (images decoded) as they
+    # leave the stream, after any shuffle buffer
+    checked = stream.map(check_batch, batched=True, batch_size=256, remove_columns=list(stream.column_names),
+                         features=out_features if lazy is not None else None)
+    return checked if lazy is not None else checked.cast(out_features)
 
 
 def _load(source, split, plan: _Plan, optional: set[str], on_bad_rows: str, embed: bool, num_proc, max_warnings,
@@ -435,9 +282,13 @@ def _load(source, split, plan: _Plan, optional: set[str], on_bad_rows: str, embe
           image_check: str | None = None) -> tuple[Dataset | DatasetDict | IterableDataset, LoadReport]:
     if on_bad_rows not in ("skip", "raise"):
         raise ValueError(f"on_bad_rows must be 'skip' or 'raise', got {on_bad_rows!r}.")
-    image_check = image_check or ("header" if streaming else "full")
-    if image_check not in ("header", "full"):
-        raise ValueError(f"image_check must be 'header' or 'full', got {image_check!r}.")
+    is_stream = streaming or isinstance(source, IterableDataset)
+    image_check = image_check or ("lazy" if is_stream else "full")
+    if image_check not in IMAGE_CHECKS:
+        raise ValueError(f"image_check must be one of {IMAGE_CHECKS}, got {image_check!r}.")
+    if image_check == "lazy" and not is_stream:
+        raise ValueError("image_check='lazy' checks images per batch as a stream is collated: pass streaming=True "
+                         "(without streaming the check runs once and is cached).")
     # ids and texts are read as strings (no type inference); images and labels keep their types
     string_columns = {column for canonical, columns in plan.inputs.items() if canonical not in ("image", "label",
                                                                                                  "source_image")
@@ -505,8 +356,11 @@ def load_image_text_dataset(source, split: str | None = None, image_column: str 
         streaming: return a `datasets.IterableDataset` read shard by shard, its rows checked as they are read (bad
             rows dropped and counted in the report as the stream is iterated); an `IterableDataset` passed in is
             always streamed.
-        image_check: "full" (open, verify and decode every image once; the default without streaming) or "header"
-            (open the header: size and mode, no decode; the default when streaming).
+        image_check: "full" (open, verify and decode every image once; the default without streaming), "header"
+            (open the header: size, mode and a JPEG / PNG end marker, no decode) or "lazy" (streams only, their
+            default: find the file as the row is read, and check the image when the collator decodes its batch,
+            a bad row left out of the batch and counted in the report; the stream's images are then undecoded
+            `{"bytes", "path"}` values with a `__row__` column naming the row, see `checks.decode_lazy_rows`).
         max_warnings: how many bad rows get a warning each (then one warning for the rest). `load_kwargs` go to
             `datasets.load_dataset` / `load_from_disk`.
             Without streaming the check runs once per fingerprint (rows, options, image folder) and is cached (in

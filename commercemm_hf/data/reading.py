@@ -107,6 +107,15 @@ def _json_lines(data: bytes) -> list[tuple[int, bytes]]:
     return [(number, line) for number, line in enumerate(data.split(b"\n"), start=1)]
 
 
+def _file_lines(handle):
+    """(1-based number, line without its "\\n") of a binary file, read line by line: a BOM at the start is dropped,
+    as the whole-file read drops it, and "\\r" stays (JSON ignores it)."""
+    for number, line in enumerate(handle, start=1):
+        if number == 1:
+            line = line.removeprefix(b"\xef\xbb\xbf")
+        yield number, line[:-1] if line.endswith(b"\n") else line
+
+
 def _json_document_records(path: Path, data: bytes, field: str | None):
     try:
         document = json.loads(data.decode("utf-8"))
@@ -137,14 +146,12 @@ def _json_document_records(path: Path, data: bytes, field: str | None):
         yield (None, *_json_object(value))
 
 
-def _csv_records(path: Path, data: bytes, delimiter: str) -> tuple[list[str] | None, list]:
-    """(header or None for an empty file, records)."""
-    records = []
-    text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
-    undecodable = _SURROGATE.search(text) is not None  # else no field needs checking
+def _csv_records(path: Path, lines, delimiter: str):
+    """Records of CSV / TSV text given as lines (an open text file, read as it goes); the first record is
+    `(None, header, None)` (the header is None for an empty file)."""
     literal = delimiter == "\t"
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter,
-                        quoting=csv.QUOTE_NONE if literal else csv.QUOTE_MINIMAL, strict=not literal)
+    reader = csv.reader(lines, delimiter=delimiter, quoting=csv.QUOTE_NONE if literal else csv.QUOTE_MINIMAL,
+                        strict=not literal)
     header, line = None, 1
     while True:
         try:
@@ -154,7 +161,7 @@ def _csv_records(path: Path, data: bytes, delimiter: str) -> tuple[list[str] | N
         except csv.Error as error:
             if header is None:
                 raise ValueError(f"{path}: cannot read the header line ({error}).") from None
-            records.append((line, None, f"unreadable CSV ({error})"))
+            yield line, None, f"unreadable CSV ({error})"
             line = reader.line_num + 1
             continue
         start, line = line, reader.line_num + 1
@@ -167,14 +174,36 @@ def _csv_records(path: Path, data: bytes, delimiter: str) -> tuple[list[str] | N
             if duplicates or not all(name.strip() for name in fields):
                 raise ValueError(f"{path}: the header line needs distinct, non-empty column names, got {fields}.")
             header = fields
+            yield None, header, None
             continue
-        if undecodable and any(map(_has_surrogate, fields)):
-            records.append((start, None, "not valid UTF-8"))
+        if any(map(_has_surrogate, fields)):
+            yield start, None, "not valid UTF-8"
         elif len(fields) != len(header):
-            records.append((start, None, f"{len(fields)} fields, the header has {len(header)}"))
+            yield start, None, f"{len(fields)} fields, the header has {len(header)}"
         else:
-            records.append((start, dict(zip(header, fields)), None))
-    return header, records
+            yield start, dict(zip(header, fields)), None
+    if header is None:
+        yield None, None, None
+
+
+def _text_lines(handle):
+    """The lines of a text file opened with `newline=""`, a BOM at the start dropped."""
+    for number, line in enumerate(handle):
+        yield line.removeprefix("\ufeff") if number == 0 else line
+
+
+def _file_records(path: Path, handle, field: str | None):
+    """(CSV header or None, records) of an open binary file: JSON Lines and CSV / TSV are read line by line as the
+    records are taken; a JSON document is parsed whole (it is one value)."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        text = io.TextIOWrapper(handle, encoding="utf-8", errors="surrogateescape", newline="")
+        records = _csv_records(path, _text_lines(text), "\t" if suffix == ".tsv" else ",")
+        _, header, _ = next(records)
+        return header, records
+    if suffix == ".jsonl":
+        return None, _json_records(_file_lines(handle))
+    return None, _json_document_records(path, handle.read().removeprefix(b"\xef\xbb\xbf"), field)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -199,17 +228,7 @@ def _column_array(path: Path, name: str, values: list, lines: list) -> pa.Array:
                          json.dumps(value, ensure_ascii=False) for value in values], pa.string())
 
 
-def read_data_file(path: Path, string_columns: set[str], field: str | None = None) -> Dataset:
-    """Rows of a .jsonl / .json / .csv / .tsv file as a `Dataset` (see the module docstring)."""
-    data = path.read_bytes()
-    suffix = path.suffix.lower()
-    header = None  # a CSV header names the columns even when no row follows
-    if suffix in (".csv", ".tsv"):
-        header, records = _csv_records(path, data, "\t" if suffix == ".tsv" else ",")
-    elif suffix == ".jsonl":
-        records = list(_json_records(_json_lines(data.removeprefix(b"\xef\xbb\xbf"))))
-    else:
-        records = list(_json_document_records(path, data.removeprefix(b"\xef\xbb\xbf"), field))
+def _records_table(path: Path, header: list[str] | None, records: list, string_columns: set[str]) -> pa.Table:
     names = list(dict.fromkeys(header or [name for _, values, _ in records if values for name in values]))
     if any(name in (LINE_COLUMN, PROBLEM_COLUMN) for name in names):
         raise ValueError(f"{path}: the column names {LINE_COLUMN!r} and {PROBLEM_COLUMN!r} are reserved.")
@@ -232,7 +251,40 @@ def read_data_file(path: Path, string_columns: set[str], field: str | None = Non
             columns[name] = _column_array(path, name, values, lines)
     columns[LINE_COLUMN] = pa.array(lines, pa.int64())
     columns[PROBLEM_COLUMN] = pa.array(problems, pa.string())
-    return Dataset(pa.table(columns))
+    return pa.table(columns)
+
+
+def read_data_file(path: Path, string_columns: set[str], field: str | None = None) -> Dataset:
+    """Rows of a .jsonl / .json / .csv / .tsv file as a `Dataset` (see the module docstring)."""
+    with open(path, "rb") as handle:
+        header, records = _file_records(path, handle, field)
+        return Dataset(_records_table(path, header, list(records), string_columns))
+
+
+def read_data_file_chunks(path: Path, string_columns: set[str], field: str | None = None,
+                          chunk_rows: int = 10_000):
+    """The rows of `read_data_file(path, ...)` as Arrow tables of up to `chunk_rows` rows each, read as they are
+    taken: memory holds one chunk, not the file (a JSON document, one value, is parsed whole). The rules are
+    `read_data_file`'s, applied to each chunk, so a column's type is inferred per chunk (a stream fixes it from
+    the first chunk: `shards.read_shards`). An empty file gives one table of 0 rows.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "rows.jsonl"
+        >>> _ = path.write_text('{"sku": 1}\\n{oops\\n{"sku": "07"}\\n')
+        >>> [table.to_pydict() for table in read_data_file_chunks(path, {"sku"}, chunk_rows=2)][1]
+        {'sku': ['07'], '__line__': [3], '__read_problems__': ['']}
+    """
+    with open(path, "rb") as handle:
+        header, records = _file_records(path, handle, field)
+        chunk, produced = [], False
+        for record in records:
+            chunk.append(record)
+            if len(chunk) == chunk_rows:
+                yield _records_table(path, header, chunk, string_columns)
+                chunk, produced = [], True
+        if chunk or not produced:
+            yield _records_table(path, header, chunk, string_columns)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -296,4 +348,4 @@ def image_folder_rows(rows: Dataset, metadata_file: Path) -> Dataset:
 
 
 __all__ = ["LINE_COLUMN", "PROBLEM_COLUMN", "data_folder_layout", "describe_value", "image_folder_rows",
-           "read_data_file", "string_value"]
+           "read_data_file", "read_data_file_chunks", "string_value"]

@@ -7,7 +7,8 @@ shard by shard (memory O(one shard), never O(rows)).
 * Parquet shards: `datasets`' parquet builder (typed columns, streamed by record batch).
 * WebDataset shards (`.tar`, one file, a folder or a glob): `datasets`' webdataset builder; a sample's files become
   columns named by their extension (`jpg`, `txt`, `json`, ...), so pass e.g. `image_column="jpg"`, `text_column="txt"`.
-* JSON Lines / JSON / CSV / TSV shards: `reading.read_data_file`, one shard at a time (ids and texts as written).
+* JSON Lines / JSON / CSV / TSV shards: `reading.read_data_file_chunks`, 10k rows at a time (ids and texts as
+  written; a stream's column types are those of its first 10k rows).
 * Remote URLs (`hf://`, `s3://`, `gs://`, ...) other than `file://` are handed to `datasets` as they are (fsspec).
 
 Example:
@@ -25,12 +26,14 @@ from __future__ import annotations
 import glob
 import os
 import re
+import warnings
 from pathlib import Path
 
 import datasets
-from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
+import pyarrow as pa
+from datasets import Dataset, DatasetDict, Features, IterableDataset, IterableDatasetDict, Value
 
-from .reading import TEXT_FORMATS, read_data_file
+from .reading import PROBLEM_COLUMN, TEXT_FORMATS, describe_value, read_data_file, read_data_file_chunks
 
 
 SHARD_BUILDERS = {".parquet": "parquet", ".tar": "webdataset", **dict.fromkeys(TEXT_FORMATS, "text")}
@@ -97,13 +100,67 @@ def shards_folder(files: list[Path]) -> Path:
     return folders.pop()
 
 
-def _text_shard_rows(files: list[str], string_columns: list[str], field: str | None):
-    """Rows of JSON Lines / JSON / CSV / TSV shards, one shard read at a time (a generator for `from_generator`,
-    which splits `files` between processes and workers)."""
+#: rows of a JSON Lines / CSV shard read at a time when streaming (memory O(chunk), not O(file))
+CHUNK_ROWS = 10_000
+
+
+def _stream_features(table: pa.Table) -> Features:
+    """The stream's features, from the first chunk of the first shard (as `datasets`' JSON builder infers them from
+    its first block): a column without a value there is read as strings."""
+    features = Features.from_arrow_schema(table.schema)
+    for name, feature in features.items():
+        if isinstance(feature, Value) and feature.dtype == "null":
+            features[name] = Value("string")
+    features[FILE_COLUMN] = Value("string")
+    return features
+
+
+def _fitted(table: pa.Table, features: Features, path: str, chunk_start: int) -> pa.Table:
+    """`table` (a later chunk) in the stream's column types: a value that does not fit its column's type as the
+    first chunk fixed it becomes a bad row naming the column and the value, not a crash mid-stream; a column the
+    first chunk did not have is dropped with a warning."""
+    problems = table.column(PROBLEM_COLUMN).to_pylist()
+    extra = [name for name in table.column_names if name not in features]
+    if extra:
+        warnings.warn(f"{path}: column(s) {extra} first appear after the first {CHUNK_ROWS} rows of the stream "
+                      f"(from row {chunk_start}): a stream keeps the first rows' columns, so they are left out.",
+                      stacklevel=2)
+    columns = {}
+    for name in features:
+        if name == FILE_COLUMN:
+            continue
+        target = features.arrow_schema.field(name).type
+        if name not in table.column_names:
+            columns[name] = pa.nulls(len(table), target)
+            continue
+        column = table.column(name)
+        try:
+            columns[name] = column.cast(target)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            values = []
+            for i, value in enumerate(column.to_pylist()):
+                try:
+                    values.append(pa.array([value]).cast(target)[0].as_py() if value is not None else None)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+                    values.append(None)
+                    problem = (f"{name}: {describe_value(value)} does not fit the column's type {target} (a stream "
+                               f"takes the types of its first {CHUNK_ROWS} rows)")
+                    problems[i] = "; ".join(filter(None, [problems[i], problem]))
+            columns[name] = pa.array(values, target)
+    columns[PROBLEM_COLUMN] = pa.array(problems, pa.string())
+    return pa.table(columns)
+
+
+def _text_shard_rows(files: list[str], string_columns: list[str], field: str | None, features: Features):
+    """Rows of JSON Lines / JSON / CSV / TSV shards, each read `CHUNK_ROWS` rows at a time (a generator for
+    `from_generator`, which splits `files` between processes and workers)."""
     for file in files:
-        rows = read_data_file(Path(file), set(string_columns), field=field)
-        for row in rows:
-            yield {**row, FILE_COLUMN: file}
+        start = 0
+        for table in read_data_file_chunks(Path(file), set(string_columns), field=field, chunk_rows=CHUNK_ROWS):
+            for row in _fitted(table, features, file, start).to_pylist():
+                row[FILE_COLUMN] = file
+                yield row
+            start += len(table)
 
 
 def read_shards(files: list[Path], string_columns: set[str], load_kwargs: dict, streaming: bool):
@@ -116,9 +173,17 @@ def read_shards(files: list[Path], string_columns: set[str], load_kwargs: dict, 
         parts = [read_data_file(path, string_columns, field=load_kwargs.get("field")) for path in files]
         parts = [part.add_column(FILE_COLUMN, [str(path)] * len(part)) for part, path in zip(parts, files)]
         return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-    return IterableDataset.from_generator(_text_shard_rows, gen_kwargs={
+    # the features come from the first chunk of the first shard that has rows: reading the stream once more to
+    # resolve them would read that shard whole
+    first = None
+    for path in files:
+        first = next(read_data_file_chunks(path, string_columns, field=load_kwargs.get("field"),
+                                           chunk_rows=CHUNK_ROWS))
+        if len(first):
+            break
+    return IterableDataset.from_generator(_text_shard_rows, features=_stream_features(first), gen_kwargs={
         "files": [str(path) for path in files], "string_columns": tuple(sorted(string_columns)),
-        "field": load_kwargs.get("field")})
+        "field": load_kwargs.get("field"), "features": _stream_features(first)})
 
 
 def as_stream(loaded, split: str | None):

@@ -5,12 +5,17 @@ Rows are what `commercemm_hf.data` produces (DESIGN.md section 3):
 * Omni rows: `source_type` (`query` | `view` | `post`), `source_text`, `source_image`, `product_id`, and the
   product's `image` and `text`. A source contributes only what it has: a query its text, a view its image, a
   tagged post both.
+
+Rows of a stream loaded with `image_check="lazy"` (the streaming default) arrive with undecoded images: the
+collators decode them (`data.checks.decode_lazy_rows`), and a row whose image does not decode leaves the batch,
+counted in its load's report.
 """
 
 from collections.abc import Sequence
 
 import torch
 
+from ..data.checks import decode_lazy_rows
 from ..data.schema import stable_id
 from ..modeling.configuration_commercemm import CommerceMMConfig
 
@@ -113,6 +118,7 @@ class CommerceMMPretrainingCollator:
     def encode(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
         if not features:
             raise ValueError("Cannot collate an empty batch.")
+        features = decode_lazy_rows(features)  # a lazily checked stream's images: bad rows leave the batch
         images = _column(features, "image", "Image-text")
         images = self.augment.images(images) if self.augment is not None else images
         texts = _column(features, "text", "Image-text")
@@ -174,6 +180,7 @@ class CommerceMMOmniCollator:
     def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
         if not features:
             raise ValueError("Cannot collate an empty batch.")
+        features = decode_lazy_rows(features)
         product_images = _column(features, "image", "Omni")
         source_images = _column(features, "source_image", "Omni")
         if self.augment is not None:

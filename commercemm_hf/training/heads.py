@@ -13,6 +13,7 @@ import torch
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
+from ..data.checks import decode_lazy_rows
 from ..data.schema import stable_id
 from .disk_space import disk_full_named
 from .finetuning_data import RETRIEVAL_FIELDS, LabelSpec
@@ -53,6 +54,7 @@ class CategorizationCollator:
             raise ValueError(f"Label {error.args[0]!r} is not in the label set {self.labels.names[:20]}...") from None
 
     def __call__(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
+        rows = decode_lazy_rows(rows)  # a lazily checked stream's images: bad rows leave the batch
         images = [row["image"] for row in rows] if self.modalities != "text" else None
         texts = [row["text"] for row in rows] if self.modalities != "image" else None
         images = self.augment.images(images) if self.augment is not None else images
@@ -105,6 +107,7 @@ class RetrievalCollator:
 
     def __call__(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
         source_fields, target_fields = RETRIEVAL_FIELDS[self.task]
+        rows = decode_lazy_rows(rows)
         batch = {}
         for part, fields, prefix in (("source", source_fields, "source_"), ("target", target_fields, "")):
             if part not in self.parts:
