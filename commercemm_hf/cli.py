@@ -380,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(start, "--model-name-or-path", help="the example scripts' spelling: a preset name (= --preset) or a "
                                                  "CommerceMM folder (= --model)")
     add_flag(train, "--text-backbone", help="BERT/RoBERTa/XLM-R folder or Hub id to import ('minilm': the "
-                                               "offline all-MiniLM-L6-v2 of the minilm extra)")
+                                               "offline all-MiniLM-L6-v2 of the minilm extra; "
+                                               "'multilingual-e5-small': that of the multilingual extra)")
     add_flag(train, "--vision-backbone", help="ViT or CLIP folder or Hub id to import")
     add_flag(train, "--config-overrides", help="a preset's fields to change, as the example scripts take them, e.g. "
                                                "'vision_config.image_size=64,vision_config.patch_size=8'")

@@ -80,7 +80,8 @@ class ModelArguments:
     text_backbone: str | None = field(default=None, metadata={
         "help": "From a preset only: a BERT / RoBERTa / XLM-R folder or Hub id whose weights start the text tower and "
                 "whose tokenizer the processor uses ('minilm': the offline all-MiniLM-L6-v2 of the minilm extra, the "
-                "shape of the small preset)."})
+                "shape of the small preset; 'multilingual-e5-small': the offline multilingual-e5-small of the "
+                "multilingual extra, 12 layers of hidden 384)."})
     vision_backbone: str | None = field(default=None, metadata={
         "help": "From a preset only: a ViT or CLIP folder or Hub id whose weights start the image tower."})
     config_overrides: str | None = field(default=None, metadata={
