@@ -74,7 +74,7 @@ RECIPES = {
 
 #: "pretrain on my catalog, then fine-tune": the pretraining run (both streams of the catalog's train products: its
 #: image-title pairs, and its query / other-view Omni rows) whose folder "{pretrained}" stands for in a recipe
-PRETRAINING = [*MINILM, "--max_steps", "300", "--per_device_train_batch_size", "32", "--learning_rate", "1e-4",
+PRETRAINING = [*MINILM, "--max_steps", "100", "--per_device_train_batch_size", "32", "--learning_rate", "1e-4",
                "--augment"]
 RECIPES["pretrained small-minilm 10ep"] = {
     "*": ["--model_name_or_path", "{pretrained}"], "query": ["--product_embedding", "text"],
