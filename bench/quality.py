@@ -80,6 +80,10 @@ RECIPES["pretrained small-minilm 10ep"] = {
     "*": ["--model_name_or_path", "{pretrained}"], "query": ["--product_embedding", "text"],
     "categorization": ["--modalities", "text"], "view": ["--augment", "--product_embedding", "image"],
     "learning_rate": 1e-4, "epochs": 10}
+RECIPES["tiny+augment image-product 20ep"] = {
+    "*": ["--model_name_or_path", "tiny", "--augment"], "view": ["--product_embedding", "image"], "epochs": 20}
+RECIPES["small-minilm image-product 20ep"] = {
+    "*": MINILM, "view": ["--augment", "--product_embedding", "image"], "learning_rate": 1e-4, "epochs": 20}
 RECIPES["small-minilm image-product 10ep"] = {
     "*": MINILM, "view": ["--augment", "--product_embedding", "image"], "learning_rate": 1e-4, "epochs": 10}
 

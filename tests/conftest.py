@@ -610,3 +610,18 @@ def reference_shards(embedding_job):
     work, _, env = embedding_job
     subprocess.run(embed_command(work, work / "reference"), env=env, check=True, capture_output=True, timeout=600)
     return shard_contents(work / "reference")
+
+
+@pytest.fixture
+def recorded_pretrain(tmp_path, monkeypatch):
+    """`(trainers, train_file, omni_file)`: JSON Lines files of 8 tiny products for `commercemm pretrain`, and the list
+    that each `recipes.pretrain` call of the command appends its trainer to."""
+    from commercemm_hf.training import recipes
+
+    trainers = []
+    original = recipes.pretrain
+    monkeypatch.setattr(recipes, "pretrain", lambda *a, **k: trainers.append(original(*a, **k)) or trainers[-1])
+    image_text, omni = tiny_datasets(8)
+    train_file = write_jsonl(image_text, tmp_path / "image_text", ["image"])
+    omni_file = write_jsonl(omni, tmp_path / "omni", ["image", "source_image"])
+    return trainers, train_file, omni_file

@@ -83,17 +83,10 @@ def test_demo_end_to_end_small(tmp_path, capsys):
                                      "image_to_text_recall@1", "text_to_image_recall@1"}
 
 
-def test_pretrain_command_takes_every_training_arguments_flag(tmp_path, monkeypatch):
+def test_pretrain_command_takes_every_training_arguments_flag(tmp_path, recorded_pretrain):
     """The knobs of a run at scale (bf16, accumulation, checkpointing, workers, logging, report_to) through the CLI,
     with underscores or dashes; the recipe's defaults hold for the rest; an unknown flag is an error."""
-    from commercemm_hf.training import recipes
-
-    trainers = []
-    original = recipes.pretrain
-    monkeypatch.setattr(recipes, "pretrain", lambda *a, **k: trainers.append(original(*a, **k)) or trainers[-1])
-    image_text, omni = tiny_datasets(8)
-    train_file = write_jsonl(image_text, tmp_path / "image_text", ["image"])
-    omni_file = write_jsonl(omni, tmp_path / "omni", ["image", "source_image"])
+    trainers, train_file, omni_file = recorded_pretrain
     main(["pretrain", "--train-file", str(train_file), "--omni-file", str(omni_file), "--batch-size", "2",
           "--steps", "2", "--vocab-size", "300", "--output-dir", str(tmp_path / "out"), "--bf16",
           "--gradient_accumulation_steps", "2", "--gradient-checkpointing", "--dataloader_num_workers", "1",
@@ -123,17 +116,10 @@ def test_pretrain_command_takes_every_training_arguments_flag(tmp_path, monkeypa
 
 
 
-def test_pretrain_command_changes_the_preset_and_augments_both_streams(tmp_path, monkeypatch):
+def test_pretrain_command_changes_the_preset_and_augments_both_streams(tmp_path, recorded_pretrain):
     """`--config-overrides` / `--augment` (the example scripts' flags, in the command's spelling) reach the model and
     the pretraining trainer's collators; with `--model` the overrides are refused."""
-    from commercemm_hf.training import recipes
-
-    trainers = []
-    original = recipes.pretrain
-    monkeypatch.setattr(recipes, "pretrain", lambda *a, **k: trainers.append(original(*a, **k)) or trainers[-1])
-    image_text, omni = tiny_datasets(8)
-    train_file = write_jsonl(image_text, tmp_path / "image_text", ["image"])
-    omni_file = write_jsonl(omni, tmp_path / "omni", ["image", "source_image"])
+    trainers, train_file, omni_file = recorded_pretrain
     main(["pretrain", "--train-file", str(train_file), "--omni-file", str(omni_file), "--batch-size", "2",
           "--steps", "1", "--vocab-size", "300", "--output-dir", str(tmp_path / "out"), "--augment",
           "--augment-flip", "0", "--config_overrides",
