@@ -92,3 +92,19 @@ def ft_model():
     from commercemm_hf import CommerceMMForRetrieval
 
     return CommerceMMForRetrieval
+
+
+def test_do_train_alone_needs_no_validation_and_a_missing_split_stops_before_training(
+        run_categorization_main, image_label_rows, tmp_path):
+    """`--do_train` alone without validation rows trains and saves (it used to stop after training, on the
+    validation split it was not asked to evaluate, before the folder was saved); `--do_predict` without test rows
+    stops before training, not after."""
+    argv = ["--model_name_or_path", "tiny", "--train_file", str(image_label_rows), "--image_column", "photo",
+            "--label_column", "category", "--max_steps", "1", "--per_device_train_batch_size", "4",
+            "--report_to", "none", "--disable_tqdm", "true", "--validation_split_percentage", "0"]
+    metrics = run_categorization_main([*argv, "--output_dir", str(tmp_path / "alone"), "--do_train"])
+    assert "train_loss" in metrics and not any(key.startswith("eval_") for key in metrics)
+    assert (tmp_path / "alone" / "config.json").is_file()
+    with pytest.raises(ValueError, match="--do_predict needs test rows"):
+        run_categorization_main([*argv, "--output_dir", str(tmp_path / "predict"), "--do_train", "--do_predict"])
+    assert not (tmp_path / "predict" / "train_results.json").exists()

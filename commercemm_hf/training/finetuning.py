@@ -158,6 +158,11 @@ def run_training(trainer: Trainer, splits: DatasetDict, training_args: TrainingA
     from ..hub import save_hub_folder
 
     results = {}
+    evaluations = (("validation", training_args.do_eval, "eval"), ("test", training_args.do_predict, "test"))
+    for split, wanted, prefix in evaluations:
+        # checked before training: a run must not train for hours and then stop on a missing split
+        if wanted and split not in splits:
+            raise ValueError(f"--do_{'eval' if prefix == 'eval' else 'predict'} needs {split} rows.")
     if training_args.do_train:
         if "train" not in splits:
             raise ValueError("--do_train needs training rows (--train_file or a dataset with a train split).")
@@ -183,18 +188,15 @@ def run_training(trainer: Trainer, splits: DatasetDict, training_args: TrainingA
             trainer.save_metrics("train", metrics)
             trainer.save_state()
             results.update(metrics)
-    for split, wanted, prefix in (("validation", training_args.do_eval, "eval"),
-                                  ("test", training_args.do_predict, "test")):
-        if wanted is None and split not in splits:
+    for split, wanted, prefix in evaluations:
+        # wanted None: "when the rows exist"; False: not asked for (e.g. --do_train alone)
+        if wanted is False or split not in splits:
             continue
-        if split not in splits:
-            raise ValueError(f"--do_{'eval' if prefix == 'eval' else 'predict'} needs {split} rows.")
-        if wanted or wanted is None:
-            metrics = trainer.evaluate(splits[split], metric_key_prefix=prefix)
-            metrics[f"{prefix}_samples"] = len(splits[split])
-            trainer.log_metrics(prefix, metrics)
-            trainer.save_metrics(prefix, metrics)
-            results.update(metrics)
+        metrics = trainer.evaluate(splits[split], metric_key_prefix=prefix)
+        metrics[f"{prefix}_samples"] = len(splits[split])
+        trainer.log_metrics(prefix, metrics)
+        trainer.save_metrics(prefix, metrics)
+        results.update(metrics)
     if trainer.is_world_process_zero():
         folder = save_hub_folder(hub_model if hub_model is not None else trainer.model, trainer.processing_class,
                                  training_args.output_dir)
