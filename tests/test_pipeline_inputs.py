@@ -185,3 +185,15 @@ def test_add_skips_bad_items_and_names_them_or_raises(pipeline_input_folders, ca
     with pytest.raises(TypeError, match="got a single str"):
         search.add("steel lamp")
     assert search.add([]) is index and len(index) == 4  # nothing to add: the index is unchanged
+
+
+def test_an_empty_image_is_skipped_and_named_not_a_failure_of_the_whole_catalog(pipeline_input_folders):
+    from PIL import Image
+
+    search = pipeline("product-search", model=str(pipeline_input_folders / "base"), trust_remote_code=True)
+    good = str(pipeline_input_folders / "good_0.png")
+    index = search.index_products([{"image": good, "text": "red mug"}, {"image": Image.new("RGB", (0, 0)), "text": "x"},
+                                   {"image": good, "text": "blue mug"}], product_ids=["a", "b", "c"])
+    assert index.product_ids == ["a", "c"]
+    assert search.skipped_products[0]["reason"].endswith("product 1 (id 'b'): the image '(an in-memory PIL image)' "
+                                                         "is empty (0x0 pixels).")

@@ -78,6 +78,8 @@ def check_pixel_batch(pixel_values: torch.Tensor, num_channels: int = 3) -> None
                          f"{pixel_values.dtype}.")
     if pixel_values.shape[0] == 0:
         raise ValueError(f"pixel_values is a batch of 0 images (shape {tuple(pixel_values.shape)}); give at least one.")
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return  # the value check below is data-dependent control flow, which export and compile cannot trace
     if not torch.isfinite(pixel_values).all():
         bad = sorted({int(row) for row in (~torch.isfinite(pixel_values)).flatten(1).any(1).nonzero().flatten()})
         raise ValueError(f"pixel_values of images {bad[:10]} hold NaN or infinite values.")

@@ -86,6 +86,8 @@ def read_image(image, where: str = "the input") -> Image.Image:
         image.load()
     except Exception as error:
         raise ValueError(f"{where}: cannot read the image {name!r}: {type(error).__name__}: {error}") from error
+    if 0 in image.size:  # caught here, a bad product is skipped and named instead of failing the whole batch
+        raise ValueError(f"{where}: the image {name!r} is empty ({image.width}x{image.height} pixels).")
     return image
 
 
