@@ -149,3 +149,20 @@ def test_create_model_and_processor_names_a_path_that_is_not_a_folder(tmp_path):
 
     with pytest.raises(FileNotFoundError, match=r"'.*no_such_model' is neither a model folder nor a preset"):
         create_model_and_processor(str(tmp_path / "no_such_model"))
+
+
+def test_the_encoder_and_the_embedding_job_name_a_null_config_json(hub_loading_folder, tmp_path):
+    """They load with AutoModel, whose own answer to a `null` config.json is a bare TypeError."""
+    from datasets import Dataset
+
+    from commercemm_hf.encoding import CommerceMMEncoder
+    from commercemm_hf.search.embedding_job import embed_products
+
+    folder = tmp_path / "broken"
+    shutil.copytree(hub_loading_folder / "commercemm-tiny", folder)
+    (folder / "config.json").write_text("null")
+    with pytest.raises(ValueError, match=r"config.json holds null instead of a JSON object"):
+        CommerceMMEncoder.from_pretrained(str(folder))
+    with pytest.raises(ValueError, match=r"config.json holds null instead of a JSON object"):
+        embed_products(folder, Dataset.from_list([{"text": "red mug", "product_id": "p0"}]), tmp_path / "shards",
+                       progress=False)
