@@ -197,3 +197,20 @@ def test_an_empty_image_is_skipped_and_named_not_a_failure_of_the_whole_catalog(
     assert index.product_ids == ["a", "c"]
     assert search.skipped_products[0]["reason"].endswith("product 1 (id 'b'): the image '(an in-memory PIL image)' "
                                                          "is empty (0x0 pixels).")
+
+
+def test_top_k_takes_numpy_integers_and_refuses_booleans(pipeline_input_folders):
+    import numpy as np
+
+    classify = pipeline("product-categorization", model=str(pipeline_input_folders / "categorization"),
+                        trust_remote_code=True)
+    assert len(classify("red mug", top_k=np.int64(2))) == 2
+    assert len(classify("red mug", top_k=100)) == 2  # every label, however many were asked for
+    for bad in (True, 0, -1, 2.0, "2"):
+        with pytest.raises(ValueError, match=rf"top_k must be a positive integer, got {bad!r}"):
+            classify("red mug", top_k=bad)
+    search = pipeline("product-search", model=str(pipeline_input_folders / "base"), trust_remote_code=True)
+    search.index_products(["red mug", "blue lamp", "oak desk"], product_kind="text")
+    assert len(search("mug", top_k=np.int64(2))) == 2 and len(search("mug", top_k=50)) == 3
+    with pytest.raises(ValueError, match="top_k must be a positive integer, got True"):
+        search("mug", top_k=True)

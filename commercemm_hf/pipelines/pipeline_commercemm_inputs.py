@@ -56,6 +56,20 @@ def split_depths(kwargs: dict) -> dict:
     return {name: kwargs.pop(name) for name in DEPTH_ARGUMENTS if name in kwargs}
 
 
+def checked_top_k(top_k) -> int:
+    """`top_k` as an int (numpy integers included); a ValueError naming it unless it is a positive integer (`True`
+    is not 1 here, nor `2.0` two).
+
+    Example:
+        >>> checked_top_k(0)  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        ValueError: top_k must be a positive integer, got 0.
+    """
+    if not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
+    return int(top_k)
+
+
 def _shown(value: str, limit: int = 120) -> str:
     return value if len(value) <= limit else value[:limit] + f"... ({len(value)} characters)"
 

@@ -19,6 +19,7 @@ from .pipeline_commercemm_inputs import (
     CallInputsMixin,
     base_model,
     check_products,
+    checked_top_k,
     collate,
     default_product_ids,
     embed_rows,
@@ -212,9 +213,7 @@ class CommerceMMProductSearchPipeline(CallInputsMixin, Pipeline):
                 raise ValueError(f"filter must be a dict of metadata field -> value or list of values, got {filter!r}.")
             postprocess_params["filter"] = filter
         if top_k is not None:
-            if not isinstance(top_k, int) or top_k < 1:
-                raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
-            postprocess_params["top_k"] = top_k
+            postprocess_params["top_k"] = checked_top_k(top_k)
         return {}, forward_params, postprocess_params
 
     def preprocess(self, item):
