@@ -214,3 +214,11 @@ def test_top_k_takes_numpy_integers_and_refuses_booleans(pipeline_input_folders)
     assert len(search("mug", top_k=np.int64(2))) == 2 and len(search("mug", top_k=50)) == 3
     with pytest.raises(ValueError, match="top_k must be a positive integer, got True"):
         search("mug", top_k=True)
+
+
+def test_a_pathlib_path_is_an_image_path(pipeline_input_folders):
+    embed = pipeline("product-embedding", model=str(pipeline_input_folders / "base"), trust_remote_code=True)
+    path = pipeline_input_folders / "good_0.png"
+    assert embed({"image": path})["image_embeds"] == embed({"image": str(path)})["image_embeds"]
+    with pytest.raises(ValueError, match=r"cannot read the image '.*missing.png': no such file"):
+        embed({"image": pipeline_input_folders / "missing.png"})

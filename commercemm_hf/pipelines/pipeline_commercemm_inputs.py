@@ -123,7 +123,7 @@ def check_item(item, where: str = "the input") -> None:
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown} in a pipeline input; use 'image' and/or 'text'.")
     image, text = item.get("image"), item.get("text")
-    if image is not None and not isinstance(image, (str, Image.Image)):
+    if image is not None and not isinstance(image, (str, os.PathLike, Image.Image)):
         raise ValueError(f"{where}: 'image' must be a PIL image, a path or a URL, got {type(image).__name__}.")
     if text is not None and not isinstance(text, str):
         raise ValueError(f"{where}: 'text' must be a string, got {type(text).__name__}.")
@@ -156,6 +156,8 @@ def normalize_item(item, where: str = "the input") -> dict:
     if isinstance(item, Image.Image):
         return {"image": read_image(item, where), "text": None}
     image = item.get("image")
+    if isinstance(image, os.PathLike):  # a pathlib.Path is a path too
+        image = os.fspath(image)
     return {"image": None if image is None else read_image(image, where), "text": item.get("text")}
 
 
