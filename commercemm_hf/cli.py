@@ -249,7 +249,9 @@ def run_evaluate_command(args) -> dict:
 
     from . import CommerceMMForProductCategorization
     from .evaluation.downstream import downstream_table, evaluate_downstream
+    from .factory import check_model_folder
 
+    check_model_folder(args.model)  # a broken folder named, not a TypeError from transformers
     model = AutoModel.from_pretrained(args.model).eval()
     processor = AutoProcessor.from_pretrained(args.model)
     heads = {name: CommerceMMForProductCategorization.from_pretrained(folder).eval() if folder else None

@@ -80,6 +80,10 @@ class CommerceMMEncoder:
         """Load the model (`AutoModel`) and processor (`AutoProcessor`) of a saved folder or Hub id."""
         from transformers import AutoModel, AutoProcessor
 
+        from .factory import check_model_folder
+
+        if not kwargs.get("subfolder"):
+            check_model_folder(str(name_or_path))  # a broken folder named, not a TypeError from transformers
         return cls(AutoModel.from_pretrained(name_or_path, **kwargs),
                    AutoProcessor.from_pretrained(name_or_path, **kwargs), device=device)
 

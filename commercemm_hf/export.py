@@ -179,7 +179,9 @@ def load_for_export(folder: str | os.PathLike):
     from transformers import AutoModel, AutoProcessor
 
     from . import CommerceMMModel  # noqa: F401  (registers the Auto classes)
+    from .factory import check_model_folder
 
+    check_model_folder(str(folder))  # a broken folder named, not a TypeError from transformers
     model = AutoModel.from_pretrained(folder)
     model = getattr(model, "commercemm", model).eval().float()
     return model, AutoProcessor.from_pretrained(folder)

@@ -16,8 +16,10 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from .modeling import CommerceMMConfig, CommerceMMModel
 from .modeling.configuration_commercemm import PRESETS, from_scratch_initializer_range
@@ -151,9 +153,56 @@ def create_model_and_processor(
     return model, CommerceMMProcessor.from_model_config(config, tokenizer)
 
 
+#: The small JSON files of a saved folder, parsed up front (tokenizer.json can be large and has its own loader)
+FOLDER_JSON_FILES = ("config.json", "processor_config.json", "preprocessor_config.json", "tokenizer_config.json",
+                     "special_tokens_map.json")
+#: Files of which a tokenizer needs one (fast, WordPiece, BPE, SentencePiece); tokenizer_config.json alone is not enough
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model",
+                   "tokenizer.model")
+
+
+def check_model_folder(name: str) -> None:
+    """Name what is wrong with a local model folder before transformers' loaders meet it: they answer a `null`
+    config.json with a bare TypeError, a truncated one with a JSONDecodeError naming no file, a missing one by
+    building a model from an empty config. Hub ids (not local paths) are left to the Hub.
+
+    Example:
+        >>> import tempfile
+        >>> check_model_folder(tempfile.mkdtemp())  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        FileNotFoundError: /tmp/... has no config.json: not a saved CommerceMM model folder.
+    """
+    path = Path(name).expanduser()
+    if not (path.exists() or path.is_absolute() or name.startswith((".", "~"))):
+        return
+    if not path.is_dir():
+        raise FileNotFoundError(f"{name!r} is neither a model folder nor a preset ({', '.join(PRESETS)}).")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} has no config.json: not a saved CommerceMM model folder.")
+    for file_name in FOLDER_JSON_FILES:
+        file = path / file_name
+        if not file.is_file():
+            continue
+        try:
+            value = json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{file} is not valid JSON ({error}): a truncated or corrupt file?") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"{file} holds {json.dumps(value)[:40]} instead of a JSON object of settings.")
+        if file_name == "config.json" and "model_type" not in value:
+            raise ValueError(f"{file} has no model_type: not a saved CommerceMM model folder.")
+    if not any((path / file_name).is_file() for file_name in ("processor_config.json", "preprocessor_config.json")):
+        raise FileNotFoundError(f"{path} has no processor_config.json: save the processor with the model "
+                                "(commercemm_hf.hub.save_hub_folder, or processor.save_pretrained(folder)).")
+    if not any((path / file_name).is_file() for file_name in TOKENIZER_FILES):
+        raise FileNotFoundError(f"{path} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}): save the "
+                                "processor with the model (commercemm_hf.hub.save_hub_folder).")
+
+
 def _from_folder(name: str, model_class: type, trust_remote_code: bool, config_transform, overrides):
     from transformers import AutoProcessor
 
+    check_model_folder(name)
     processor = AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)
     config = CommerceMMConfig.from_pretrained(name, **overrides)
     config = config_transform(config) if config_transform else config

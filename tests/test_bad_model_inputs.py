@@ -131,6 +131,16 @@ def test_integer_tensors_are_not_cast_to_float_weights(saved_tiny_model):
      r"token_type_ids shape \(1, 2\) does not match input_ids \(1, 3\)"),
     (lambda m: m(input_ids=torch.ones(1, 3, dtype=torch.long), token_type_ids=torch.zeros(1, 3)),
      r"token_type_ids must hold integer ids"),
+    # images: a PIL image or a numpy array instead of pixel_values, raw uint8 pixels, a NaN pixel
+    (lambda m: m.get_image_features(pixel_values=__import__("PIL.Image").Image.new("RGB", (32, 32))),
+     r"pixel_values must be a torch tensor .*got Image: turn images into pixel_values with the CommerceMMProcessor"),
+    (lambda m: m.get_item_features(pixel_values=torch.zeros(1, 3, 32, 32).numpy()), r"got ndarray"),
+    (lambda m: m.get_image_features(pixel_values=torch.zeros(1, 3, 32, 32, dtype=torch.uint8)),
+     r"pixel_values must be floating point .*got dtype torch.uint8"),
+    (lambda m: m.get_multimodal_features(input_ids=torch.ones(2, 3, dtype=torch.long), pixel_values=torch.zeros(
+        2, 3, 32, 32).index_fill_(0, torch.tensor([1]), math.nan)),
+     r"pixel_values of images \[1\] hold NaN or infinite values"),
+    (lambda m: m.get_image_features(pixel_values=torch.zeros(1, 1, 32, 32)), r"pixel_values must be \(batch, 3"),
 ])
 def test_model_input_edges_are_named(model, call, message):
     with pytest.raises(ValueError, match=message):

@@ -119,3 +119,50 @@ print(json.dumps({"module": type(model).__module__, "losses": {task: float(value
 """, tmp_path)
     assert result["module"].startswith("transformers_modules")
     assert result["losses"] == pytest.approx({task: float(value) for task, value in expected.items()}, abs=1e-5)
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (lambda folder: (folder / "config.json").write_text("null"), ValueError,
+     r"config.json holds null instead of a JSON object"),
+    (lambda folder: (folder / "config.json").write_text("{}"), ValueError, r"config.json has no model_type"),
+    (lambda folder: (folder / "config.json").write_text('{"model_type": "commer'), ValueError,
+     r"config.json is not valid JSON .*a truncated or corrupt file"),
+    (lambda folder: (folder / "config.json").unlink(), FileNotFoundError, r"has no config.json"),
+    (lambda folder: (folder / "processor_config.json").write_text("[]"), ValueError,
+     r"processor_config.json holds \[\] instead of a JSON object"),
+    (lambda folder: (folder / "processor_config.json").unlink(), FileNotFoundError, r"has no processor_config.json"),
+    (lambda folder: (folder / "tokenizer.json").unlink(), FileNotFoundError, r"has no tokenizer files"),
+])
+def test_create_model_and_processor_names_what_is_wrong_with_a_folder(hub_loading_folder, tmp_path, change, error,
+                                                                      message):
+    from commercemm_hf import create_model_and_processor
+
+    folder = tmp_path / "broken"
+    shutil.copytree(hub_loading_folder / "commercemm-tiny", folder)
+    change(folder)
+    with pytest.raises(error, match=message):
+        create_model_and_processor(str(folder))
+
+
+def test_create_model_and_processor_names_a_path_that_is_not_a_folder(tmp_path):
+    from commercemm_hf import create_model_and_processor
+
+    with pytest.raises(FileNotFoundError, match=r"'.*no_such_model' is neither a model folder nor a preset"):
+        create_model_and_processor(str(tmp_path / "no_such_model"))
+
+
+def test_the_encoder_and_the_embedding_job_name_a_null_config_json(hub_loading_folder, tmp_path):
+    """They load with AutoModel, whose own answer to a `null` config.json is a bare TypeError."""
+    from datasets import Dataset
+
+    from commercemm_hf.encoding import CommerceMMEncoder
+    from commercemm_hf.search.embedding_job import embed_products
+
+    folder = tmp_path / "broken"
+    shutil.copytree(hub_loading_folder / "commercemm-tiny", folder)
+    (folder / "config.json").write_text("null")
+    with pytest.raises(ValueError, match=r"config.json holds null instead of a JSON object"):
+        CommerceMMEncoder.from_pretrained(str(folder))
+    with pytest.raises(ValueError, match=r"config.json holds null instead of a JSON object"):
+        embed_products(folder, Dataset.from_list([{"text": "red mug", "product_id": "p0"}]), tmp_path / "shards",
+                       progress=False)

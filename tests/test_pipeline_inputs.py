@@ -133,3 +133,92 @@ print(json.dumps({"ids": index.product_ids, "skipped": search.skipped_products})
 """, pipeline_input_folders)
     assert result["ids"] == ["a"]
     assert result["skipped"][0]["product_id"] == "b" and "missing.png" in result["skipped"][0]["reason"]
+
+
+# ------------------------------------------------------------------------- calls, ids and items a test suite tries
+
+
+@pytest.mark.parametrize("task", ["product-embedding", "product-categorization"])
+def test_a_call_on_an_empty_list_answers_an_empty_list_and_a_bad_item_is_named_by_position(pipeline_input_folders,
+                                                                                          task):
+    folder = pipeline_input_folders / ("base" if task == "product-embedding" else "categorization")
+    run = pipeline(task, model=str(folder), trust_remote_code=True)
+    assert run([]) == []
+    with pytest.raises(ValueError, match=r"^item 2: cannot read a pipeline input of type NoneType"):
+        run(["red mug", {"text": "blue lamp"}, None])
+    with pytest.raises(ValueError, match=r"^item 1: 'text' must be a string, got int"):
+        run(["red mug", {"text": 5}])
+
+
+def test_search_names_bad_queries_and_product_lists(pipeline_input_folders):
+    search = pipeline("product-search", model=str(pipeline_input_folders / "base"), trust_remote_code=True)
+    with pytest.raises(TypeError, match="products must be a list .*got a single str: wrap it in a list"):
+        search.index_products("red mug", product_kind="text")  # would index the letters r, e, d, ...
+    with pytest.raises(ValueError, match=r"product_ids\[1\] is None: each product needs a non-empty id"):
+        search.index_products(["red mug", "lamp", "desk"], product_ids=["a", None, "c"], product_kind="text")
+    with pytest.raises(ValueError, match=r"Product id 'a' is given twice \(products 0 and 2\)"):
+        search.index_products(["red mug", "lamp", "desk"], product_ids=["a", "b", "a"], product_kind="text")
+    with pytest.raises(TypeError, match=r"product_ids\[0\] is 1.5 \(float\)"):
+        search.index_products(["red mug"], product_ids=[1.5], product_kind="text")
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        search.index_products(["red mug"], product_kind="text", batch_size=0)
+    with pytest.raises(TypeError, match=r"Unknown arguments for indexing products: \['top_k'\]"):
+        search.index_products(["red mug"], product_kind="text", top_k=3)
+    search.index_products(["red mug", "blue lamp"], product_ids=["p0", "p1"], product_kind="text")
+    assert search([]) == []
+    with pytest.raises(ValueError, match=r"^item 1: cannot read a pipeline input of type int"):
+        search(["red mug", 7])
+
+
+def test_add_skips_bad_items_and_names_them_or_raises(pipeline_input_folders, caplog):
+    search = pipeline("product-search", model=str(pipeline_input_folders / "base"), trust_remote_code=True)
+    search.index_products(["red mug", "blue lamp"], product_kind="text")
+    missing = str(pipeline_input_folders / "missing.png")
+    with caplog.at_level(logging.WARNING):
+        index = search.add(["oak desk", None, {"image": missing}, "wooden vase"])
+    assert index.product_ids == ["0", "1", "2", "5"]
+    assert [(row["index"], row["product_id"]) for row in search.skipped_products] == [(1, "3"), (2, "4")]
+    assert "product 2 (id '4'): cannot read the image" in search.skipped_products[1]["reason"]
+    assert any("Skipped 2 of 4 products" in message for message in warnings_of(caplog))
+    with pytest.raises(ValueError, match=r"product 1 \(id 'q'\): cannot read a pipeline input of type int"):
+        search.add(["steel lamp", 5], product_ids=["p", "q"], on_bad_items="raise")
+    with pytest.raises(TypeError, match="got a single str"):
+        search.add("steel lamp")
+    assert search.add([]) is index and len(index) == 4  # nothing to add: the index is unchanged
+
+
+def test_an_empty_image_is_skipped_and_named_not_a_failure_of_the_whole_catalog(pipeline_input_folders):
+    from PIL import Image
+
+    search = pipeline("product-search", model=str(pipeline_input_folders / "base"), trust_remote_code=True)
+    good = str(pipeline_input_folders / "good_0.png")
+    index = search.index_products([{"image": good, "text": "red mug"}, {"image": Image.new("RGB", (0, 0)), "text": "x"},
+                                   {"image": good, "text": "blue mug"}], product_ids=["a", "b", "c"])
+    assert index.product_ids == ["a", "c"]
+    assert search.skipped_products[0]["reason"].endswith("product 1 (id 'b'): the image '(an in-memory PIL image)' "
+                                                         "is empty (0x0 pixels).")
+
+
+def test_top_k_takes_numpy_integers_and_refuses_booleans(pipeline_input_folders):
+    import numpy as np
+
+    classify = pipeline("product-categorization", model=str(pipeline_input_folders / "categorization"),
+                        trust_remote_code=True)
+    assert len(classify("red mug", top_k=np.int64(2))) == 2
+    assert len(classify("red mug", top_k=100)) == 2  # every label, however many were asked for
+    for bad in (True, 0, -1, 2.0, "2"):
+        with pytest.raises(ValueError, match=rf"top_k must be a positive integer, got {bad!r}"):
+            classify("red mug", top_k=bad)
+    search = pipeline("product-search", model=str(pipeline_input_folders / "base"), trust_remote_code=True)
+    search.index_products(["red mug", "blue lamp", "oak desk"], product_kind="text")
+    assert len(search("mug", top_k=np.int64(2))) == 2 and len(search("mug", top_k=50)) == 3
+    with pytest.raises(ValueError, match="top_k must be a positive integer, got True"):
+        search("mug", top_k=True)
+
+
+def test_a_pathlib_path_is_an_image_path(pipeline_input_folders):
+    embed = pipeline("product-embedding", model=str(pipeline_input_folders / "base"), trust_remote_code=True)
+    path = pipeline_input_folders / "good_0.png"
+    assert embed({"image": path})["image_embeds"] == embed({"image": str(path)})["image_embeds"]
+    with pytest.raises(ValueError, match=r"cannot read the image '.*missing.png': no such file"):
+        embed({"image": pipeline_input_folders / "missing.png"})

@@ -295,3 +295,18 @@ def test_without_kept_vectors_filters_and_files_use_faiss_own_copy(index_type, c
     loaded = ProductIndex.load(tmp_path / "index")
     assert loaded._vectors is None
     assert loaded.query(queries, 10, {"category": "c3"}) == index.query(queries, 10, {"category": "c3"})
+
+
+def test_bad_arguments_are_named_not_failures_from_inside():
+    vectors = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    with pytest.raises(ValueError, match="product_kind must be 'multimodal', 'image' or 'text', got 'video'"):
+        ProductIndex(8, "video")
+    index = ProductIndex(8)
+    with pytest.raises(TypeError, match="product_ids must be a list of ids, got a single str 'abc'"):
+        index.add(vectors, "abc")  # not the three ids 'a', 'b', 'c'
+    with pytest.raises(TypeError, match="embeddings must be .* got str"):
+        index.add("abc", ["a"])
+    with pytest.raises(TypeError, match="embeddings must be .*equal-length lists of numbers"):
+        index.add([[0.1] * 8, [1.0]], ["a", "b"])
+    index.add(vectors.tolist(), ["a", "b", "c"])  # lists of numbers are embeddings too
+    assert [hit["product_id"] for hit in index.query(vectors[1:2].tolist(), top_k=1)[0]] == ["b"]

@@ -54,9 +54,35 @@ def check_text_inputs(input_ids, token_type_ids, type_vocab_size: int) -> None:
         raise ValueError(f"token_type_ids must lie in {allowed}, got values in {low}..{high}.")
 
 
-def check_pixel_batch(pixel_values: torch.Tensor) -> None:
-    if isinstance(pixel_values, torch.Tensor) and pixel_values.dim() == 4 and pixel_values.shape[0] == 0:
+def check_pixel_batch(pixel_values: torch.Tensor, num_channels: int = 3) -> None:
+    """`pixel_values` must be a float tensor `(batch >= 1, num_channels, height, width)` of finite values: a PIL
+    image or raw uint8 pixels (not normalised by the image processor) would otherwise fail deep in torch or embed
+    silently wrong, and one NaN pixel makes the whole embedding NaN.
+
+    Example:
+        >>> import torch
+        >>> try:
+        ...     check_pixel_batch(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
+        ... except ValueError as error:
+        ...     print(error)
+        pixel_values must be floating point (normalised by the CommerceMMProcessor), got dtype torch.uint8.
+    """
+    if not isinstance(pixel_values, torch.Tensor):
+        raise ValueError(f"pixel_values must be a torch tensor (batch, {num_channels}, height, width), got "
+                         f"{type(pixel_values).__name__}: turn images into pixel_values with the CommerceMMProcessor.")
+    if pixel_values.dim() != 4 or pixel_values.shape[1] != num_channels:
+        raise ValueError(f"pixel_values must be (batch, {num_channels}, height, width), "
+                         f"got shape {tuple(pixel_values.shape)}.")
+    if not pixel_values.is_floating_point():
+        raise ValueError("pixel_values must be floating point (normalised by the CommerceMMProcessor), got dtype "
+                         f"{pixel_values.dtype}.")
+    if pixel_values.shape[0] == 0:
         raise ValueError(f"pixel_values is a batch of 0 images (shape {tuple(pixel_values.shape)}); give at least one.")
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return  # the value check below is data-dependent control flow, which export and compile cannot trace
+    if not torch.isfinite(pixel_values).all():
+        bad = sorted({int(row) for row in (~torch.isfinite(pixel_values)).flatten(1).any(1).nonzero().flatten()})
+        raise ValueError(f"pixel_values of images {bad[:10]} hold NaN or infinite values.")
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -401,12 +401,7 @@ class CommerceMMVisionEmbeddings(nn.Module):
         bool_masked_pos: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
     ) -> torch.Tensor:
-        if pixel_values.dim() != 4 or pixel_values.shape[1] != self.config.num_channels:
-            raise ValueError(
-                f"pixel_values must be (batch, {self.config.num_channels}, height, width), "
-                f"got shape {tuple(pixel_values.shape)}."
-            )
-        check_pixel_batch(pixel_values)
+        check_pixel_batch(pixel_values, self.config.num_channels)
         batch_size, _, height, width = pixel_values.shape
         size = self.config.image_size
         if not interpolate_pos_encoding and (height != size or width != size):
@@ -736,6 +731,10 @@ class CommerceMMPreTrainedModel(PreTrainedModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
 
 
+#: What each embedding kind needs, for the error of a kind the inputs cannot give
+NEEDED_INPUTS = {"multimodal": "an image and a text", "image": "an image", "text": "a text"}
+
+
 class CommerceMMModel(CommerceMMPreTrainedModel):
     r"""CommerceMM: an image encoder, a text encoder and a multimodal encoder with one shared embedding space.
 
@@ -1045,7 +1044,7 @@ class CommerceMMModel(CommerceMMPreTrainedModel):
         if has_text is None and has_image is None:
             if kind is not None and kind != available and (kind == "multimodal" or available != "multimodal"):
                 raise ValueError(
-                    f"A {kind} embedding needs {'an image and a text' if kind == 'multimodal' else 'a ' + kind}; "
+                    f"A {kind} embedding needs {NEEDED_INPUTS[kind]}; "
                     f"the inputs give {available} only."
                 )
             return self._item_features_of_whole_batch(

@@ -7,7 +7,7 @@ This file travels as Hugging Face remote code: transformers, torch, PIL and sing
 import torch
 from transformers import Pipeline
 
-from .pipeline_commercemm_inputs import InputWarningsMixin, encode_item, normalize_item, split_depths
+from .pipeline_commercemm_inputs import InputWarningsMixin, checked_top_k, encode_item, normalize_item, split_depths
 
 
 class CommerceMMCategorizationPipeline(InputWarningsMixin, Pipeline):
@@ -45,9 +45,7 @@ class CommerceMMCategorizationPipeline(InputWarningsMixin, Pipeline):
             raise ValueError(f"Unknown arguments for product-categorization: {sorted(kwargs)}.")
         postprocess_params = {}
         if top_k is not None:
-            if not isinstance(top_k, int) or top_k < 1:
-                raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
-            postprocess_params["top_k"] = top_k
+            postprocess_params["top_k"] = checked_top_k(top_k)
         return {}, forward_params, postprocess_params
 
     def preprocess(self, item):

@@ -99,6 +99,22 @@ class _Growable:
         return grown
 
 
+def _float_rows(values, what: str) -> torch.Tensor:
+    """`values` (a tensor, a numpy array or nested lists of numbers) as a float32 CPU tensor; a TypeError naming
+    `what` for anything else, instead of an AttributeError from inside."""
+    if isinstance(values, np.ndarray):
+        values = torch.from_numpy(values)
+    elif isinstance(values, (list, tuple)):
+        try:
+            values = torch.as_tensor(values, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise TypeError(f"{what} must be a (n, dim) tensor, numpy array or list of equal-length lists of "
+                            f"numbers: {error}") from None
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"{what} must be a (n, dim) tensor, numpy array or list of lists, got {type(values).__name__}.")
+    return values.detach().float().cpu()
+
+
 class ProductIndex(FaissIndexMixin, IndexFilesMixin):
     """Product embeddings `(n, dim)` with ids and string metadata; exact or FAISS search (see the module docstring).
 
@@ -147,6 +163,8 @@ class ProductIndex(FaissIndexMixin, IndexFilesMixin):
         if not isinstance(index_type, str) or not index_type:
             raise ValueError("index_type must be 'flat', 'hnsw', 'ivfpq' or a FAISS factory string, "
                              f"got {index_type!r}.")
+        if product_kind not in ("multimodal", "image", "text"):
+            raise ValueError(f"product_kind must be 'multimodal', 'image' or 'text', got {product_kind!r}.")
         self.dim, self.product_kind, self.backend = dim, product_kind, backend
         self.index_type, self.train_size, self.use_gpu = index_type, int(train_size), use_gpu
         self.search_params: dict = {}
@@ -213,9 +231,10 @@ class ProductIndex(FaissIndexMixin, IndexFilesMixin):
     # ------------------------------------------------------------------------------------------------ updates
 
     def _checked(self, embeddings, product_ids, metadata) -> tuple[np.ndarray, list[str], list]:
-        if isinstance(embeddings, np.ndarray):
-            embeddings = torch.from_numpy(embeddings)
-        embeddings = embeddings.detach().float().cpu()
+        embeddings = _float_rows(embeddings, "embeddings")
+        if isinstance(product_ids, (str, bytes)):  # list("abc") would be three ids
+            raise TypeError(f"product_ids must be a list of ids, got a single {type(product_ids).__name__} "
+                            f"{product_ids!r}.")
         product_ids = list(product_ids)
         if embeddings.dim() != 2 or embeddings.shape[1] != self.dim or len(product_ids) != embeddings.shape[0]:
             raise ValueError(f"Expected ({len(product_ids)}, {self.dim}) embeddings, got {tuple(embeddings.shape)}.")
@@ -390,9 +409,7 @@ class ProductIndex(FaissIndexMixin, IndexFilesMixin):
         first, with `k = min(top_k, number of matching products)`; `ids_of(rows)` names them."""
         if not len(self):
             raise ValueError("The product index is empty: call index_products(...) or load_index(...) first.")
-        if isinstance(queries, np.ndarray):
-            queries = torch.from_numpy(queries)
-        queries = queries.detach().float().cpu()
+        queries = _float_rows(queries, "queries")
         if queries.dim() == 1:
             queries = queries[None]
         if queries.dim() != 2 or queries.shape[1] != self.dim:

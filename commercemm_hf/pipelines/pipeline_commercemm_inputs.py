@@ -13,6 +13,7 @@ config records `expected_modalities` also warns about inputs lacking one of them
 This file travels as Hugging Face remote code: transformers, torch and PIL only.
 """
 
+import numbers
 import os
 import warnings
 
@@ -55,6 +56,20 @@ def split_depths(kwargs: dict) -> dict:
     return {name: kwargs.pop(name) for name in DEPTH_ARGUMENTS if name in kwargs}
 
 
+def checked_top_k(top_k) -> int:
+    """`top_k` as an int (numpy integers included); a ValueError naming it unless it is a positive integer (`True`
+    is not 1 here, nor `2.0` two).
+
+    Example:
+        >>> checked_top_k(0)  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        ValueError: top_k must be a positive integer, got 0.
+    """
+    if not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
+    return int(top_k)
+
+
 def _shown(value: str, limit: int = 120) -> str:
     return value if len(value) <= limit else value[:limit] + f"... ({len(value)} characters)"
 
@@ -85,34 +100,65 @@ def read_image(image, where: str = "the input") -> Image.Image:
         image.load()
     except Exception as error:
         raise ValueError(f"{where}: cannot read the image {name!r}: {type(error).__name__}: {error}") from error
+    if 0 in image.size:  # caught here, a bad product is skipped and named instead of failing the whole batch
+        raise ValueError(f"{where}: the image {name!r} is empty ({image.width}x{image.height} pixels).")
     return image
+
+
+def check_item(item, where: str = "the input") -> None:
+    """A ValueError naming `where` and the issue when `item` is not a pipeline input (a text, a PIL image, or a dict
+    with `"image"` (PIL image, path or URL) and/or `"text"`); checks types only, reads no image.
+
+    Example:
+        >>> check_item({"text": 5}, "item 2")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        ValueError: item 2: 'text' must be a string, got int.
+    """
+    if isinstance(item, (str, Image.Image)):
+        return
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: cannot read a pipeline input of type {type(item).__name__}: give a text (str), a "
+                         "PIL image, or a dict with 'image' and/or 'text'.")
+    unknown = sorted(set(item) - {"image", "text", "id", "product_id"}, key=str)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown} in a pipeline input; use 'image' and/or 'text'.")
+    image, text = item.get("image"), item.get("text")
+    if image is not None and not isinstance(image, (str, os.PathLike, Image.Image)):
+        raise ValueError(f"{where}: 'image' must be a PIL image, a path or a URL, got {type(image).__name__}.")
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"{where}: 'text' must be a string, got {type(text).__name__}.")
+    if image is None and text is None:
+        raise ValueError(f"{where}: a pipeline input needs an image, a text, or both; got neither.")
+
+
+def check_call_inputs(inputs) -> None:
+    """Check each item of a pipeline call's list by position ("item 3: ..."), before transformers' per-item
+    preprocessing, which cannot say which item of the list failed."""
+    if isinstance(inputs, list):
+        for index, item in enumerate(inputs):
+            check_item(item, f"item {index}")
+
+
+def product_list(products) -> list:
+    """`products` as a list; a TypeError for a single item (a text would otherwise be indexed letter by letter)."""
+    if isinstance(products, (str, bytes, dict, Image.Image)) or not hasattr(products, "__iter__"):
+        raise TypeError(f"products must be a list of items (texts, PIL images or dicts with 'image' and/or 'text'), "
+                        f"got a single {type(products).__name__}: wrap it in a list.")
+    return list(products)
 
 
 def normalize_item(item, where: str = "the input") -> dict:
     """`{"image": decoded PIL image or None, "text": str or None}` for one pipeline input, or a ValueError naming
     `where` (e.g. "item 3") and the issue."""
+    check_item(item, where)
     if isinstance(item, str):
         return {"image": None, "text": item}
     if isinstance(item, Image.Image):
         return {"image": read_image(item, where), "text": None}
-    if isinstance(item, dict):
-        unknown = sorted(set(item) - {"image", "text", "id", "product_id"})
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {unknown} in a pipeline input; use 'image' and/or 'text'.")
-        image, text = item.get("image"), item.get("text")
-        if image is not None:
-            if not isinstance(image, (str, Image.Image)):
-                raise ValueError(f"{where}: 'image' must be a PIL image, a path or a URL, got {type(image).__name__}.")
-            image = read_image(image, where)
-        if text is not None and not isinstance(text, str):
-            raise ValueError(f"{where}: 'text' must be a string, got {type(text).__name__}.")
-        if image is None and text is None:
-            raise ValueError(f"{where}: a pipeline input needs an image, a text, or both; got neither.")
-        return {"image": image, "text": text}
-    raise ValueError(
-        f"{where}: cannot read a pipeline input of type {type(item).__name__}: give a text (str), a PIL image, or a "
-        "dict with 'image' and/or 'text'."
-    )
+    image = item.get("image")
+    if isinstance(image, os.PathLike):  # a pathlib.Path is a path too
+        image = os.fspath(image)
+    return {"image": None if image is None else read_image(image, where), "text": item.get("text")}
 
 
 def text_max_length(tokenizer, config) -> int:
@@ -191,9 +237,26 @@ def default_product_ids(products: list, product_ids: list | None, start: int = 0
         product_ids = [item.get("product_id", item.get("id")) if isinstance(item, dict) else None for item in products]
         if any(product_id is None for product_id in product_ids):
             product_ids = [str(start + i) for i in range(len(products))]
+    if isinstance(product_ids, (str, bytes)):
+        raise TypeError(f"product_ids must be a list of ids, one per product, got a single {type(product_ids).__name__}"
+                        f" {_shown(str(product_ids))!r}.")
+    product_ids = list(product_ids)
     if len(product_ids) != len(products):
         raise ValueError(f"{len(products)} products but {len(product_ids)} product ids.")
-    return [str(product_id) for product_id in product_ids]
+    for index, product_id in enumerate(product_ids):
+        # str(None) would silently become the id 'None' (and several products would share it)
+        if product_id is None or (isinstance(product_id, str) and not product_id.strip()):
+            raise ValueError(f"product_ids[{index}] is {product_id!r}: each product needs a non-empty id.")
+        if not isinstance(product_id, (str, numbers.Integral)) or isinstance(product_id, bool):
+            raise TypeError(f"product_ids[{index}] is {product_id!r} ({type(product_id).__name__}): ids are strings "
+                            "or integers.")
+    product_ids = [str(product_id) for product_id in product_ids]
+    first = {}
+    for index, product_id in enumerate(product_ids):
+        if first.setdefault(product_id, index) != index:
+            raise ValueError(f"Product id {product_id!r} is given twice (products {first[product_id]} and {index}): "
+                             "ids must be unique.")
+    return product_ids
 
 
 def check_products(products: list, product_ids: list[str], product_kind: str, on_bad_items: str = "skip",
@@ -244,12 +307,27 @@ def warn_about_skipped(skipped: list[dict], total: int, what: str = "products") 
                        f"{_indices([row['index'] for row in skipped])}): {reasons}")
 
 
-class InputWarningsMixin:
-    """For a pipeline class: `warn_about_inputs` once per call on a single input or a list of inputs (generators
-    and datasets stream, so they are not scanned ahead)."""
+class CallInputsMixin:
+    """For a pipeline class: an empty list of inputs answers `[]` (transformers' Pipeline raises a bare IndexError),
+    and each item of a list is checked by position, so a bad one is named ("item 3: ...")."""
 
     def __call__(self, inputs, *args, **kwargs):
-        if isinstance(inputs, (str, dict, Image.Image, list)):
+        if isinstance(inputs, list) and not inputs:
+            # still refuse bad arguments, as a non-empty call would
+            self._sanitize_parameters(**{key: value for key, value in kwargs.items()
+                                         if key not in ("batch_size", "num_workers")})
+            return []
+        check_call_inputs(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
+
+class InputWarningsMixin(CallInputsMixin):
+    """For a pipeline class: `warn_about_inputs` once per call on a single input or a list of inputs (generators
+    and datasets stream, so they are not scanned ahead), after `CallInputsMixin`'s checks."""
+
+    def __call__(self, inputs, *args, **kwargs):
+        if isinstance(inputs, (str, dict, Image.Image)) or (isinstance(inputs, list) and inputs):
+            check_call_inputs(inputs)  # before the warnings read the items
             items = inputs if isinstance(inputs, list) else [inputs]
             warn_about_inputs(items, self.tokenizer, self.model.config, "inputs")
         return super().__call__(inputs, *args, **kwargs)

@@ -16,13 +16,16 @@ from transformers import Pipeline
 from .pipeline_commercemm_index import ProductIndex
 from .pipeline_commercemm_inputs import (
     ON_BAD_ITEMS,
+    CallInputsMixin,
     base_model,
     check_products,
+    checked_top_k,
     collate,
     default_product_ids,
     embed_rows,
     encode_item,
     normalize_item,
+    product_list,
     split_depths,
     warn_about_inputs,
     warn_about_skipped,
@@ -31,7 +34,7 @@ from .pipeline_commercemm_onnx import features_model, split_backend
 from .pipeline_commercemm_shards import read_embedding_shards
 
 
-class CommerceMMProductSearchPipeline(Pipeline):
+class CommerceMMProductSearchPipeline(CallInputsMixin, Pipeline):
     """Query a product index by text, image or both; each result is a list of `{"product_id", "score"}`.
 
     `backend="onnx"` (or `"onnx-int8"`), as for `product-embedding`, embeds the catalog and the queries with the
@@ -101,22 +104,35 @@ class CommerceMMProductSearchPipeline(Pipeline):
         options = {**self.backend_options, **(backend_options or {})}
         return features_model(self, base_model(self.model), options.get("backend", "torch"), options.get("onnx_folder"))
 
-    def _embed_products(self, products, product_kind, batch_size, depths) -> torch.Tensor:
+    def _embed_products(self, items: list[dict], batch_size: int, depths: dict) -> torch.Tensor:
+        """The index-kind embeddings of normalised, checked `items` (see `check_products`)."""
         model = self._features_model()
         chunks = []
-        for start in range(0, len(products), batch_size):
-            items = [normalize_item(item) for item in products[start:start + batch_size]]
-            for offset, item in enumerate(items):
-                needs = {"multimodal": ("image", "text"), "image": ("image",), "text": ("text",)}[product_kind]
-                if any(item[key] is None for key in needs):
-                    raise ValueError(f"Product {start + offset} lacks the {' and '.join(needs)} "
-                                     f"a {product_kind} index needs.")
-            batch = collate([encode_item(item, self.tokenizer, self.image_processor, model.config) for item in items],
-                            self.tokenizer.pad_token_id)
+        for start in range(0, len(items), batch_size):
+            batch = collate([encode_item(item, self.tokenizer, self.image_processor, model.config)
+                             for item in items[start:start + batch_size]], self.tokenizer.pad_token_id)
             batch = {key: value.to(self.device) for key, value in batch.items()}
             with torch.no_grad():
-                chunks.append(embed_rows(model, batch, depths)[product_kind].cpu())
+                chunks.append(embed_rows(model, batch, depths)[self.product_index.product_kind].cpu())
         return torch.cat(chunks)
+
+    def _add_checked(self, products: list, product_ids: list[str], batch_size: int, on_bad_items: str,
+                     depths: dict) -> list:
+        """Check, embed and append `products` a batch at a time (images are read a batch at a time); fills
+        `self.skipped_products` and returns each product's text (None where skipped or image-only)."""
+        self.skipped_products, texts = [], [None] * len(products)
+        for start in range(0, len(products), batch_size):
+            chunk = range(start, min(start + batch_size, len(products)))
+            items, ids, skipped = check_products(products[chunk.start:chunk.stop], product_ids[chunk.start:chunk.stop],
+                                                 self.product_index.product_kind, on_bad_items, first_index=start)
+            self.skipped_products += skipped
+            kept = sorted(set(chunk) - {row["index"] for row in skipped})
+            for index, item in zip(kept, items):
+                texts[index] = item["text"]
+            if items:
+                self.product_index.add(self._embed_products(items, batch_size, depths), ids)
+        warn_about_skipped(self.skipped_products, len(products))
+        return texts
 
     def index_products(self, products: list, product_ids: list | None = None, product_kind: str = "multimodal",
                        batch_size: int = 32, on_bad_items: str = "skip", **depths) -> ProductIndex:
@@ -129,45 +145,42 @@ class CommerceMMProductSearchPipeline(Pipeline):
         """
         if product_kind not in ("multimodal", "image", "text"):
             raise ValueError(f"product_kind must be 'multimodal', 'image' or 'text', got {product_kind!r}.")
-        if on_bad_items not in ON_BAD_ITEMS:
-            raise ValueError(f"on_bad_items must be one of {ON_BAD_ITEMS}, got {on_bad_items!r}.")
-        products = list(products)
+        products, depths = self._check_arguments(products, batch_size, on_bad_items, depths)
         product_ids = default_product_ids(products, product_ids)
         self.product_index = self._new_index(product_kind)
-        self.skipped_products, texts = [], [None] * len(products)
-        for start in range(0, len(products), batch_size):
-            chunk = range(start, min(start + batch_size, len(products)))
-            items, ids, skipped = check_products(products[chunk.start:chunk.stop], product_ids[chunk.start:chunk.stop],
-                                                 product_kind, on_bad_items, first_index=start)
-            self.skipped_products += skipped
-            kept = sorted(set(chunk) - {row["index"] for row in skipped})
-            for index, item in zip(kept, items):
-                texts[index] = item["text"]
-            if items:
-                self.add(items, ids, batch_size=batch_size, **depths)
-        warn_about_skipped(self.skipped_products, len(products))
+        texts = self._add_checked(products, product_ids, batch_size, on_bad_items, depths)
         if not len(self.product_index):
             raise ValueError(f"None of the {len(products)} products can be embedded"
                              + (f": {self.skipped_products[0]['reason']}" if self.skipped_products else "."))
         warn_about_inputs(texts, self.tokenizer, base_model(self.model).config, "products")
         return self.product_index
 
-    def add(self, products: list, product_ids: list | None = None, batch_size: int = 32, **depths) -> ProductIndex:
-        """Embed only the new `products` and append them to the index."""
+    def add(self, products: list, product_ids: list | None = None, batch_size: int = 32, on_bad_items: str = "skip",
+            **depths) -> ProductIndex:
+        """Embed only the new `products` and append them to the index; bad products are skipped and named (or
+        raised) as in `index_products`, with their positions in `products`. Ids default to the next positions."""
         if self.product_index is None:
-            return self.index_products(products, product_ids, batch_size=batch_size, **depths)
-        if product_ids is None:
-            product_ids = [item.get("product_id", item.get("id")) if isinstance(item, dict) else None
-                           for item in products]
-            if any(product_id is None for product_id in product_ids):
-                product_ids = [str(len(self.product_index) + i) for i in range(len(products))]
-        if len(product_ids) != len(products):
-            raise ValueError(f"{len(products)} products but {len(product_ids)} product ids.")
-        embeddings = self._embed_products(
-            list(products), self.product_index.product_kind, batch_size, split_depths(depths)
-        )
-        self.product_index.add(embeddings, list(product_ids))
+            return self.index_products(products, product_ids, batch_size=batch_size, on_bad_items=on_bad_items,
+                                       **depths)
+        products, depths = self._check_arguments(products, batch_size, on_bad_items, depths)
+        product_ids = default_product_ids(products, product_ids, start=len(self.product_index))
+        texts = self._add_checked(products, product_ids, batch_size, on_bad_items, depths)
+        warn_about_inputs(texts, self.tokenizer, base_model(self.model).config, "products")
         return self.product_index
+
+    @staticmethod
+    def _check_arguments(products, batch_size, on_bad_items: str, depths: dict) -> tuple[list, dict]:
+        """`(products as a list, the active depths)`; a clear error for a bad argument (a single product instead of a
+        list, a non-positive batch size, an unknown keyword, which would otherwise be ignored)."""
+        if on_bad_items not in ON_BAD_ITEMS:
+            raise ValueError(f"on_bad_items must be one of {ON_BAD_ITEMS}, got {on_bad_items!r}.")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        depths = dict(depths)
+        active = split_depths(depths)
+        if depths:
+            raise TypeError(f"Unknown arguments for indexing products: {sorted(depths)}.")
+        return product_list(products), active
 
     def index_from_shards(self, folder: str, product_kind: str = "multimodal") -> ProductIndex:
         """Start a new index from the embedding shards `commercemm embed` wrote into `folder` (ids and metadata
@@ -200,9 +213,7 @@ class CommerceMMProductSearchPipeline(Pipeline):
                 raise ValueError(f"filter must be a dict of metadata field -> value or list of values, got {filter!r}.")
             postprocess_params["filter"] = filter
         if top_k is not None:
-            if not isinstance(top_k, int) or top_k < 1:
-                raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
-            postprocess_params["top_k"] = top_k
+            postprocess_params["top_k"] = checked_top_k(top_k)
         return {}, forward_params, postprocess_params
 
     def preprocess(self, item):

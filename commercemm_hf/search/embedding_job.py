@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..factory import check_model_folder
 from ..pipelines.pipeline_commercemm_index import metadata_value
 from ..pipelines.pipeline_commercemm_inputs import base_model, collate, embed_rows, encode_item, normalize_item
 from ..pipelines.pipeline_commercemm_shards import (
@@ -187,6 +188,7 @@ def embed_products(model_path, dataset, output_dir, kinds=("multimodal",), batch
         if missing:
             raise ValueError(f"The products have no columns {missing} (columns: {columns}).")
     state = PartialState(cpu=_launched_on_cpus())
+    check_model_folder(str(model_path))  # a broken folder named, not a TypeError from transformers
     model = AutoModel.from_pretrained(model_path).to(state.device).eval()
     processor = AutoProcessor.from_pretrained(model_path)
     output = Path(output_dir)
