@@ -78,7 +78,8 @@ def string_value(value) -> tuple[str | None, str | None]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _json_records(lines: list[tuple[int, bytes]]):
+def _json_records(lines):
+    """Records of JSON Lines given as (1-based number, line) pairs (`_file_lines`); blank lines are skipped."""
     for number, raw in lines:
         try:
             text = raw.decode("utf-8")
@@ -103,10 +104,6 @@ def _json_object(value) -> tuple[dict | None, str | None]:
     return value, None
 
 
-def _json_lines(data: bytes) -> list[tuple[int, bytes]]:
-    return [(number, line) for number, line in enumerate(data.split(b"\n"), start=1)]
-
-
 def _file_lines(handle):
     """(1-based number, line without its "\\n") of a binary file, read line by line: a BOM at the start is dropped,
     as the whole-file read drops it, and "\\r" stays (JSON ignores it)."""
@@ -123,7 +120,7 @@ def _json_document_records(path: Path, data: bytes, field: str | None):
         raise ValueError(f"{path} is not valid UTF-8 ({error.reason} at byte {error.start}).") from None
     except json.JSONDecodeError as error:
         if error.msg == "Extra data" and field is None:  # JSON Lines in a .json file
-            yield from _json_records(_json_lines(data))
+            yield from _json_records(_file_lines(io.BytesIO(data)))
             return
         raise ValueError(f"{path}: invalid JSON at line {error.lineno}, column {error.colno} ({error.msg}).") from None
     if field is not None:
