@@ -138,10 +138,10 @@ def run_pretrain(args) -> Path:
         # a preset without backbones starts from the factory's from-scratch initialisation unless
         # --initializer-range says otherwise (create_model_and_processor holds that rule)
         config = CommerceMMConfig.from_json_file(args.config) if args.config else args.preset
-        initialization = {} if args.initializer_range is None else {"initializer_range": args.initializer_range}
-        initialization.update(parse_config_overrides(args.config_overrides))
+        overrides = {} if args.initializer_range is None else {"initializer_range": args.initializer_range}
+        overrides.update(parse_config_overrides(args.config_overrides))
         model, processor = create_model_and_processor(
-            config, CommerceMMForPreTraining, **initialization,
+            config, CommerceMMForPreTraining, **overrides,
             texts=lambda: list(image_text["text"]) + [text for text in omni["source_text"] if text],
             tokenizer=args.tokenizer or (None if args.text_backbone else demo_tokenizer),
             text_backbone=args.text_backbone, vision_backbone=args.vision_backbone, vocab_size=args.vocab_size,

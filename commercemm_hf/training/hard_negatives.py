@@ -107,9 +107,8 @@ def hard_negative_sampler(model, collator, rows, batch_size: int, seed: int = 0,
         embeddings = []
         for start in range(0, len(product_rows), embedding_batch_size):
             batch = encode([rows[index] for index in product_rows[start:start + embedding_batch_size]])
-            batch.pop("return_loss", None)
-            batch = {key: value.to(model.device) for key, value in batch.items()}
-            embeddings.append(model(**batch, return_loss=False).target_embeds.float().cpu())
+            batch = {key: value.to(model.device) if torch.is_tensor(value) else value for key, value in batch.items()}
+            embeddings.append(model(**batch).target_embeds.float().cpu())  # the target side only: no loss
     finally:
         model.train(was_training)
     logger.info(f"Hard negatives: {len(product_rows)} training products embedded; batches of similar products.")
