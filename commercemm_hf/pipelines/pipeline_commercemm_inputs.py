@@ -317,20 +317,22 @@ class CallInputsMixin:
             self._sanitize_parameters(**{key: value for key, value in kwargs.items()
                                          if key not in ("batch_size", "num_workers")})
             return []
-        check_call_inputs(inputs)
+        self._check_call_inputs(inputs)
         return super().__call__(inputs, *args, **kwargs)
+
+    def _check_call_inputs(self, inputs) -> None:
+        check_call_inputs(inputs)
 
 
 class InputWarningsMixin(CallInputsMixin):
     """For a pipeline class: `warn_about_inputs` once per call on a single input or a list of inputs (generators
     and datasets stream, so they are not scanned ahead), after `CallInputsMixin`'s checks."""
 
-    def __call__(self, inputs, *args, **kwargs):
-        if isinstance(inputs, (str, dict, Image.Image)) or (isinstance(inputs, list) and inputs):
-            check_call_inputs(inputs)  # before the warnings read the items
+    def _check_call_inputs(self, inputs) -> None:
+        super()._check_call_inputs(inputs)  # before the warnings read the items
+        if isinstance(inputs, (str, dict, Image.Image, list)):  # a list here is not empty (CallInputsMixin)
             items = inputs if isinstance(inputs, list) else [inputs]
             warn_about_inputs(items, self.tokenizer, self.model.config, "inputs")
-        return super().__call__(inputs, *args, **kwargs)
 
 
 def encode_item(item: dict, tokenizer, image_processor, config) -> dict:
